@@ -1,0 +1,29 @@
+{
+  "targets": [
+    {
+      "target_name": "kpig",
+      "sources": [
+        "native/addon/addon.cpp",
+        "native/src/core/error.cpp",
+        "native/src/core/json.cpp",
+        "native/src/core/safetensors.cpp",
+        "native/src/core/threadpool.cpp",
+        "native/src/cpu/gemm.cpp",
+        "native/src/cpu/ops.cpp",
+        "native/src/model/config.cpp",
+        "native/src/model/forward.cpp",
+        "native/src/model/model.cpp",
+        "native/src/model/weights.cpp"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native/include"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],
+      "libraries": ["-lpthread"]
+    }
+  ]
+}

@@ -1,0 +1,108 @@
+// The native core's public C++ API: load a Hugging Face model folder, run packed forward passes,
+// and generate greedily with a KV cache. Knows nothing about Node; the N-API addon and the C++
+// drivers in native/tests use exactly this header.
+//
+// Legend for shape comments: T = tokens in a packed batch, S = sequences, C = hidden size,
+// V = vocabulary, H = query heads, K = key/value heads, D = head dim, F = MLP width.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "error.h"
+
+namespace kpig {
+
+enum class Arch { GPT2, Llama };
+
+struct ModelConfig {
+  std::string model_type;  // gpt2 | llama | qwen2 | mistral, as in config.json
+  Arch arch = Arch::Llama;
+  int64_t vocab = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, max_pos = 0;
+  double rope_theta = 10000.0;
+  double eps = 1e-5;
+  bool tied = false;
+  bool qkv_bias = false, o_bias = false;
+  bool scale_attn_by_inverse_layer_idx = false;  // GPT-2 option: scores also divided by (layer+1)
+  int32_t bos_id = -1;
+  std::vector<int32_t> eos_ids;
+  std::string torch_dtype;  // as declared in config.json ("" when absent)
+};
+
+// Parses <dir>/config.json; throws Error(Config | Unsupported) naming the field.
+ModelConfig config_load(const std::string& dir);
+
+struct LoadOptions {
+  int threads = 0;  // 0 = all cores available to the process
+};
+
+struct ModelInfo {
+  ModelConfig config;
+  int64_t n_params = 0;          // distinct parameters (tied head counted once)
+  std::string weights_dtype;     // dtype of the weights in the files (F32/F16/BF16, or "mixed")
+  int64_t weights_file_bytes = 0;
+  int64_t memory_bytes = 0;      // resident float32 weights of the engine
+  std::vector<std::string> files;
+  std::vector<std::string> notes;  // e.g. ignored buffers, an ignored tied lm_head
+  std::string isa;
+  int threads = 1;
+};
+
+// A packed batch: sequence s is tokens[offsets[s] .. offsets[s+1]), causal, positions from 0.
+struct PackedBatch {
+  const int32_t* tokens = nullptr;
+  int64_t n_tokens = 0;
+  const int32_t* offsets = nullptr;  // S + 1 entries, offsets[0] = 0, offsets[S] = n_tokens
+  int64_t n_seqs = 0;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 64;
+  std::vector<int32_t> eos_ids;  // empty: the config's eos ids
+  // Read before every step; a non-zero entry stops that sequence (e.g. a stop string was seen).
+  const volatile uint8_t* stop_flags = nullptr;
+  // Called after every step with one new token per sequence (−1 for finished ones).
+  std::function<void(const int32_t* step_tokens, int64_t n_seqs)> on_step;
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+enum class FinishReason : uint8_t { Eos = 0, Length = 1, Stopped = 2, Context = 3 };
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;   // new tokens of all sequences, concatenated (EOS not included)
+  std::vector<int32_t> offsets;  // S + 1
+  std::vector<uint8_t> finish;   // FinishReason per sequence
+};
+
+class ModelImpl;
+
+class Model {
+ public:
+  // Loads <dir>/config.json and the safetensors weights (single file or sharded with an index).
+  static std::shared_ptr<Model> load(const std::string& dir, const LoadOptions& options = {});
+  ~Model();
+
+  const ModelInfo& info() const;
+
+  // Throws Error(Input) naming the sequence and position of the first bad token id or length.
+  void validate(const PackedBatch& batch) const;
+
+  // logits: (T, V) row t = prediction of the token after tokens[t].
+  void forward_logits(const PackedBatch& batch, float* logits);
+  // logprobs: (T) log p(targets[t] | tokens of its sequence up to t); targets[t] < 0 gives 0.
+  // Streams the LM head over row chunks: never holds (T, V) logits.
+  void forward_logprobs(const PackedBatch& batch, const int32_t* targets, float* logprobs);
+  // Greedy decoding of every prompt in the batch with a per-sequence KV cache.
+  GenerateResult generate(const PackedBatch& prompts, const GenerateOptions& options);
+
+ private:
+  explicit Model(std::unique_ptr<ModelImpl> impl);
+  std::unique_ptr<ModelImpl> impl_;
+  std::mutex mu_;  // one call at a time per model: calls share the thread pool and scratch
+};
+
+}  // namespace kpig

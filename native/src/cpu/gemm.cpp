@@ -1,0 +1,232 @@
+#include "gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../core/threadpool.h"
+
+namespace kpig {
+
+namespace {
+
+// A kernel multiplies an MR-row panel of A by an NR-column panel of B over kc steps:
+//   c(MR,NR) (=|+=) Σ_k a[k*MR + r] · b[k*NR + j]
+using KernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc);
+
+struct Isa {
+  const char* name;
+  int mr, nr;
+  KernelFn kernel;
+};
+
+template <int MR, int NR>
+void kernel_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+  float t[MR][NR] = {};
+  for (int64_t k = 0; k < kc; k++, a += MR, b += NR)
+    for (int r = 0; r < MR; r++)
+      for (int j = 0; j < NR; j++) t[r][j] += a[r] * b[j];
+  for (int r = 0; r < MR; r++)
+    for (int j = 0; j < NR; j++) c[r * ldc + j] = acc ? c[r * ldc + j] + t[r][j] : t[r][j];
+}
+
+// 8 × 32 tile in 16 zmm accumulators: two 512-bit FMA pipes with latency 4 need ≥ 8 in flight.
+__attribute__((target("avx512f,fma")))
+void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+  for (int64_t k = 0; k < kc; k++, a += 8, b += 32) {
+    __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    __m512 x;
+    x = _mm512_set1_ps(a[0]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+    x = _mm512_set1_ps(a[1]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+    x = _mm512_set1_ps(a[2]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+    x = _mm512_set1_ps(a[3]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+    x = _mm512_set1_ps(a[4]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+    x = _mm512_set1_ps(a[5]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+    x = _mm512_set1_ps(a[6]); c60 = _mm512_fmadd_ps(x, b0, c60); c61 = _mm512_fmadd_ps(x, b1, c61);
+    x = _mm512_set1_ps(a[7]); c70 = _mm512_fmadd_ps(x, b0, c70); c71 = _mm512_fmadd_ps(x, b1, c71);
+  }
+  __m512 rows[8][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                       {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+  for (int r = 0; r < 8; r++) {
+    float* cr = c + r * ldc;
+    if (acc) {
+      rows[r][0] = _mm512_add_ps(rows[r][0], _mm512_loadu_ps(cr));
+      rows[r][1] = _mm512_add_ps(rows[r][1], _mm512_loadu_ps(cr + 16));
+    }
+    _mm512_storeu_ps(cr, rows[r][0]);
+    _mm512_storeu_ps(cr + 16, rows[r][1]);
+  }
+}
+
+// 6 × 16 tile in 12 ymm accumulators.
+__attribute__((target("avx2,fma")))
+void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+  __m256 t[6][2];
+  for (int r = 0; r < 6; r++) t[r][0] = t[r][1] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; k++, a += 6, b += 16) {
+    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    for (int r = 0; r < 6; r++) {
+      __m256 x = _mm256_broadcast_ss(a + r);
+      t[r][0] = _mm256_fmadd_ps(x, b0, t[r][0]);
+      t[r][1] = _mm256_fmadd_ps(x, b1, t[r][1]);
+    }
+  }
+  for (int r = 0; r < 6; r++) {
+    float* cr = c + r * ldc;
+    if (acc) {
+      t[r][0] = _mm256_add_ps(t[r][0], _mm256_loadu_ps(cr));
+      t[r][1] = _mm256_add_ps(t[r][1], _mm256_loadu_ps(cr + 8));
+    }
+    _mm256_storeu_ps(cr, t[r][0]);
+    _mm256_storeu_ps(cr + 8, t[r][1]);
+  }
+}
+
+const Isa& pick_isa() {
+  static const Isa isa = [] {
+    const char* force = std::getenv("KPIG_ISA");
+    std::string f = force ? force : "";
+    __builtin_cpu_init();
+    if (f != "scalar" && f != "avx2" && __builtin_cpu_supports("avx512f")) return Isa{"avx512", 8, 32, kernel_avx512};
+    if (f != "scalar" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa{"avx2", 6, 16, kernel_avx2};
+    return Isa{"scalar", 4, 8, kernel_scalar<4, 8>};
+  }();
+  return isa;
+}
+
+constexpr int64_t KC = 256;
+
+// Packs rows [i0, i0+mc) × cols [k0, k0+kc) of A into MR-row panels, k-major, zero-padded.
+void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* out) {
+  for (int64_t p = 0; p < mc; p += mr) {
+    int64_t rows = std::min<int64_t>(mr, mc - p);
+    for (int64_t k = 0; k < kc; k++) {
+      const float* src = A + (i0 + p) * a_rs + (k0 + k) * a_cs;
+      int64_t r = 0;
+      for (; r < rows; r++) out[r] = src[r * a_rs];
+      for (; r < mr; r++) out[r] = 0.f;
+      out += mr;
+    }
+  }
+}
+
+// Packs rows [k0, k0+kc) × cols [j0, j0+nc) of B into NR-column panels, k-major, zero-padded.
+void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* out) {
+  for (int64_t p = 0; p < nc; p += nr) {
+    int64_t cols = std::min<int64_t>(nr, nc - p);
+    if (b_cs == 1 && cols == nr) {
+      for (int64_t k = 0; k < kc; k++) {
+        std::memcpy(out, B + (k0 + k) * b_rs + j0 + p, sizeof(float) * nr);
+        out += nr;
+      }
+      continue;
+    }
+    for (int64_t k = 0; k < kc; k++) {
+      const float* src = B + (k0 + k) * b_rs + (j0 + p) * b_cs;
+      int64_t j = 0;
+      for (; j < cols; j++) out[j] = src[j * b_cs];
+      for (; j < nr; j++) out[j] = 0.f;
+      out += nr;
+    }
+  }
+}
+
+struct Scratch {
+  std::vector<float> a, b;
+};
+
+// Skinny products (a few rows, e.g. one token per sequence while decoding) against a weight whose
+// k index is contiguous: plain dot products beat packing the whole weight.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void gemm_skinny_rows(int64_t M, int64_t j0, int64_t j1, int64_t K, const float* A, int64_t a_rs,
+                      const float* B, int64_t b_cs, float* C, int64_t ldc, bool accumulate) {
+  for (int64_t j = j0; j < j1; j++) {
+    const float* bj = B + j * b_cs;
+    for (int64_t i = 0; i < M; i++) {
+      const float* ai = A + i * a_rs;
+      float s = 0.f;
+      for (int64_t k = 0; k < K; k++) s += ai[k] * bj[k];
+      C[i * ldc + j] = accumulate ? C[i * ldc + j] + s : s;
+    }
+  }
+}
+
+}  // namespace
+
+const char* gemm_isa() { return pick_isa().name; }
+
+void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
+          const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, sizeof(float) * N);
+    return;
+  }
+  if (M <= 4 && a_cs == 1 && b_rs == 1) {
+    const int64_t chunk = 64;
+    int64_t tasks = (N + chunk - 1) / chunk;
+    auto body = [&](int64_t t, int) {
+      gemm_skinny_rows(M, t * chunk, std::min(N, (t + 1) * chunk), K, A, a_rs, B, b_cs, C, ldc, accumulate);
+    };
+    if (pool) pool->parallel_for(tasks, body);
+    else for (int64_t t = 0; t < tasks; t++) body(t, 0);
+    return;
+  }
+  const Isa& isa = pick_isa();
+  const int mr = isa.mr, nr = isa.nr;
+  const int64_t MC = mr * 16, NC = nr * 8;
+  const int64_t mb = (M + MC - 1) / MC, nb = (N + NC - 1) / NC;
+  const int nthreads = pool ? pool->size() : 1;
+  std::vector<Scratch> scratch(nthreads);
+  auto body = [&](int64_t task, int thread) {
+    const int64_t ib = task % mb, jb = task / mb;
+    const int64_t i0 = ib * MC, mc = std::min(MC, M - i0);
+    const int64_t j0 = jb * NC, nc = std::min(NC, N - j0);
+    Scratch& s = scratch[thread];
+    const int64_t mc_pad = (mc + mr - 1) / mr * mr, nc_pad = (nc + nr - 1) / nr * nr;
+    s.a.resize(size_t(mc_pad * KC));
+    s.b.resize(size_t(nc_pad * KC));
+    alignas(64) float tile[8 * 32];
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min(KC, K - k0);
+      const bool acc = accumulate || k0 > 0;
+      pack_a(A, a_rs, a_cs, i0, mc, k0, kc, mr, s.a.data());
+      pack_b(B, b_rs, b_cs, k0, kc, j0, nc, nr, s.b.data());
+      for (int64_t jp = 0; jp < nc; jp += nr) {
+        const float* bp = s.b.data() + jp * kc;
+        const int64_t cols = std::min<int64_t>(nr, nc - jp);
+        for (int64_t ip = 0; ip < mc; ip += mr) {
+          const float* ap = s.a.data() + ip * kc;
+          const int64_t rows = std::min<int64_t>(mr, mc - ip);
+          float* c = C + (i0 + ip) * ldc + j0 + jp;
+          if (rows == mr && cols == nr) {
+            isa.kernel(kc, ap, bp, c, ldc, acc);
+          } else {  // edge tile: compute into a full tile, copy the valid part
+            isa.kernel(kc, ap, bp, tile, nr, false);
+            for (int64_t r = 0; r < rows; r++)
+              for (int64_t j = 0; j < cols; j++)
+                c[r * ldc + j] = acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j];
+          }
+        }
+      }
+    }
+  };
+  if (pool) pool->parallel_for(mb * nb, body);
+  else for (int64_t t = 0; t < mb * nb; t++) body(t, 0);
+}
+
+void linear(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const float* W,
+            const float* bias, float* y, int64_t ldy) {
+  if (bias)
+    for (int64_t i = 0; i < M; i++) std::memcpy(y + i * ldy, bias, sizeof(float) * N);
+  gemm(pool, M, N, K, x, ldx, 1, W, 1, K, y, ldy, bias != nullptr);
+}
+
+}  // namespace kpig

@@ -1,0 +1,25 @@
+// Single-precision matrix multiply for the CPU backend.
+//   C(M,N) = A(M,K) · B(K,N)   [+ C when accumulate]
+// Any operand layout is given by strides: A(i,k) = A[i*a_rs + k*a_cs], B(k,j) = B[k*b_rs + j*b_cs],
+// so transposed operands need no copy. The driver packs blocks of A and B into micro-panels
+// (zero-padded) and runs an ISA-specific register-tiled kernel chosen once at run time.
+#pragma once
+#include <cstdint>
+
+namespace kpig {
+
+class ThreadPool;
+
+void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K,
+          const float* A, int64_t a_rs, int64_t a_cs,
+          const float* B, int64_t b_rs, int64_t b_cs,
+          float* C, int64_t ldc, bool accumulate);
+
+// y(M,N) = x(M,K) · W(N,K)ᵀ + bias(N): a linear layer with nn.Linear's (out, in) weight layout.
+void linear(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
+            const float* W, const float* bias, float* y, int64_t ldy);
+
+// Name of the kernel in use ("avx512", "avx2" or "scalar"); KPIG_ISA=avx2|scalar forces a lower one.
+const char* gemm_isa();
+
+}  // namespace kpig

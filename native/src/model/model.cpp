@@ -1,0 +1,178 @@
+// Model: the public entry points. Validates every batch before touching it, then runs the packed
+// forward pass and the LM head (streamed over row chunks where only a few numbers per row are kept).
+#include <algorithm>
+#include <cmath>
+
+#include "../cpu/ops.h"
+#include "model_impl.h"
+
+namespace kpig {
+
+Model::Model(std::unique_ptr<ModelImpl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
+  return std::shared_ptr<Model>(new Model(model_impl_load(dir, options)));
+}
+
+const ModelInfo& Model::info() const { return impl_->info; }
+
+void Model::validate(const PackedBatch& b) const {
+  const ModelConfig& c = impl_->info.config;
+  if (b.n_seqs <= 0) fail(ErrorCode::Input, "the batch has no sequences");
+  if (b.offsets[0] != 0) fail(ErrorCode::Input, "offsets[0] must be 0, got " + std::to_string(b.offsets[0]));
+  if (b.offsets[b.n_seqs] != b.n_tokens)
+    fail(ErrorCode::Input, "offsets[" + std::to_string(b.n_seqs) + "] = " + std::to_string(b.offsets[b.n_seqs]) +
+                               " must equal the number of tokens, " + std::to_string(b.n_tokens));
+  for (int64_t s = 0; s < b.n_seqs; s++) {
+    const int64_t len = int64_t(b.offsets[s + 1]) - int64_t(b.offsets[s]);
+    if (len <= 0) fail(ErrorCode::Input, "sequence " + std::to_string(s) + " is empty (offsets must increase)");
+    if (len > c.max_pos)
+      fail(ErrorCode::Input, "sequence " + std::to_string(s) + " has " + std::to_string(len) +
+                                 " tokens, more than the model's max_position_embeddings (" + std::to_string(c.max_pos) + ")");
+    for (int64_t t = 0; t < len; t++) {
+      const int32_t id = b.tokens[b.offsets[s] + t];
+      if (id < 0 || id >= c.vocab)
+        fail(ErrorCode::Input, "token id " + std::to_string(id) + " at position " + std::to_string(t) + " of sequence " +
+                                   std::to_string(s) + " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
+    }
+  }
+}
+
+static std::vector<SeqRun> plain_runs(const PackedBatch& b) {
+  std::vector<SeqRun> runs(size_t(b.n_seqs));
+  for (int64_t s = 0; s < b.n_seqs; s++) runs[size_t(s)] = {b.offsets[s], int64_t(b.offsets[s + 1]) - b.offsets[s], 0, nullptr};
+  return runs;
+}
+
+void Model::forward_logits(const PackedBatch& b, float* logits) {
+  std::lock_guard<std::mutex> lock(mu_);
+  validate(b);
+  ModelImpl& m = *impl_;
+  std::vector<float> hidden(size_t(b.n_tokens * m.info.config.hidden));
+  m.forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden.data());
+  m.head_logits(b.n_tokens, hidden.data(), logits);
+}
+
+void Model::forward_logprobs(const PackedBatch& b, const int32_t* targets, float* logprobs) {
+  std::lock_guard<std::mutex> lock(mu_);
+  validate(b);
+  ModelImpl& m = *impl_;
+  const ModelConfig& c = m.info.config;
+  for (int64_t t = 0; t < b.n_tokens; t++)
+    if (targets[t] >= c.vocab)
+      fail(ErrorCode::Input, "target id " + std::to_string(targets[t]) + " at row " + std::to_string(t) +
+                                 " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
+  const int64_t C = c.hidden, V = c.vocab;
+  std::vector<float> hidden(size_t(b.n_tokens * C));
+  m.forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden.data());
+  // Only rows with a target go through the head, a chunk at a time.
+  std::vector<int64_t> rows;
+  for (int64_t t = 0; t < b.n_tokens; t++) {
+    if (targets[t] >= 0) rows.push_back(t);
+    else logprobs[t] = 0.f;
+  }
+  const int64_t chunk = 64;
+  std::vector<float> h(size_t(chunk * C)), logits(size_t(chunk * V));
+  for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(chunk)) {
+    const int64_t n = std::min<int64_t>(chunk, int64_t(rows.size() - i0));
+    for (int64_t i = 0; i < n; i++) std::copy_n(&hidden[size_t(rows[i0 + size_t(i)] * C)], C, &h[size_t(i * C)]);
+    m.head_logits(n, h.data(), logits.data());
+    m.parallel_rows(n, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t i = r0; i < r1; i++) {
+        const int64_t row = rows[i0 + size_t(i)];
+        const float* lg = &logits[size_t(i * V)];
+        logprobs[row] = lg[targets[row]] - logsumexp_row(lg, V);
+      }
+    });
+  }
+}
+
+GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions& opt) {
+  std::lock_guard<std::mutex> lock(mu_);
+  validate(prompts);
+  if (opt.max_new_tokens < 0) fail(ErrorCode::Input, "max_new_tokens must be ≥ 0");
+  ModelImpl& m = *impl_;
+  const ModelConfig& c = m.info.config;
+  const int64_t S = prompts.n_seqs, C = c.hidden, V = c.vocab;
+  const std::vector<int32_t>& eos = opt.eos_ids.empty() ? c.eos_ids : opt.eos_ids;
+  for (int32_t e : eos)
+    if (e < 0 || e >= V) fail(ErrorCode::Input, "eos id " + std::to_string(e) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+
+  std::vector<std::unique_ptr<KVCache>> caches;
+  std::vector<int64_t> len(static_cast<size_t>(S));  // tokens already in each cache
+  for (int64_t s = 0; s < S; s++) {
+    len[size_t(s)] = prompts.offsets[s + 1] - prompts.offsets[s];
+    caches.push_back(std::make_unique<KVCache>(c, std::min(c.max_pos, len[size_t(s)] + opt.max_new_tokens)));
+  }
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(S));
+  std::vector<uint8_t> finish(static_cast<size_t>(S), uint8_t(FinishReason::Length));
+  std::vector<bool> active(static_cast<size_t>(S), opt.max_new_tokens > 0);
+
+  // Prefill: all prompts packed, caches filled, the last row of each predicts its first token.
+  std::vector<SeqRun> runs = plain_runs(prompts);
+  for (int64_t s = 0; s < S; s++) runs[size_t(s)].cache = caches[size_t(s)].get();
+  std::vector<float> hidden(size_t(prompts.n_tokens * C));
+  if (opt.max_new_tokens > 0) m.forward_hidden(prompts.tokens, prompts.n_tokens, runs, hidden.data());
+  std::vector<float> last(size_t(S * C)), logits(size_t(S * V));
+  std::vector<int64_t> rows;  // sequences whose logits are in `logits`, in order
+  for (int64_t s = 0; s < S && opt.max_new_tokens > 0; s++) {
+    std::copy_n(&hidden[size_t((prompts.offsets[s + 1] - 1) * C)], C, &last[size_t(s * C)]);
+    rows.push_back(s);
+  }
+  std::vector<int32_t> step(static_cast<size_t>(S));
+  while (true) {
+    if (opt.cancel && opt.cancel->load()) fail(ErrorCode::Cancelled, "generation was cancelled");
+    if (rows.empty()) break;
+    m.head_logits(int64_t(rows.size()), last.data(), logits.data());
+    std::fill(step.begin(), step.end(), -1);
+    for (size_t i = 0; i < rows.size(); i++) {
+      const int64_t s = rows[i];
+      const int32_t tok = int32_t(argmax_row(&logits[i * size_t(V)], V));
+      if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+        finish[size_t(s)] = uint8_t(FinishReason::Eos);
+        active[size_t(s)] = false;
+        continue;
+      }
+      out[size_t(s)].push_back(tok);
+      step[size_t(s)] = tok;
+      if (int64_t(out[size_t(s)].size()) >= opt.max_new_tokens) {
+        finish[size_t(s)] = uint8_t(FinishReason::Length);
+        active[size_t(s)] = false;
+      } else if (len[size_t(s)] >= c.max_pos) {  // no position left to feed this token at
+        finish[size_t(s)] = uint8_t(FinishReason::Context);
+        active[size_t(s)] = false;
+      }
+    }
+    if (opt.on_step) opt.on_step(step.data(), S);
+    if (opt.stop_flags)
+      for (int64_t s = 0; s < S; s++)
+        if (active[size_t(s)] && opt.stop_flags[s]) {
+          finish[size_t(s)] = uint8_t(FinishReason::Stopped);
+          active[size_t(s)] = false;
+        }
+    // Decode step: each active sequence feeds its newest token at the next position.
+    std::vector<int32_t> toks;
+    runs.clear();
+    rows.clear();
+    for (int64_t s = 0; s < S; s++) {
+      if (!active[size_t(s)]) continue;
+      runs.push_back({int64_t(toks.size()), 1, len[size_t(s)], caches[size_t(s)].get()});
+      toks.push_back(out[size_t(s)].back());
+      rows.push_back(s);
+      len[size_t(s)]++;
+    }
+    if (rows.empty()) break;
+    m.forward_hidden(toks.data(), int64_t(toks.size()), runs, last.data());
+  }
+  GenerateResult res;
+  res.offsets.push_back(0);
+  for (int64_t s = 0; s < S; s++) {
+    res.tokens.insert(res.tokens.end(), out[size_t(s)].begin(), out[size_t(s)].end());
+    res.offsets.push_back(int32_t(res.tokens.size()));
+  }
+  res.finish = std::move(finish);
+  return res;
+}
+
+}  // namespace kpig

@@ -1,0 +1,236 @@
+// Loading Hugging Face safetensors checkpoints (single file or sharded) into float32 weights,
+// checking every tensor's presence and shape against config.json and rejecting unexpected ones.
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <sys/stat.h>
+
+#include "../core/json.h"
+#include "../core/safetensors.h"
+#include "../cpu/gemm.h"
+#include "model_impl.h"
+
+namespace kpig {
+
+namespace {
+
+bool file_exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); i++) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+class TensorSource {
+ public:
+  explicit TensorSource(const std::string& dir) : dir_(dir) {
+    const std::string index = dir + "/model.safetensors.index.json";
+    const std::string single = dir + "/model.safetensors";
+    if (file_exists(index)) {
+      std::ifstream in(index, std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      const std::string text = ss.str();
+      Json j;
+      try {
+        j = Json::parse(text.data(), text.size());
+      } catch (const std::runtime_error& e) {
+        fail(ErrorCode::Config, index + ": not valid JSON: " + e.what());
+      }
+      const Json* map = j.find("weight_map");
+      if (!map || !map->is_object()) fail(ErrorCode::Config, index + ": field 'weight_map' is missing or not an object");
+      std::map<std::string, SafetensorsFile*> opened;
+      for (const auto& kv : map->object) {
+        if (!kv.second.is_string()) fail(ErrorCode::Config, index + ": weight_map['" + kv.first + "'] is not a file name");
+        const std::string& fname = kv.second.str;
+        if (fname.find('/') != std::string::npos)
+          fail(ErrorCode::Config, index + ": weight_map['" + kv.first + "'] = '" + fname + "' must be a file in the folder");
+        SafetensorsFile*& f = opened[fname];
+        if (!f) {
+          files_.push_back(std::make_unique<SafetensorsFile>(dir + "/" + fname));
+          f = files_.back().get();
+        }
+        const TensorView* t = f->find(kv.first);
+        if (!t) fail(ErrorCode::Weights, index + ": tensor '" + kv.first + "' is mapped to " + fname + ", which does not contain it");
+        add(t, f);
+      }
+      for (const auto& f : files_)  // tensors present in a shard but absent from the index
+        for (const auto& kv : f->tensors())
+          if (!tensors_.count(kv.first)) add(&kv.second, f.get());
+    } else if (file_exists(single)) {
+      files_.push_back(std::make_unique<SafetensorsFile>(single));
+      for (const auto& kv : files_[0]->tensors()) add(&kv.second, files_[0].get());
+    } else {
+      fail(ErrorCode::IO, dir + ": no weights found: tried model.safetensors.index.json and model.safetensors");
+    }
+  }
+
+  bool has(const std::string& name) const { return tensors_.count(name) > 0; }
+
+  // Reads a tensor that must exist with exactly this shape, as float32.
+  std::vector<float> take(const std::string& name, std::vector<int64_t> shape) {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end())
+      fail(ErrorCode::Weights, dir_ + ": missing tensor '" + name + "' (expected shape " + shape_str(shape) + ")");
+    const TensorView* t = it->second.first;
+    if (t->shape != shape)
+      fail(ErrorCode::Weights, it->second.second->path() + ": tensor '" + name + "' has shape " + shape_str(t->shape) +
+                                   " but config.json implies " + shape_str(shape));
+    std::vector<float> out(size_t(t->numel()));
+    tensor_to_f32(*t, out.data());
+    used_.insert(name);
+    dtypes_.insert(dtype_name(t->dtype));
+    n_params_ += t->numel();
+    return out;
+  }
+
+  // Every tensor not taken must be a known buffer; anything else means the file and config disagree.
+  void finish(ModelInfo& info, bool tied) {
+    for (const auto& kv : tensors_) {
+      const std::string& n = kv.first;
+      if (used_.count(n)) continue;
+      auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+      if (ends(".attn.bias") || ends(".attn.masked_bias") || ends("rotary_emb.inv_freq")) {
+        n_ignored_buffers_++;
+      } else if (n == "lm_head.weight" && tied) {
+        info.notes.push_back("ignored lm_head.weight: tie_word_embeddings is true, the head is the input embedding");
+      } else {
+        fail(ErrorCode::Weights, kv.second.second->path() + ": unexpected tensor '" + n + "' for a " +
+                                     info.config.model_type + " model with this config.json");
+      }
+    }
+    if (n_ignored_buffers_) info.notes.push_back("ignored " + std::to_string(n_ignored_buffers_) + " non-parameter buffers (attention masks, rotary tables)");
+    for (const auto& f : files_) {
+      info.files.push_back(f->path());
+      struct stat st;
+      if (::stat(f->path().c_str(), &st) == 0) info.weights_file_bytes += st.st_size;
+    }
+    info.weights_dtype = dtypes_.size() == 1 ? *dtypes_.begin() : "mixed";
+    info.n_params = n_params_;
+  }
+
+ private:
+  void add(const TensorView* t, SafetensorsFile* f) { tensors_[t->name] = {t, f}; }
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, std::pair<const TensorView*, SafetensorsFile*>> tensors_;
+  std::set<std::string> used_, dtypes_;
+  int64_t n_params_ = 0;
+  int n_ignored_buffers_ = 0;
+};
+
+void append(std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); }
+
+void load_gpt2(TensorSource& src, const ModelConfig& c, Weights& w) {
+  const std::string p = src.has("transformer.wte.weight") ? "transformer." : "";
+  const int64_t C = c.hidden, F = c.ffn;
+  w.tok_emb = src.take(p + "wte.weight", {c.vocab, C});
+  w.pos_emb = src.take(p + "wpe.weight", {c.max_pos, C});
+  for (int64_t i = 0; i < c.layers; i++) {
+    const std::string l = p + "h." + std::to_string(i) + ".";
+    Layer L;
+    L.norm1_w = src.take(l + "ln_1.weight", {C});
+    L.norm1_b = src.take(l + "ln_1.bias", {C});
+    L.norm2_w = src.take(l + "ln_2.weight", {C});
+    L.norm2_b = src.take(l + "ln_2.bias", {C});
+    auto conv1d = [&](const std::string& name, int64_t in, int64_t out) {
+      Linear lin;
+      lin.w = src.take(name + ".weight", {in, out});
+      lin.b = src.take(name + ".bias", {out});
+      lin.in = in, lin.out = out, lin.in_major = true;
+      return lin;
+    };
+    L.qkv = conv1d(l + "attn.c_attn", C, 3 * C);
+    L.o = conv1d(l + "attn.c_proj", C, C);
+    L.up = conv1d(l + "mlp.c_fc", C, F);
+    L.down = conv1d(l + "mlp.c_proj", F, C);
+    w.layers.push_back(std::move(L));
+  }
+  w.norm_w = src.take(p + "ln_f.weight", {C});
+  w.norm_b = src.take(p + "ln_f.bias", {C});
+  if (!c.tied) w.head = src.take("lm_head.weight", {c.vocab, C});
+}
+
+void load_llama(TensorSource& src, const ModelConfig& c, Weights& w) {
+  const int64_t C = c.hidden, F = c.ffn, qd = c.heads * c.head_dim, kd = c.kv_heads * c.head_dim;
+  w.tok_emb = src.take("model.embed_tokens.weight", {c.vocab, C});
+  for (int64_t i = 0; i < c.layers; i++) {
+    const std::string l = "model.layers." + std::to_string(i) + ".";
+    Layer L;
+    L.norm1_w = src.take(l + "input_layernorm.weight", {C});
+    L.norm2_w = src.take(l + "post_attention_layernorm.weight", {C});
+    // q, k, v fused row-wise into one (qd + 2kd, C) weight: one GEMM instead of three.
+    L.qkv.in = C, L.qkv.out = qd + 2 * kd;
+    append(L.qkv.w, src.take(l + "self_attn.q_proj.weight", {qd, C}));
+    append(L.qkv.w, src.take(l + "self_attn.k_proj.weight", {kd, C}));
+    append(L.qkv.w, src.take(l + "self_attn.v_proj.weight", {kd, C}));
+    if (c.qkv_bias) {
+      append(L.qkv.b, src.take(l + "self_attn.q_proj.bias", {qd}));
+      append(L.qkv.b, src.take(l + "self_attn.k_proj.bias", {kd}));
+      append(L.qkv.b, src.take(l + "self_attn.v_proj.bias", {kd}));
+    }
+    L.o.in = qd, L.o.out = C;
+    L.o.w = src.take(l + "self_attn.o_proj.weight", {C, qd});
+    if (c.o_bias) L.o.b = src.take(l + "self_attn.o_proj.bias", {C});
+    L.up.in = C, L.up.out = 2 * F;
+    append(L.up.w, src.take(l + "mlp.gate_proj.weight", {F, C}));
+    append(L.up.w, src.take(l + "mlp.up_proj.weight", {F, C}));
+    L.down.in = F, L.down.out = C;
+    L.down.w = src.take(l + "mlp.down_proj.weight", {C, F});
+    w.layers.push_back(std::move(L));
+  }
+  w.norm_w = src.take("model.norm.weight", {C});
+  if (!c.tied) w.head = src.take("lm_head.weight", {c.vocab, C});
+}
+
+int64_t float_bytes(const Weights& w) {
+  int64_t n = int64_t(w.tok_emb.size() + w.pos_emb.size() + w.norm_w.size() + w.norm_b.size() + w.head.size());
+  for (const Layer& L : w.layers) {
+    n += int64_t(L.norm1_w.size() + L.norm1_b.size() + L.norm2_w.size() + L.norm2_b.size());
+    for (const Linear* lin : {&L.qkv, &L.o, &L.up, &L.down}) n += int64_t(lin->w.size() + lin->b.size());
+  }
+  return n * 4;
+}
+
+}  // namespace
+
+void Linear::apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate) const {
+  if (!b.empty()) {
+    for (int64_t i = 0; i < M; i++) {
+      float* yi = y + i * ldy;
+      if (accumulate) for (int64_t j = 0; j < out; j++) yi[j] += b[j];
+      else std::copy(b.begin(), b.end(), yi);
+    }
+    accumulate = true;
+  }
+  if (in_major) gemm(pool, M, out, in, x, ldx, 1, w.data(), out, 1, y, ldy, accumulate);
+  else gemm(pool, M, out, in, x, ldx, 1, w.data(), 1, in, y, ldy, accumulate);
+}
+
+KVCache::KVCache(const ModelConfig& c, int64_t cap) : capacity(cap) {
+  const size_t n = size_t(cap * c.kv_heads * c.head_dim);
+  k.assign(size_t(c.layers), std::vector<float>(n));
+  v.assign(size_t(c.layers), std::vector<float>(n));
+}
+
+std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOptions& options) {
+  auto m = std::make_unique<ModelImpl>();
+  m->info.config = config_load(dir);
+  const ModelConfig& c = m->info.config;
+  TensorSource src(dir);
+  if (c.arch == Arch::GPT2) load_gpt2(src, c, m->w);
+  else load_llama(src, c, m->w);
+  src.finish(m->info, c.tied);
+  m->info.memory_bytes = float_bytes(m->w);
+  m->info.threads = options.threads > 0 ? options.threads : default_thread_count();
+  m->info.isa = gemm_isa();
+  m->pool = std::make_unique<ThreadPool>(m->info.threads);
+  return m;
+}
+
+}  // namespace kpig

@@ -1,0 +1,187 @@
+// C++ unit tests of the core that need no model: the strided GEMM against a plain triple loop for
+// every operand layout and edge size, the safetensors reader on well-formed and malformed files,
+// the JSON reader and the thread pool. ctest runs it once per ISA (KPIG_ISA=avx2 | scalar).
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+#include <unistd.h>
+
+#include "../src/core/json.h"
+#include "../src/core/safetensors.h"
+#include "../src/core/threadpool.h"
+#include "../src/cpu/gemm.h"
+#include "kpig/error.h"
+
+static int g_pass = 0, g_fail = 0;
+
+static void check(bool ok, const std::string& what) {
+  if (ok) {
+    g_pass++;
+  } else {
+    g_fail++;
+    std::printf("FAIL: %s\n", what.c_str());
+  }
+}
+
+static void test_gemm(kpig::ThreadPool* pool) {
+  std::mt19937 rng(42);
+  std::normal_distribution<float> nd;
+  const int sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {8, 32, 16}, {17, 33, 300}, {130, 70, 513}, {1, 600, 64},
+                          {4, 257, 129}, {200, 1030, 40}, {5, 3, 0}};
+  for (auto& s : sizes) {
+    const int M = s[0], N = s[1], K = s[2];
+    for (int layout = 0; layout < 4; layout++) {
+      const bool ta = layout & 1, tb = layout & 2;
+      std::vector<float> A(size_t(M) * K + 1), B(size_t(K) * N + 1), C(size_t(M) * N), R(size_t(M) * N);
+      for (auto& v : A) v = nd(rng);
+      for (auto& v : B) v = nd(rng);
+      for (auto& v : C) v = nd(rng);
+      // A is (M,K) row-major or stored transposed (K,M); B is (K,N) row-major or stored (N,K).
+      const int64_t a_rs = ta ? 1 : K, a_cs = ta ? M : 1, b_rs = tb ? 1 : N, b_cs = tb ? K : 1;
+      for (int accumulate = 0; accumulate < 2; accumulate++) {
+        std::vector<float> Cc = C;
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < N; j++) {
+            double acc = accumulate ? C[size_t(i) * N + j] : 0.0;
+            for (int k = 0; k < K; k++) acc += double(A[i * a_rs + k * a_cs]) * double(B[k * b_rs + j * b_cs]);
+            R[size_t(i) * N + j] = float(acc);
+          }
+        kpig::gemm(pool, M, N, K, A.data(), a_rs, a_cs, B.data(), b_rs, b_cs, Cc.data(), N, accumulate);
+        double worst = 0;
+        for (size_t i = 0; i < R.size(); i++) worst = std::max(worst, double(std::fabs(Cc[i] - R[i])) / (1.0 + std::sqrt(double(K))));
+        check(worst < 1e-5, "gemm " + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) + " layout " +
+                                std::to_string(layout) + " acc " + std::to_string(accumulate) + " err " + std::to_string(worst));
+      }
+    }
+  }
+}
+
+static std::string tmp_path(const char* name) { return "/tmp/kpig_test_" + std::to_string(getpid()) + "_" + name; }
+
+static void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+static std::string st_file(const std::string& header, const std::string& data, int64_t declared_len = -1) {
+  std::string h = header;
+  uint64_t n = declared_len >= 0 ? uint64_t(declared_len) : h.size();
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; i++) out[size_t(i)] = char((n >> (8 * i)) & 0xFF);
+  return out + h + data;
+}
+
+static void expect_error(const std::string& name, const std::string& bytes, const std::string& needle) {
+  const std::string path = tmp_path(name.c_str());
+  write_file(path, bytes);
+  try {
+    kpig::SafetensorsFile f(path);
+    check(false, "safetensors '" + name + "' should fail");
+  } catch (const kpig::Error& e) {
+    const std::string msg = e.what();
+    check(e.code() == kpig::ErrorCode::Safetensors, "safetensors '" + name + "' code");
+    check(msg.find(path) != std::string::npos, "safetensors '" + name + "' names the file: " + msg);
+    check(msg.find(needle) != std::string::npos, "safetensors '" + name + "' says '" + needle + "': " + msg);
+  }
+  std::remove(path.c_str());
+}
+
+static void test_safetensors() {
+  // A valid file: one F32 (2,2) and one BF16 (3) tensor.
+  std::string data(16 + 6, '\0');
+  float vals[4] = {1.f, -2.f, 3.5f, 0.25f};
+  std::memcpy(&data[0], vals, 16);
+  const uint16_t bf[3] = {0x3F80, 0xC000, 0x4049};  // 1, -2, 3.140625
+  std::memcpy(&data[16], bf, 6);
+  const std::string hdr =
+      R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[16,22]},"__metadata__":{"format":"pt"}})";
+  const std::string good = tmp_path("good.safetensors");
+  write_file(good, st_file(hdr, data));
+  {
+    kpig::SafetensorsFile f(good);
+    check(f.tensors().size() == 2, "two tensors");
+    check(f.metadata().at("format") == "pt", "metadata");
+    std::vector<float> a(4), b(3);
+    kpig::tensor_to_f32(*f.find("a"), a.data());
+    kpig::tensor_to_f32(*f.find("b"), b.data());
+    check(a[1] == -2.f && a[3] == 0.25f, "F32 values");
+    check(b[0] == 1.f && b[1] == -2.f && b[2] == 3.140625f, "BF16 values");
+  }
+  std::remove(good.c_str());
+  check(kpig::f16_to_f32(0x3C00) == 1.f && kpig::f16_to_f32(0xC000) == -2.f, "f16 normals");
+  check(kpig::f16_to_f32(0x0001) == std::ldexp(1.f, -24), "f16 subnormal");
+  check(std::isinf(kpig::f16_to_f32(0x7C00)), "f16 inf");
+
+  expect_error("truncated", std::string("\x10\x00\x00", 3), "truncated");
+  expect_error("header_beyond", st_file("{}", "", 1000), "runs past the end");
+  expect_error("not_json", st_file("{nope", ""), "not valid JSON");
+  expect_error("unknown_dtype", st_file(R"({"a":{"dtype":"F8","shape":[1],"data_offsets":[0,1]}})", std::string(1, '\0')), "unknown dtype 'F8'");
+  expect_error("size_mismatch", st_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')), "shape × dtype size = 12");
+  expect_error("out_of_range", st_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0')), "out of range");
+  expect_error("overlap",
+               st_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                       std::string(12, '\0')),
+               "overlap");
+  expect_error("gap", st_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", std::string(8, '\0')), "gap");
+  expect_error("trailing", st_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", std::string(8, '\0')), "trailing");
+  try {
+    kpig::SafetensorsFile f("/nonexistent/kpig.safetensors");
+    check(false, "missing file should fail");
+  } catch (const kpig::Error& e) {
+    check(e.code() == kpig::ErrorCode::IO, "missing file is an IO error");
+  }
+}
+
+static void test_json() {
+  const char* t = R"({"a": [1, 2.5, -3e2], "b": "x\u00e9\n", "c": {"d": null, "e": true}})";
+  kpig::Json j = kpig::Json::parse(t, std::strlen(t));
+  check(j.find("a")->array.size() == 3 && j.find("a")->array[2].number == -300, "json numbers");
+  check(j.find("a")->array[0].is_integer && !j.find("a")->array[1].is_integer, "json integer flag");
+  check(j.find("b")->str == "x\xc3\xa9\n", "json string escapes");
+  check(j.find("c")->find("e")->boolean, "json nested");
+  for (const char* bad : {"{", "[1,]", "{\"a\" 1}", "tru", "1 2", "\"\\q\""}) {
+    bool threw = false;
+    try {
+      kpig::Json::parse(bad, std::strlen(bad));
+    } catch (const std::runtime_error& e) {
+      threw = std::string(e.what()).find("at byte") != std::string::npos;
+    }
+    check(threw, std::string("json rejects ") + bad);
+  }
+}
+
+static void test_threadpool(kpig::ThreadPool* pool) {
+  std::vector<int> hits(1000, 0);
+  pool->parallel_for(1000, [&](int64_t t, int) { hits[size_t(t)]++; });
+  bool all_once = true;
+  for (int h : hits) all_once &= h == 1;
+  check(all_once, "parallel_for runs every task once");
+  bool caught = false;
+  try {
+    pool->parallel_for(100, [&](int64_t t, int) {
+      if (t == 37) throw std::runtime_error("boom");
+    });
+  } catch (const std::runtime_error&) {
+    caught = true;
+  }
+  check(caught, "parallel_for rethrows");
+  int after = 0;
+  pool->parallel_for(10, [&](int64_t, int) { __atomic_add_fetch(&after, 1, __ATOMIC_RELAXED); });
+  check(after == 10, "pool usable after an exception");
+}
+
+int main() {
+  std::printf("gemm kernel: %s\n", kpig::gemm_isa());
+  kpig::ThreadPool pool(3);
+  test_gemm(nullptr);
+  test_gemm(&pool);
+  test_safetensors();
+  test_json();
+  test_threadpool(&pool);
+  std::printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail == 0 ? 0 : 1;
+}
