@@ -1,0 +1,251 @@
+/**
+ * `Model`: a Hugging Face model folder loaded into the native engine, with its tokenizer.
+ * Every heavy call runs on a worker thread and returns a Promise; the event loop stays free.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { CancelledError, InputError, KpigIOError, fromNative } from '../errors/index.js';
+import { loadAddon, type NativeModel, type NativeModelInfo } from '../native/index.js';
+import { loadTokenizer, type Tokenizer } from '../tokenizer/index.js';
+
+export type ModelInfo = NativeModelInfo;
+
+/** Sequences packed back to back: sequence i is `tokens[offsets[i] .. offsets[i+1])`. */
+export interface PackedSequences {
+  tokens: Int32Array;
+  offsets: Int32Array;
+}
+
+export interface LoadModelOptions {
+  /** Worker threads for this model (default: every core available to the process). */
+  threads?: number;
+  /** Load the folder's tokenizer (default true); a folder without one is an error unless false. */
+  tokenizer?: boolean;
+}
+
+export interface GenerateOptions {
+  /** Most new tokens per prompt (default 64). */
+  maxNewTokens?: number;
+  /** Stop a sequence when its decoded text contains one of these; the text is cut before it. */
+  stop?: string[];
+  /** Token ids that end a sequence (default: the config's and tokenizer's EOS ids). */
+  eosIds?: number[];
+  /** Add the tokenizer's special tokens (BOS) to string prompts (default true). */
+  addSpecialTokens?: boolean;
+  /** Called on the main thread as tokens arrive: (prompt index, new token id). */
+  onToken?: (index: number, token: number) => void;
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'eos' | 'length' | 'stop' | 'context';
+
+export interface Generation {
+  /** New token ids (EOS excluded; with a stop string, up to the token that completed it). */
+  tokens: number[];
+  /** Decoded new text (without the stop string), when the model has a tokenizer. */
+  text: string;
+  finishReason: FinishReason;
+}
+
+const FINISH: FinishReason[] = ['eos', 'length', 'stop', 'context'];
+
+/**
+ * Packs token sequences back to back, checking that every id is an integer.
+ *
+ * @example
+ * const { tokens, offsets } = packSequences([[1, 2, 3], [4, 5]]); // offsets = [0, 3, 5]
+ */
+export function packSequences(sequences: ArrayLike<ArrayLike<number>>): PackedSequences {
+  let total = 0;
+  for (let s = 0; s < sequences.length; s++) total += sequences[s].length;
+  const tokens = new Int32Array(total);
+  const offsets = new Int32Array(sequences.length + 1);
+  let at = 0;
+  for (let s = 0; s < sequences.length; s++) {
+    const seq = sequences[s];
+    for (let t = 0; t < seq.length; t++) {
+      const id = seq[t];
+      if (!Number.isInteger(id) || id > 0x7fffffff || id < -0x80000000)
+        throw new InputError(`token ${t} of sequence ${s} is ${id}, not an integer token id`);
+      tokens[at++] = id;
+    }
+    offsets[s + 1] = at;
+  }
+  return { tokens, offsets };
+}
+
+function isPacked(x: unknown): x is PackedSequences {
+  return typeof x === 'object' && x !== null && (x as PackedSequences).tokens instanceof Int32Array;
+}
+
+async function native<T>(p: () => Promise<T>): Promise<T> {
+  try {
+    return await p();
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
+
+export class Model {
+  /** The folder the model was loaded from. */
+  readonly dir: string;
+  /** Architecture, sizes, parameter count, dtype and memory, as the engine loaded them. */
+  readonly info: ModelInfo;
+  /** The folder's tokenizer (null when loaded with `tokenizer: false`). */
+  readonly tokenizer: Tokenizer | null;
+  #native: NativeModel | null;
+
+  private constructor(dir: string, nat: NativeModel, tokenizer: Tokenizer | null) {
+    this.dir = dir;
+    this.#native = nat;
+    this.info = nat.info();
+    this.tokenizer = tokenizer;
+  }
+
+  /**
+   * Loads a Hugging Face model folder: `config.json` + `model.safetensors` (or a sharded
+   * checkpoint with `model.safetensors.index.json`), F32/F16/BF16, and its tokenizer.
+   *
+   * @example
+   * const model = await Model.load('./models/llama-nano');
+   * console.log(model.info.numParams);
+   */
+  static async load(dir: string, options: LoadModelOptions = {}): Promise<Model> {
+    if (!existsSync(dir)) throw new KpigIOError(`model folder '${dir}' does not exist`);
+    if (!existsSync(join(dir, 'config.json')))
+      throw new KpigIOError(`'${dir}' is not a Hugging Face model folder: it has no config.json`);
+    const threads = options.threads ?? 0;
+    if (!Number.isInteger(threads) || threads < 0) throw new InputError(`threads must be a non-negative integer, got ${threads}`);
+    const tokenizer = options.tokenizer === false ? null : await loadTokenizer(dir);
+    const nat = await native(() => loadAddon().loadModel(dir, threads));
+    const model = new Model(dir, nat, tokenizer);
+    if (tokenizer && tokenizer.vocabSize > model.info.vocabSize)
+      model.info.notes.push(
+        `the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.info.vocabSize}: ids beyond that are rejected`,
+      );
+    return model;
+  }
+
+  #handle(): NativeModel {
+    if (!this.#native) throw new InputError('the model was disposed');
+    return this.#native;
+  }
+
+  /**
+   * Logits of every position of every sequence (each causal, positions from 0), one
+   * `(length × vocabSize)` row-major Float32Array per sequence; row t predicts token t+1.
+   *
+   * @example
+   * const [logits] = await model.logits([[1, 2, 3]]);
+   * const lastRow = logits.subarray(2 * model.info.vocabSize, 3 * model.info.vocabSize);
+   */
+  async logits(sequences: ArrayLike<ArrayLike<number>> | PackedSequences): Promise<Float32Array[]> {
+    const packed = isPacked(sequences) ? sequences : packSequences(sequences);
+    const flat = await native(() => this.#handle().forward(packed.tokens, packed.offsets, null));
+    const V = this.info.vocabSize;
+    const out: Float32Array[] = [];
+    for (let s = 0; s + 1 < packed.offsets.length; s++) out.push(flat.subarray(packed.offsets[s] * V, packed.offsets[s + 1] * V));
+    return out;
+  }
+
+  /**
+   * Teacher-forced log-probabilities: for each sequence, `log p(x[t+1] | x[0..t])` for t < length−1.
+   * The LM head is streamed, so no `tokens × vocab` array is ever held.
+   *
+   * @example
+   * const [lp] = await model.logprobs([[5, 6, 7, 8]]); // 3 values
+   */
+  async logprobs(sequences: ArrayLike<ArrayLike<number>> | PackedSequences): Promise<Float32Array[]> {
+    const packed = isPacked(sequences) ? sequences : packSequences(sequences);
+    const { tokens, offsets } = packed;
+    const targets = new Int32Array(tokens.length).fill(-1);
+    for (let s = 0; s + 1 < offsets.length; s++)
+      for (let t = offsets[s]; t < offsets[s + 1] - 1; t++) targets[t] = tokens[t + 1];
+    const flat = await native(() => this.#handle().forward(tokens, offsets, targets));
+    const out: Float32Array[] = [];
+    for (let s = 0; s + 1 < offsets.length; s++) out.push(flat.subarray(offsets[s], Math.max(offsets[s], offsets[s + 1] - 1)));
+    return out;
+  }
+
+  /**
+   * Batched greedy decoding with a KV cache. Prompts are strings (encoded with the model's
+   * tokenizer) or token ids. Stops per prompt on EOS, a stop string, `maxNewTokens` or a full context.
+   *
+   * @example
+   * const [g] = await model.generate(['Definition: answer yes or no. Output:'], { maxNewTokens: 8, stop: ['\n'] });
+   * console.log(g.text, g.finishReason);
+   */
+  async generate(prompts: Array<string | ArrayLike<number>>, options: GenerateOptions = {}): Promise<Generation[]> {
+    const maxNewTokens = options.maxNewTokens ?? 64;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new InputError(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
+    if (prompts.length === 0) return [];
+    const tok = this.tokenizer;
+    const stops = (options.stop ?? []).filter((s) => s.length > 0);
+    if (stops.length > 0 && !tok) throw new InputError('stop strings need a tokenizer; load the model with one');
+    const seqs = prompts.map((p, i) => {
+      if (typeof p !== 'string') return p;
+      if (!tok) throw new InputError(`prompt ${i} is a string but the model has no tokenizer`);
+      return tok.encode(p, { addSpecialTokens: options.addSpecialTokens ?? true });
+    });
+    const packed = packSequences(seqs);
+    const S = seqs.length;
+    const eos = options.eosIds ?? [...new Set([...this.info.eosIds, ...(tok?.eosIds ?? [])])];
+    const control = new Uint8Array(S + 1);
+    const produced: number[][] = seqs.map(() => []);
+    const onStep = (step: Int32Array) => {
+      for (let s = 0; s < S; s++) {
+        if (step[s] < 0) continue;
+        produced[s].push(step[s]);
+        options.onToken?.(s, step[s]);
+        if (stops.length && !control[s] && firstStop(tok!.decode(produced[s]), stops) >= 0) control[s] = 1;
+      }
+    };
+    const abort = () => {
+      control[S] = 1;
+    };
+    if (options.signal?.aborted) throw new CancelledError('generation was cancelled before it started');
+    options.signal?.addEventListener('abort', abort);
+    let res;
+    try {
+      res = await native(() =>
+        this.#handle().generate(packed.tokens, packed.offsets, { maxNewTokens, eosIds: Int32Array.from(eos) }, control, onStep),
+      );
+    } finally {
+      options.signal?.removeEventListener('abort', abort);
+    }
+    const out: Generation[] = [];
+    for (let s = 0; s < S; s++) {
+      let tokens = Array.from(res.tokens.subarray(res.offsets[s], res.offsets[s + 1]));
+      let finishReason = FINISH[res.finish[s]];
+      let text = tok ? tok.decode(tokens) : '';
+      if (stops.length && tok) {
+        const cut = firstStop(text, stops);
+        if (cut >= 0) {
+          // Keep the shortest token prefix whose text contains the stop string.
+          let n = 1;
+          while (n < tokens.length && firstStop(tok.decode(tokens.slice(0, n)), stops) < 0) n++;
+          tokens = tokens.slice(0, n);
+          text = text.slice(0, cut);
+          finishReason = 'stop';
+        }
+      }
+      out.push({ tokens, text, finishReason });
+    }
+    return out;
+  }
+
+  /** Frees the engine's copy of the weights; calls already running finish first. */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = null;
+  }
+}
+
+function firstStop(text: string, stops: string[]): number {
+  let best = -1;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (best < 0 || i < best)) best = i;
+  }
+  return best;
+}

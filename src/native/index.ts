@@ -1,0 +1,104 @@
+/**
+ * Loads the native addon (`kpig.node`) and describes its raw interface. Everything above this file
+ * talks to the engine through these types; nothing else touches the addon directly.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AddonLoadError } from '../errors/index.js';
+
+/** What `NativeModel.info()` returns: the parsed config plus what the engine loaded. */
+export interface NativeModelInfo {
+  modelType: string;
+  arch: 'gpt2' | 'llama';
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  maxPositions: number;
+  ropeTheta: number;
+  normEps: number;
+  tiedEmbeddings: boolean;
+  qkvBias: boolean;
+  oBias: boolean;
+  bosId: number;
+  eosIds: number[];
+  configDtype: string;
+  numParams: number;
+  weightsDtype: string;
+  weightsFileBytes: number;
+  memoryBytes: number;
+  files: string[];
+  notes: string[];
+  isa: string;
+  threads: number;
+}
+
+export interface NativeGenerateResult {
+  tokens: Int32Array;
+  offsets: Int32Array;
+  /** Per sequence: 0 = EOS, 1 = max new tokens, 2 = stopped by the caller, 3 = context full. */
+  finish: Uint8Array;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  forward(tokens: Int32Array, offsets: Int32Array, targets: Int32Array | null): Promise<Float32Array>;
+  generate(
+    tokens: Int32Array,
+    offsets: Int32Array,
+    options: { maxNewTokens: number; eosIds?: Int32Array },
+    control: Uint8Array,
+    onStep?: (step: Int32Array) => void,
+  ): Promise<NativeGenerateResult>;
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  loadModel(dir: string, threads: number): Promise<NativeModel>;
+  abiVersion: number;
+}
+
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+let cached: NativeAddon | undefined;
+
+/**
+ * Returns the native addon, loading it on first use. Looks at `$KPIG_ADDON`, then the cmake-js /
+ * node-gyp output folders; the error lists every place tried and how to build the addon.
+ *
+ * @example
+ * const addon = loadAddon();
+ * const model = await addon.loadModel('./my-model', 0);
+ */
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  const candidates = [
+    ...(process.env.KPIG_ADDON ? [resolve(process.env.KPIG_ADDON)] : []),
+    resolve(packageRoot, 'build', 'Release', 'kpig.node'),
+    resolve(packageRoot, 'build', 'Debug', 'kpig.node'),
+  ];
+  const tried: string[] = [];
+  for (const path of candidates) {
+    if (!existsSync(path)) {
+      tried.push(`${path}: not found`);
+      continue;
+    }
+    try {
+      cached = require(path) as NativeAddon;
+      return cached;
+    } catch (err) {
+      tried.push(`${path}: ${(err as Error).message}`);
+    }
+  }
+  throw new AddonLoadError(
+    `the kpig native addon could not be loaded. Tried:\n  ${tried.join('\n  ')}\n` +
+      `Build it from the package folder (${packageRoot}) with \`npx cmake-js compile\` (needs cmake ≥ 3.15 and a ` +
+      `C++17 compiler) or \`npx node-gyp rebuild\`, or point KPIG_ADDON at a built kpig.node.`,
+  );
+}
