@@ -141,22 +141,6 @@ struct Scratch {
   std::vector<float> a, b;
 };
 
-// Skinny products (a few rows, e.g. one token per sequence while decoding) against a weight whose
-// k index is contiguous: plain dot products beat packing the whole weight.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void gemm_skinny_rows(int64_t M, int64_t j0, int64_t j1, int64_t K, const float* A, int64_t a_rs,
-                      const float* B, int64_t b_cs, float* C, int64_t ldc, bool accumulate) {
-  for (int64_t j = j0; j < j1; j++) {
-    const float* bj = B + j * b_cs;
-    for (int64_t i = 0; i < M; i++) {
-      const float* ai = A + i * a_rs;
-      float s = 0.f;
-      for (int64_t k = 0; k < K; k++) s += ai[k] * bj[k];
-      C[i * ldc + j] = accumulate ? C[i * ldc + j] + s : s;
-    }
-  }
-}
-
 }  // namespace
 
 const char* gemm_isa() { return pick_isa().name; }
@@ -167,16 +151,6 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
   if (K <= 0) {
     if (!accumulate)
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, sizeof(float) * N);
-    return;
-  }
-  if (M <= 4 && a_cs == 1 && b_rs == 1) {
-    const int64_t chunk = 64;
-    int64_t tasks = (N + chunk - 1) / chunk;
-    auto body = [&](int64_t t, int) {
-      gemm_skinny_rows(M, t * chunk, std::min(N, (t + 1) * chunk), K, A, a_rs, B, b_cs, C, ldc, accumulate);
-    };
-    if (pool) pool->parallel_for(tasks, body);
-    else for (int64_t t = 0; t < tasks; t++) body(t, 0);
     return;
   }
   const Isa& isa = pick_isa();

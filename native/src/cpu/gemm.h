@@ -2,7 +2,9 @@
 //   C(M,N) = A(M,K) · B(K,N)   [+ C when accumulate]
 // Any operand layout is given by strides: A(i,k) = A[i*a_rs + k*a_cs], B(k,j) = B[k*b_rs + j*b_cs],
 // so transposed operands need no copy. The driver packs blocks of A and B into micro-panels
-// (zero-padded) and runs an ISA-specific register-tiled kernel chosen once at run time.
+// (zero-padded) and runs an ISA-specific register-tiled kernel chosen once at run time. Each C
+// element is summed in the same order whatever M is, so a row's result does not depend on what
+// else is in the batch (packed sequences, batched decoding).
 #pragma once
 #include <cstdint>
 

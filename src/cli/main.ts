@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+/**
+ * The `kpig` command line. Each subcommand is a thin wrapper over the library API; errors print
+ * one clear line (the typed error's message) and exit with status 1, or 2 for usage errors.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KpigError } from '../errors/index.js';
+import { PRESETS, isPresetName, type ConfigOverrides } from '../model/config.js';
+import { Model } from '../model/model.js';
+import { createRandomModel, type WeightsDtype } from '../model/writer.js';
+import { ByteTokenizer, writeByteTokenizer } from '../tokenizer/index.js';
+
+const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
+  version: string;
+};
+
+function int(name: string, min: number) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
+    return n;
+  };
+}
+
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+function count(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return String(n);
+}
+
+const program = new Command()
+  .name('kpig')
+  .description('Continual instruction tuning with key-part information gain: native engine, CLI and pipeline.')
+  .version(pkg.version)
+  .showHelpAfterError();
+
+program
+  .command('info')
+  .description('show a model folder: architecture, parameter count, dtype, memory, tokenizer')
+  .argument('<model-dir>', 'Hugging Face model folder (config.json + *.safetensors)')
+  .option('--json', 'print machine-readable JSON')
+  .action(async (dir: string, opts: { json?: boolean }) => {
+    const model = await Model.load(dir, { threads: 1 });
+    const i = model.info;
+    const tok = model.tokenizer!;
+    if (opts.json) {
+      console.log(JSON.stringify({ ...i, tokenizer: { kind: tok.kind, vocabSize: tok.vocabSize, bosId: tok.bosId, eosIds: tok.eosIds } }, null, 2));
+      return;
+    }
+    const rows: [string, string][] = [
+      ['model', `${i.modelType} (${i.arch === 'gpt2' ? 'LayerNorm, learned positions, GELU' : 'RMSNorm, RoPE, SwiGLU'})`],
+      ['parameters', `${count(i.numParams)} (${i.numParams.toLocaleString('en-US')})`],
+      ['layers × hidden', `${i.numLayers} × ${i.hiddenSize}, MLP ${i.intermediateSize}`],
+      ['attention', `${i.numHeads} heads of ${i.headDim}, ${i.numKvHeads} kv heads${i.numKvHeads < i.numHeads ? ` (GQA ${i.numHeads / i.numKvHeads}:1)` : ''}${i.qkvBias ? ', q/k/v bias' : ''}${i.oBias ? ', o bias' : ''}`],
+      ['vocabulary', `${i.vocabSize}${i.tiedEmbeddings ? ' (head tied to embeddings)' : ''}`],
+      ['context', `${i.maxPositions} positions${i.arch === 'llama' ? `, rope θ = ${i.ropeTheta}` : ''}`],
+      ['weights', `${i.weightsDtype} in ${i.files.length} file${i.files.length > 1 ? 's' : ''}, ${bytes(i.weightsFileBytes)}`],
+      ['engine memory', `${bytes(i.memoryBytes)} of float32 weights (${i.isa} kernels, ${i.threads} thread${i.threads > 1 ? 's' : ''})`],
+      ['tokenizer', `${tok.kind === 'byte' ? 'built-in byte-level' : 'Hugging Face tokenizer.json'}, ${tok.vocabSize} ids, bos ${tok.bosId ?? '-'}, eos ${tok.eosIds.join(',') || '-'}`],
+    ];
+    const w = Math.max(...rows.map((r) => r[0].length));
+    for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+    for (const note of i.notes) console.log(`note: ${note}`);
+    model.dispose();
+  });
+
+program
+  .command('generate')
+  .description('greedy generation from one or more prompts (batched, KV cache); streams a single prompt as it is generated')
+  .argument('<model-dir>', 'Hugging Face model folder')
+  .requiredOption('-p, --prompt <text...>', 'prompt text (repeat for a batch)')
+  .option('-n, --max-new-tokens <n>', 'most new tokens per prompt', int('--max-new-tokens', 0), 64)
+  .option('--stop <text...>', 'stop strings (the output is cut before them)')
+  .option('--no-special-tokens', 'do not add the tokenizer\'s BOS to the prompts')
+  .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+  .option('--json', 'print one JSON object per prompt instead of text')
+  .action(
+    async (
+      dir: string,
+      opts: { prompt: string[]; maxNewTokens: number; stop?: string[]; specialTokens: boolean; threads?: number; json?: boolean },
+    ) => {
+      const model = await Model.load(dir, { threads: opts.threads });
+      const controller = new AbortController();
+      process.once('SIGINT', () => controller.abort());
+      const stream = opts.prompt.length === 1 && !opts.json && process.stdout.isTTY;
+      let shown = '';
+      const produced: number[] = [];
+      const results = await model.generate(opts.prompt, {
+        maxNewTokens: opts.maxNewTokens,
+        stop: opts.stop,
+        addSpecialTokens: opts.specialTokens,
+        signal: controller.signal,
+        onToken: stream
+          ? (_i, token) => {
+              produced.push(token);
+              const text = model.tokenizer!.decode(produced);
+              if (!text.endsWith('\ufffd')) {
+                process.stdout.write(text.slice(shown.length));
+                shown = text;
+              }
+            }
+          : undefined,
+      });
+      if (stream) {
+        process.stdout.write('\n');
+        console.error(`[${results[0].tokens.length} tokens, finished: ${results[0].finishReason}]`);
+      } else {
+        results.forEach((r, i) => {
+          if (opts.json) console.log(JSON.stringify({ prompt: opts.prompt[i], text: r.text, tokens: r.tokens, finishReason: r.finishReason }));
+          else console.log(`${opts.prompt.length > 1 ? `[${i}] ` : ''}${r.text}${opts.prompt.length > 1 ? `  (${r.finishReason})` : ''}`);
+        });
+      }
+      model.dispose();
+    },
+  );
+
+program
+  .command('create-model')
+  .description(
+    'write a randomly initialised model as a Hugging Face folder (config.json + model.safetensors + the built-in ' +
+      'byte tokenizer; vocab_size is the tokenizer\'s 259 unless --config sets it)',
+  )
+  .argument('<out-dir>', 'folder to create')
+  .option('--preset <name>', `architecture preset: ${Object.keys(PRESETS).join(', ')}`, 'llama-nano')
+  .option('--config <json>', 'config.json fields over the preset, e.g. \'{"num_hidden_layers": 4}\'')
+  .option('--seed <n>', 'random seed', int('--seed', 0), 0)
+  .option('--dtype <dtype>', 'weights dtype: f32, f16 or bf16', 'f32')
+  .option('--shards <n>', 'split the weights into n files with an index', int('--shards', 1), 1)
+  .option('--force', 'replace the folder if it exists')
+  .action(async (out: string, opts: { preset: string; config?: string; seed: number; dtype: string; shards: number; force?: boolean }) => {
+    if (!isPresetName(opts.preset)) throw new InvalidArgumentError(`unknown preset '${opts.preset}' (known: ${Object.keys(PRESETS).join(', ')})`);
+    if (!['f32', 'f16', 'bf16'].includes(opts.dtype)) throw new InvalidArgumentError(`--dtype must be f32, f16 or bf16`);
+    let overrides: ConfigOverrides = {};
+    if (opts.config) {
+      try {
+        overrides = JSON.parse(opts.config) as ConfigOverrides;
+      } catch (err) {
+        throw new InvalidArgumentError(`--config is not valid JSON: ${(err as Error).message}`);
+      }
+    }
+    // The vocabulary and special ids of the built-in byte tokenizer, so every generated id decodes
+    // and generation stops on its EOS; --config may still override them.
+    const config: ConfigOverrides = {
+      vocab_size: ByteTokenizer.VOCAB_SIZE,
+      bos_token_id: ByteTokenizer.BOS_ID,
+      eos_token_id: ByteTokenizer.EOS_ID,
+      ...overrides,
+    };
+    const made = await createRandomModel(out, {
+      preset: opts.preset,
+      config,
+      seed: opts.seed,
+      dtype: opts.dtype as WeightsDtype,
+      shards: opts.shards,
+      overwrite: opts.force,
+    });
+    await writeByteTokenizer(made.dir);
+    console.log(`wrote ${made.dir}: ${opts.preset}, ${count(made.parameters)} parameters, ${opts.dtype}, ${made.files.join(', ')}, kpig-tokenizer.json`);
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof InvalidArgumentError) {
+    console.error(`kpig: ${err.message}`);
+    process.exit(2);
+  }
+  if (err instanceof KpigError) {
+    console.error(`kpig: ${err.message}`);
+    process.exit(1);
+  }
+  console.error(err);
+  process.exit(1);
+});
