@@ -1,0 +1,253 @@
+// Bad model files and bad inputs: each is a typed error whose message names the file, tensor or
+// field, and none of them takes the process down (the model keeps working afterwards).
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  InputError,
+  KpigIOError,
+  ModelConfigError,
+  ModelWeightsError,
+  SafetensorsError,
+  UnsupportedModelError,
+} from '../src/errors/index.js';
+import { Model } from '../src/model/model.js';
+import { ModelDir } from './support/models.js';
+
+const dirs = new ModelDir();
+afterAll(() => dirs.cleanup());
+
+let good: string;
+let n = 0;
+beforeAll(async () => {
+  good = await dirs.make({ preset: 'llama-nano', seed: 1 });
+});
+
+/** A copy of the good model folder, to be broken by the test. */
+function copyModel(): string {
+  const dir = join(dirs.root, `broken${n++}`);
+  mkdirSync(dir);
+  for (const f of readdirSync(good)) copyFileSync(join(good, f), join(dir, f));
+  return dir;
+}
+
+/** Raw safetensors bytes from a header object and a data area, with an optional wrong length. */
+function rawSafetensors(header: object, data: Uint8Array, declaredLength?: number): Uint8Array {
+  const h = Buffer.from(JSON.stringify(header));
+  const out = Buffer.alloc(8 + h.length + data.length);
+  out.writeBigUInt64LE(BigInt(declaredLength ?? h.length), 0);
+  h.copy(out, 8);
+  Buffer.from(data).copy(out, 8 + h.length);
+  return out;
+}
+
+/** Rewrites model.safetensors with the header edited by `edit` (data area unchanged). */
+function editHeader(dir: string, edit: (h: Record<string, { dtype: string; shape: number[]; data_offsets: number[] }>) => void): void {
+  const file = join(dir, 'model.safetensors');
+  const buf = readFileSync(file);
+  const hlen = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + hlen).toString('utf8'));
+  edit(header);
+  writeFileSync(file, rawSafetensors(header, buf.subarray(8 + hlen)));
+}
+
+function editConfig(dir: string, edit: (c: Record<string, unknown>) => void): void {
+  const file = join(dir, 'config.json');
+  const cfg = JSON.parse(readFileSync(file, 'utf8'));
+  edit(cfg);
+  writeFileSync(file, JSON.stringify(cfg));
+}
+
+async function loadError(dir: string): Promise<Error> {
+  try {
+    await Model.load(dir);
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error(`loading ${dir} should have failed`);
+}
+
+describe('bad model folders', () => {
+  it('truncated safetensors file', async () => {
+    const dir = copyModel();
+    truncateSync(join(dir, 'model.safetensors'), 5);
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect(err.message).toContain(join(dir, 'model.safetensors'));
+    expect(err.message).toContain('truncated');
+  });
+
+  it('file cut inside the data area', async () => {
+    const dir = copyModel();
+    const file = join(dir, 'model.safetensors');
+    truncateSync(file, readFileSync(file).length - 100);
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect(err.message).toMatch(/out of range/);
+  });
+
+  it('header length beyond the file', async () => {
+    const dir = copyModel();
+    writeFileSync(join(dir, 'model.safetensors'), rawSafetensors({}, new Uint8Array(0), 1 << 20));
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect(err.message).toContain('runs past the end of the file');
+  });
+
+  it('offsets out of range', async () => {
+    const dir = copyModel();
+    editHeader(dir, (h) => {
+      h['model.norm.weight'].data_offsets[1] += 1 << 20;
+      h['model.norm.weight'].data_offsets[0] += 1 << 20;
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect(err.message).toMatch(/tensor 'model\.norm\.weight'.*out of range/);
+  });
+
+  it('overlapping tensors', async () => {
+    const dir = copyModel();
+    editHeader(dir, (h) => {
+      h['model.norm.weight'].data_offsets = [...h['model.layers.0.input_layernorm.weight'].data_offsets];
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect(err.message).toMatch(/overlap/);
+  });
+
+  it('unknown dtype', async () => {
+    const dir = copyModel();
+    editHeader(dir, (h) => {
+      h['model.norm.weight'].dtype = 'F8_E4M3';
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect(err.message).toContain("tensor 'model.norm.weight': unknown dtype 'F8_E4M3'");
+  });
+
+  it('shape × dtype size different from the byte length', async () => {
+    const dir = copyModel();
+    editHeader(dir, (h) => {
+      h['model.norm.weight'].dtype = 'F16';
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(SafetensorsError);
+    expect(err.message).toMatch(/tensor 'model\.norm\.weight': shape × dtype size = 128 bytes but data_offsets span 256/);
+  });
+
+  it('missing tensor', async () => {
+    const dir = copyModel();
+    editHeader(dir, (h) => {
+      h['padding.unused'] = h['model.layers.1.mlp.up_proj.weight'];
+      delete h['model.layers.1.mlp.up_proj.weight'];
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(ModelWeightsError);
+    expect(err.message).toContain("missing tensor 'model.layers.1.mlp.up_proj.weight' (expected shape [176, 64])");
+  });
+
+  it('unexpected tensor', async () => {
+    const dir = copyModel();
+    editHeader(dir, (h) => {
+      h['model.layers.7.extra.weight'] = h['model.norm.weight'];
+      delete h['model.norm.weight'];
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(ModelWeightsError);
+  });
+
+  it('tensor shape not matching config.json', async () => {
+    const dir = copyModel();
+    editConfig(dir, (c) => {
+      c.intermediate_size = 128;
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(ModelWeightsError);
+    expect(err.message).toContain("tensor 'model.layers.0.mlp.gate_proj.weight' has shape [176, 64] but config.json implies [128, 64]");
+  });
+
+  it('unsupported model_type', async () => {
+    const dir = copyModel();
+    editConfig(dir, (c) => {
+      c.model_type = 'mamba';
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(UnsupportedModelError);
+    expect(err.message).toContain("model_type 'mamba' is not supported");
+    expect(err.message).toContain('config.json');
+  });
+
+  it('unsupported rope_scaling', async () => {
+    const dir = copyModel();
+    editConfig(dir, (c) => {
+      c.rope_scaling = { type: 'linear', factor: 2 };
+    });
+    expect(await loadError(dir)).toBeInstanceOf(UnsupportedModelError);
+  });
+
+  it('config.json with a bad or missing field', async () => {
+    const dir = copyModel();
+    editConfig(dir, (c) => {
+      c.num_attention_heads = 'four';
+      delete c.hidden_size;
+    });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(ModelConfigError);
+    expect(err.message).toMatch(/config\.json: field '(hidden_size|num_attention_heads)'/);
+  });
+
+  it('config.json that is not JSON', async () => {
+    const dir = copyModel();
+    writeFileSync(join(dir, 'config.json'), '{"model_type": "llama",');
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(ModelConfigError);
+    expect(err.message).toMatch(/config\.json: not valid JSON: .*(at byte|at position) \d+/);
+  });
+
+  it('folder without weights or config', async () => {
+    const dir = copyModel();
+    writeFileSync(join(dir, 'model.safetensors'), '');
+    const empty = join(dirs.root, 'empty');
+    mkdirSync(empty);
+    expect(await loadError(empty)).toBeInstanceOf(KpigIOError);
+    expect(await loadError(join(dirs.root, 'nope'))).toBeInstanceOf(KpigIOError);
+  });
+});
+
+describe('bad inputs', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await Model.load(good);
+  });
+  afterAll(() => model.dispose());
+
+  it('token id ≥ vocab names the sequence and position', async () => {
+    const err = await model.logits([[1, 2], [3, 4, 512, 5]]).catch((e) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect(err.message).toBe('token id 512 at position 2 of sequence 1 is outside the vocabulary [0, 512)');
+  });
+
+  it('negative and non-integer ids', async () => {
+    await expect(model.logits([[1, -3]])).rejects.toBeInstanceOf(InputError);
+    await expect(model.logits([[1, 2.5]])).rejects.toThrow(/token 1 of sequence 0 is 2.5/);
+  });
+
+  it('sequence longer than max_position_embeddings', async () => {
+    const long = Array.from({ length: 129 }, (_, i) => i % 100);
+    const err = await model.logprobs([[1, 2], long]).catch((e) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect(err.message).toContain("sequence 1 has 129 tokens, more than the model's max_position_embeddings (128)");
+    await expect(model.generate([long], { maxNewTokens: 1 })).rejects.toBeInstanceOf(InputError);
+  });
+
+  it('empty sequence and empty batch', async () => {
+    await expect(model.logits([[1], []])).rejects.toThrow(/sequence 1 is empty/);
+    await expect(model.logits([])).rejects.toBeInstanceOf(InputError);
+  });
+
+  it('the model still works after every error', async () => {
+    const [lp] = await model.logprobs([[1, 2, 3]]);
+    expect(lp).toHaveLength(2);
+    expect(Number.isFinite(lp[0])).toBe(true);
+  });
+});
