@@ -4,10 +4,10 @@
  * one clear line (the typed error's message) and exit with status 1, or 2 for usage errors.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KpigError } from '../errors/index.js';
+import { KpigError, KpigIOError } from '../errors/index.js';
 import { PRESETS, isPresetName, type ConfigOverrides } from '../model/config.js';
 import { Model } from '../model/model.js';
 import { createRandomModel, type WeightsDtype } from '../model/writer.js';
@@ -144,6 +144,8 @@ program
   .action(async (out: string, opts: { preset: string; config?: string; seed: number; dtype: string; shards: number; force?: boolean }) => {
     if (!isPresetName(opts.preset)) throw new InvalidArgumentError(`unknown preset '${opts.preset}' (known: ${Object.keys(PRESETS).join(', ')})`);
     if (!['f32', 'f16', 'bf16'].includes(opts.dtype)) throw new InvalidArgumentError(`--dtype must be f32, f16 or bf16`);
+    if (!opts.force && existsSync(out) && readdirSync(out).length > 0)
+      throw new KpigIOError(`${out} exists and is not empty; pass --force to replace it`);
     let overrides: ConfigOverrides = {};
     if (opts.config) {
       try {

@@ -1,0 +1,64 @@
+// The `kpig` command line, run as a user would: create a model, inspect it, generate from it,
+// and get one clear line and a non-zero status on bad input.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = mkdtempSync(join(tmpdir(), 'kpig-cli-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+function kpig(...args: string[]) {
+  const r = spawnSync(process.execPath, ['dist/cli/main.js', ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('kpig CLI', () => {
+  const model = join(root, 'llama');
+
+  it('create-model writes a loadable Hugging Face folder', () => {
+    const r = kpig('create-model', model, '--preset', 'llama-nano', '--seed', '3', '--dtype', 'bf16');
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('model.safetensors');
+  });
+
+  it('info prints architecture, parameters, dtype and memory', () => {
+    const r = kpig('info', model);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/model\s+llama/);
+    expect(r.stdout).toMatch(/parameters\s+[\d.]+K \([\d,]+\)/);
+    expect(r.stdout).toMatch(/weights\s+BF16 in 1 file/);
+    expect(r.stdout).toMatch(/GQA 2:1/);
+    const j = JSON.parse(kpig('info', model, '--json').stdout);
+    expect(j.vocabSize).toBe(259);
+    expect(j.tokenizer.kind).toBe('byte');
+  });
+
+  it('generate prints one JSON line per prompt', () => {
+    const r = kpig('generate', model, '-p', 'Hello', '-p', 'Hi', '-n', '5', '--json');
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(2);
+    for (const l of lines) {
+      expect(l.tokens.length).toBeLessThanOrEqual(5);
+      expect(['eos', 'length']).toContain(l.finishReason);
+    }
+  });
+
+  it('fails with one clear line on bad input', () => {
+    const missing = kpig('info', join(root, 'nope'));
+    expect(missing.status).toBe(1);
+    expect(missing.stderr.trim()).toBe(`kpig: model folder '${join(root, 'nope')}' does not exist`);
+    const exists = kpig('create-model', model);
+    expect(exists.status).toBe(1);
+    expect(exists.stderr).toContain('--force');
+    const preset = kpig('create-model', join(root, 'x'), '--preset', 'gpt5');
+    expect(preset.status).toBe(2);
+    expect(preset.stderr).toContain("unknown preset 'gpt5'");
+    const n = kpig('generate', model, '-p', 'x', '-n', '-1');
+    expect(n.status).not.toBe(0);
+    expect(n.stderr).toContain('--max-new-tokens must be an integer');
+  });
+});
