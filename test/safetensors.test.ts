@@ -135,7 +135,7 @@ describe('safetensors round trip', () => {
     expect(Buffer.concat(encodeSafetensors({ x: { dtype: 'F32', shape: [2], data: Float32Array.from([1, -2]) } })).equals(expected)).toBe(true);
   });
 
-  it('reads a file whose header is not padded (tensors then copied to aligned memory)', async () => {
+  it('reads a file whose header is not padded to 8 bytes', async () => {
     const path = join(dir, 'unpadded.safetensors');
     const data = new Uint8Array(new Float64Array([1.5, -3]).buffer);
     await writeFile(path, rawFile('{"a":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}', data, false));

@@ -1,0 +1,88 @@
+/**
+ * Atomic file writes: the data goes to a temporary file in the destination's folder, is flushed to
+ * disk, and is renamed over the destination. A reader sees the old file or the new one, never half
+ * of one, and an interrupted run leaves no truncated artefact behind (DESIGN.md §5).
+ */
+
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+import { KpigIOError } from '../errors/index.js';
+
+/** What {@link writeFileAtomic} accepts: text (UTF-8), bytes, or a list of byte chunks written in order. */
+export type AtomicData = string | Uint8Array | readonly Uint8Array[];
+
+/**
+ * Writes `data` to `path` atomically (temp file in the same folder + fsync + rename). On failure the
+ * temporary file is removed and a {@link KpigIOError} naming `path` is thrown. Chunks let callers
+ * write large payloads (checkpoints) without concatenating them first.
+ *
+ * @example
+ * await writeFileAtomic('out/results.json', JSON.stringify(results));
+ * await writeFileAtomic('out/model.safetensors', [header, tensorBytes]);
+ */
+export async function writeFileAtomic(path: string, data: AtomicData): Promise<void> {
+  const chunks: readonly Uint8Array[] =
+    typeof data === 'string' ? [Buffer.from(data, 'utf8')] : data instanceof Uint8Array ? [data] : data;
+  const temp = tempSiblingPath(path);
+  try {
+    const handle = await open(temp, 'wx');
+    try {
+      for (const chunk of chunks) {
+        // A single write() call may be short for very large buffers; loop until the chunk is out.
+        let done = 0;
+        while (done < chunk.byteLength) {
+          const { bytesWritten } = await handle.write(chunk, done, chunk.byteLength - done);
+          done += bytesWritten;
+        }
+      }
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, path);
+  } catch (err) {
+    await rm(temp, { force: true });
+    throw new KpigIOError(`cannot write ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  await syncDir(dirname(path));
+}
+
+/**
+ * Writes `value` as pretty JSON (2-space indent, trailing newline) to `path` atomically.
+ *
+ * @example
+ * await writeJsonAtomic('out/config.json', { model_type: 'llama', vocab_size: 512 });
+ */
+export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * Flushes a folder's entry table so a completed rename survives a crash. Some file systems refuse
+ * fsync on folders; the rename has still happened, so that refusal is not an error.
+ *
+ * @example
+ * await syncDir('out');
+ */
+export async function syncDir(dir: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch {
+    return;
+  } finally {
+    await handle?.close();
+  }
+}
+
+/**
+ * A fresh name for a temporary sibling of `path`, e.g. `/out/.model.safetensors.tmp-4242-9f1c2a7b`.
+ * The leading dot hides it from casual listings; the pid and random suffix keep concurrent writers
+ * of the same file apart.
+ */
+function tempSiblingPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
