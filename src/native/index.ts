@@ -67,22 +67,36 @@ const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
 let cached: NativeAddon | undefined;
 
+/** Where the addon is looked for: `$KPIG_ADDON`, then the cmake-js / node-gyp output folders. */
+export function addonCandidates(): string[] {
+  return [
+    ...(process.env.KPIG_ADDON ? [resolve(process.env.KPIG_ADDON)] : []),
+    resolve(packageRoot, 'build', 'Release', 'kpig.node'),
+    resolve(packageRoot, 'build', 'Debug', 'kpig.node'),
+  ];
+}
+
 /**
- * Returns the native addon, loading it on first use. Looks at `$KPIG_ADDON`, then the cmake-js /
- * node-gyp output folders; the error lists every place tried and how to build the addon.
+ * Returns the native addon, loading it on first use from {@link addonCandidates}.
  *
  * @example
  * const addon = loadAddon();
  * const model = await addon.loadModel('./my-model', 0);
  */
 export function loadAddon(): NativeAddon {
-  if (cached) return cached;
+  cached ??= loadAddonFrom(addonCandidates());
+  return cached;
+}
+
+/**
+ * Loads the first of `candidates` that loads; otherwise throws an {@link AddonLoadError} that lists
+ * every path tried with the reason it failed, and how to build the addon.
+ *
+ * @example
+ * const addon = loadAddonFrom(['/opt/kpig/kpig.node']);
+ */
+export function loadAddonFrom(candidates: string[]): NativeAddon {
   const require = createRequire(import.meta.url);
-  const candidates = [
-    ...(process.env.KPIG_ADDON ? [resolve(process.env.KPIG_ADDON)] : []),
-    resolve(packageRoot, 'build', 'Release', 'kpig.node'),
-    resolve(packageRoot, 'build', 'Debug', 'kpig.node'),
-  ];
   const tried: string[] = [];
   for (const path of candidates) {
     if (!existsSync(path)) {
@@ -90,8 +104,7 @@ export function loadAddon(): NativeAddon {
       continue;
     }
     try {
-      cached = require(path) as NativeAddon;
-      return cached;
+      return require(path) as NativeAddon;
     } catch (err) {
       tried.push(`${path}: ${(err as Error).message}`);
     }
