@@ -1,9 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -23,15 +21,12 @@ import {
   toFloat64,
   writeSafetensors,
 } from '../src/model/safetensors.js';
+import { ORACLE_PATH, findOracle } from './support/oracle.js';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const referencePy = resolve(repoRoot, '../shared/peers/reference.py');
-const python = process.env.KPIG_PYTHON ?? '/usr/bin/python3';
-const oracleMissing = !existsSync(referencePy)
-  ? `${referencePy} not found`
-  : spawnSync(python, ['-c', 'import torch, numpy'], { stdio: 'ignore' }).status !== 0
-    ? `${python} cannot import torch and numpy`
-    : null;
+const oracle = findOracle();
+const oracleMissing = 'skip' in oracle ? oracle.skip : null;
+const python = 'python' in oracle ? oracle.python : '';
+const referencePy = ORACLE_PATH;
 if (oracleMissing) console.warn(`skipping the PyTorch cross-checks: ${oracleMissing}`);
 
 let dir: string;

@@ -11,7 +11,7 @@ const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const ORACLE_PATH = resolve(repoRoot, '..', 'shared', 'peers', 'reference.py');
 
 function hasTorch(python: string): boolean {
-  const r = spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
+  const r = spawnSync(python, ['-c', 'import torch, numpy'], { stdio: 'ignore' });
   return r.status === 0;
 }
 
