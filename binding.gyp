@@ -11,8 +11,11 @@
         "native/src/cpu/gemm.cpp",
         "native/src/cpu/ops.cpp",
         "native/src/model/config.cpp",
+        "native/src/model/backward.cpp",
         "native/src/model/forward.cpp",
+        "native/src/model/linear.cpp",
         "native/src/model/model.cpp",
+        "native/src/model/train.cpp",
         "native/src/model/weights.cpp"
       ],
       "include_dirs": [

@@ -136,6 +136,59 @@ class ForwardWorker : public PromiseWorker {
   std::vector<float> out_;
 };
 
+class TrainWorker : public PromiseWorker {
+ public:
+  TrainWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> tokens, std::vector<int32_t> offsets,
+              std::vector<float> weights, uint64_t seed, bool want_nll)
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), offsets_(std::move(offsets)),
+        weights_(std::move(weights)), seed_(seed), want_nll_(want_nll) {}
+  void Run() override {
+    if (want_nll_) nll_.resize(tokens_.size());
+    res_ = m_->train_accumulate(batch_of(tokens_, offsets_), weights_.data(), want_nll_ ? nll_.data() : nullptr, seed_);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("loss", res_.loss);
+    o.Set("nWeighted", double(res_.n_weighted));
+    if (want_nll_) o.Set("nll", external_array(env, std::move(nll_)));
+    return o;
+  }
+
+ private:
+  std::shared_ptr<kpig::Model> m_;
+  std::vector<int32_t> tokens_, offsets_;
+  std::vector<float> weights_;
+  uint64_t seed_;
+  bool want_nll_;
+  std::vector<float> nll_;
+  kpig::TrainResult res_;
+};
+
+class StepWorker : public PromiseWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, kpig::AdamWOptions o) : PromiseWorker(env), m_(std::move(m)), o_(o) {}
+  void Run() override { r_ = m_->optimizer_step(o_); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("gradNorm", r_.grad_norm);
+    o.Set("skipped", r_.skipped);
+    o.Set("step", double(r_.step));
+    return o;
+  }
+
+ private:
+  std::shared_ptr<kpig::Model> m_;
+  kpig::AdamWOptions o_;
+  kpig::StepResult r_;
+};
+
+double number_field(Napi::Object o, const char* key, double dflt) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return dflt;
+  if (!v.IsNumber()) throw_input(o.Env(), std::string(key) + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
 // Greedy generation; every step's new tokens are posted to JavaScript (onStep), which may set
 // control[s] to stop sequence s (a stop string) or control[S] to cancel the whole call.
 class GenerateWorker : public Napi::AsyncProgressQueueWorker<int32_t> {
@@ -201,7 +254,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("forward", &ModelWrap::Forward),
-                        InstanceMethod("generate", &ModelWrap::Generate), InstanceMethod("dispose", &ModelWrap::Dispose)});
+                        InstanceMethod("generate", &ModelWrap::Generate), InstanceMethod("dispose", &ModelWrap::Dispose),
+                        InstanceMethod("trainFull", &ModelWrap::TrainFull), InstanceMethod("loraAdd", &ModelWrap::LoraAdd),
+                        InstanceMethod("loraMerge", &ModelWrap::LoraMerge),
+                        InstanceMethod("trainAccumulate", &ModelWrap::TrainAccumulate),
+                        InstanceMethod("optimizerStep", &ModelWrap::OptimizerStep),
+                        InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
+                        InstanceMethod("optimizerSteps", &ModelWrap::OptimizerSteps),
+                        InstanceMethod("setOptimizerSteps", &ModelWrap::SetOptimizerSteps),
+                        InstanceMethod("tensors", &ModelWrap::Tensors), InstanceMethod("readTensor", &ModelWrap::ReadTensor),
+                        InstanceMethod("writeTensor", &ModelWrap::WriteTensor)});
   }
 
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
@@ -309,6 +371,162 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
+  }
+
+  // Runs a quick core call on the main thread, turning core errors into coded JS errors.
+  template <typename F>
+  auto guarded(Napi::Env env, F f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (const kpig::Error& e) {
+      throw make_error(env, kpig::error_code_name(e.code()), e.what());
+    }
+  }
+
+  Napi::Value TrainFull(const Napi::CallbackInfo& info) {
+    auto m = model(info.Env());
+    guarded(info.Env(), [&] { m->train_full(); });
+    return info.Env().Undefined();
+  }
+
+  // loraAdd({rank, alpha, dropout, targets: string[], seed}) → string[] (matched module paths)
+  Napi::Value LoraAdd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = model(env);
+    if (info.Length() < 1 || !info[0].IsObject()) throw_input(env, "loraAdd needs an options object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    kpig::LoraConfig c;
+    c.rank = int64_t(number_field(o, "rank", 8));
+    c.alpha = float(number_field(o, "alpha", 16));
+    c.dropout = float(number_field(o, "dropout", 0));
+    c.seed = uint64_t(number_field(o, "seed", 0));
+    Napi::Value t = o.Get("targets");
+    if (t.IsArray()) {
+      Napi::Array a = t.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) c.targets.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+    }
+    std::vector<std::string> matched = guarded(env, [&] { return m->lora_add(c); });
+    Napi::Array out = Napi::Array::New(env, matched.size());
+    for (size_t i = 0; i < matched.size(); i++) out.Set(uint32_t(i), matched[i]);
+    return out;
+  }
+
+  Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
+    auto m = model(info.Env());
+    guarded(info.Env(), [&] { m->lora_merge(); });
+    return info.Env().Undefined();
+  }
+
+  // trainAccumulate(tokens, offsets, weights: Float32Array, seed: number, wantNll: boolean)
+  //   → Promise<{loss, nWeighted, nll?: Float32Array}>
+  Napi::Value TrainAccumulate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = model(env);
+    std::vector<int32_t> tokens = int32_arg(info, 0, "tokens");
+    std::vector<int32_t> offsets = int32_arg(info, 1, "offsets");
+    check_packing(env, tokens, offsets);
+    if (info.Length() < 3 || !info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw_input(env, "weights must be a Float32Array");
+    Napi::Float32Array wa = info[2].As<Napi::Float32Array>();
+    if (wa.ElementLength() != tokens.size())
+      throw_input(env, "weights has " + std::to_string(wa.ElementLength()) + " entries, tokens has " + std::to_string(tokens.size()));
+    std::vector<float> weights(wa.Data(), wa.Data() + wa.ElementLength());
+    const uint64_t seed = info.Length() > 3 && info[3].IsNumber() ? uint64_t(info[3].As<Napi::Number>().Int64Value()) : 0;
+    const bool want = info.Length() > 4 && info[4].ToBoolean().Value();
+    auto* w = new TrainWorker(env, m, std::move(tokens), std::move(offsets), std::move(weights), seed, want);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  // optimizerStep({lr, beta1, beta2, eps, weightDecay, maxGradNorm, decayAll}) → Promise<{gradNorm, skipped, step}>
+  Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = model(env);
+    if (info.Length() < 1 || !info[0].IsObject()) throw_input(env, "optimizerStep needs an options object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    kpig::AdamWOptions a;
+    a.lr = number_field(o, "lr", a.lr);
+    a.beta1 = number_field(o, "beta1", a.beta1);
+    a.beta2 = number_field(o, "beta2", a.beta2);
+    a.eps = number_field(o, "eps", a.eps);
+    a.weight_decay = number_field(o, "weightDecay", a.weight_decay);
+    a.max_grad_norm = number_field(o, "maxGradNorm", a.max_grad_norm);
+    a.decay_all = o.Get("decayAll").ToBoolean().Value();
+    auto* w = new StepWorker(env, m, a);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    model(info.Env())->zero_grad();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value OptimizerSteps(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(model(info.Env())->optimizer_steps())); }
+
+  Napi::Value SetOptimizerSteps(const Napi::CallbackInfo& info) {
+    auto m = model(info.Env());
+    if (info.Length() < 1 || !info[0].IsNumber()) throw_input(info.Env(), "setOptimizerSteps needs a number");
+    guarded(info.Env(), [&] { m->set_optimizer_steps(info[0].As<Napi::Number>().Int64Value()); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Tensors(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<kpig::TensorInfo> ts = model(env)->tensors();
+    Napi::Array out = Napi::Array::New(env, ts.size());
+    for (size_t i = 0; i < ts.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", ts[i].name);
+      Napi::Array shape = Napi::Array::New(env, ts[i].shape.size());
+      for (size_t d = 0; d < ts[i].shape.size(); d++) shape.Set(uint32_t(d), double(ts[i].shape[d]));
+      o.Set("shape", shape);
+      o.Set("trainable", ts[i].trainable);
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  }
+
+  static int64_t numel_of(const std::vector<kpig::TensorInfo>& ts, const std::string& name) {
+    for (const auto& t : ts)
+      if (t.name == name) {
+        int64_t n = 1;
+        for (int64_t d : t.shape) n *= d;
+        return n;
+      }
+    return -1;
+  }
+
+  // readTensor(name, kind) → Float32Array (a copy)
+  Napi::Value ReadTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = model(env);
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) throw_input(env, "readTensor(name, kind)");
+    const std::string name = info[0].As<Napi::String>().Utf8Value(), kind = info[1].As<Napi::String>().Utf8Value();
+    const int64_t n = numel_of(m->tensors(), name);
+    if (n < 0) throw_input(env, "no tensor named '" + name + "' in this model");
+    std::vector<float> out(static_cast<size_t>(n));
+    guarded(env, [&] { m->read_tensor(name, kind, out.data()); });
+    return external_array(env, std::move(out));
+  }
+
+  // writeTensor(name, kind, data: Float32Array)
+  Napi::Value WriteTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = model(env);
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsTypedArray() ||
+        info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw_input(env, "writeTensor(name, kind, data: Float32Array)");
+    const std::string name = info[0].As<Napi::String>().Utf8Value(), kind = info[1].As<Napi::String>().Utf8Value();
+    Napi::Float32Array a = info[2].As<Napi::Float32Array>();
+    const int64_t n = numel_of(m->tensors(), name);
+    if (n < 0) throw_input(env, "no tensor named '" + name + "' in this model");
+    if (int64_t(a.ElementLength()) != n)
+      throw_input(env, "tensor '" + name + "' has " + std::to_string(n) + " elements, the data " + std::to_string(a.ElementLength()));
+    guarded(env, [&] { m->write_tensor(name, kind, a.Data()); });
+    return env.Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

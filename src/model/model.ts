@@ -48,6 +48,7 @@ export interface Generation {
 }
 
 const FINISH: FinishReason[] = ['eos', 'length', 'stop', 'context'];
+const NATIVE = Symbol('native');
 
 /**
  * Packs token sequences back to back, checking that every id is an integer.
@@ -129,6 +130,11 @@ export class Model {
   #handle(): NativeModel {
     if (!this.#native) throw new InputError('the model was disposed');
     return this.#native;
+  }
+
+  /** @internal */
+  [NATIVE](): NativeModel {
+    return this.#handle();
   }
 
   /**
@@ -239,6 +245,14 @@ export class Model {
     this.#native?.dispose();
     this.#native = null;
   }
+}
+
+/**
+ * The engine handle behind a model, for the training and scoring layers of this package.
+ * @internal
+ */
+export function nativeOf(model: Model): NativeModel {
+  return model[NATIVE]();
 }
 
 function firstStop(text: string, stops: string[]): number {

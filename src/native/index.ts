@@ -45,8 +45,51 @@ export interface NativeGenerateResult {
   finish: Uint8Array;
 }
 
+export interface NativeTensorInfo {
+  name: string;
+  shape: number[];
+  trainable: boolean;
+}
+
+export type NativeTensorKind = 'param' | 'grad' | 'exp_avg' | 'exp_avg_sq';
+
+export interface NativeLoraOptions {
+  rank: number;
+  alpha: number;
+  dropout?: number;
+  targets?: string[];
+  seed?: number;
+}
+
+export interface NativeAdamWOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  decayAll?: boolean;
+}
+
 export interface NativeModel {
   info(): NativeModelInfo;
+  trainFull(): void;
+  loraAdd(options: NativeLoraOptions): string[];
+  loraMerge(): void;
+  trainAccumulate(
+    tokens: Int32Array,
+    offsets: Int32Array,
+    weights: Float32Array,
+    seed: number,
+    wantNll: boolean,
+  ): Promise<{ loss: number; nWeighted: number; nll?: Float32Array }>;
+  optimizerStep(options: NativeAdamWOptions): Promise<{ gradNorm: number; skipped: boolean; step: number }>;
+  zeroGrad(): void;
+  optimizerSteps(): number;
+  setOptimizerSteps(steps: number): void;
+  tensors(): NativeTensorInfo[];
+  readTensor(name: string, kind: NativeTensorKind): Float32Array;
+  writeTensor(name: string, kind: NativeTensorKind, data: Float32Array): void;
   forward(tokens: Int32Array, offsets: Int32Array, targets: Int32Array | null): Promise<Float32Array>;
   generate(
     tokens: Int32Array,

@@ -78,6 +78,41 @@ struct GenerateResult {
   std::vector<uint8_t> finish;   // FinishReason per sequence
 };
 
+// LoRA as PEFT defines it: y = base(x) + (alpha/r)·(dropout(x)·Aᵀ)·Bᵀ on every targeted module.
+struct LoraConfig {
+  int64_t rank = 8;
+  float alpha = 16.f;
+  float dropout = 0.f;
+  // Module names matched as PEFT does (a path equal to the target or ending in ".target"), or
+  // "all-linear". Empty: q_proj,v_proj (LLaMA family) or c_attn (GPT-2).
+  std::vector<std::string> targets;
+  uint64_t seed = 0;  // A ~ U(±1/sqrt(in)) from this seed (PEFT's kaiming-uniform bound); B = 0
+};
+
+struct AdamWOptions {
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  double max_grad_norm = 0.0;  // clip the global gradient norm to this (0: no clipping)
+  bool decay_all = false;      // false: biases, norms and LoRA are not decayed (only ≥2-D base weights)
+};
+
+struct StepResult {
+  double grad_norm = 0;  // global norm before clipping
+  bool skipped = false;  // NaN/Inf in the gradients: nothing was updated, gradients were cleared
+  int64_t step = 0;      // optimizer steps taken so far
+};
+
+struct TrainResult {
+  double loss = 0;          // Σ w·NLL over the weighted positions
+  int64_t n_weighted = 0;   // positions with w ≠ 0 (the only ones that reach the LM head)
+};
+
+// A named trainable or stored tensor (HF name for base weights, PEFT name for LoRA adapters).
+struct TensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool trainable = false;
+};
+
 class ModelImpl;
 
 class Model {
@@ -98,6 +133,32 @@ class Model {
   void forward_logprobs(const PackedBatch& batch, const int32_t* targets, float* logprobs);
   // Greedy decoding of every prompt in the batch with a per-sequence KV cache.
   GenerateResult generate(const PackedBatch& prompts, const GenerateOptions& options);
+
+  // ---- training ----
+  // Full fine-tuning: every base weight gets a gradient and optimizer state.
+  void train_full();
+  // Adds LoRA adapters (the base stays frozen unless train_full() was called); returns the PEFT
+  // module paths that matched. Throws Error(Input) when no module matches a target.
+  std::vector<std::string> lora_add(const LoraConfig& config);
+  // Folds every adapter into its base weight (W += scale·B·A, in the weight's own layout) and
+  // removes the adapters.
+  void lora_merge();
+  // Weighted NLL: loss = Σ_t w[t]·(−log p(tokens[t+1] | ..tokens[t])) over each sequence; w may be
+  // negative; w = 0 positions skip the LM head. The weight of a sequence's last position must be 0.
+  // Accumulates gradients (call zero_grad() between optimizer steps). nll_out (T) receives each
+  // weighted position's NLL (0 elsewhere) when given. seed drives LoRA dropout.
+  TrainResult train_accumulate(const PackedBatch& batch, const float* weights, float* nll_out, uint64_t seed);
+  // One AdamW step (torch.optim.AdamW semantics) over all trainable tensors, then zero_grad().
+  StepResult optimizer_step(const AdamWOptions& options);
+  void zero_grad();
+  int64_t optimizer_steps() const;
+  void set_optimizer_steps(int64_t steps);
+
+  // Named tensors: base weights (HF names), LoRA adapters (PEFT names), their gradients and
+  // AdamW moments. kind: "param" | "grad" | "exp_avg" | "exp_avg_sq".
+  std::vector<TensorInfo> tensors() const;
+  void read_tensor(const std::string& name, const std::string& kind, float* out) const;
+  void write_tensor(const std::string& name, const std::string& kind, const float* in);
 
  private:
   explicit Model(std::unique_ptr<ModelImpl> impl);

@@ -7,7 +7,8 @@
 
 namespace kpig {
 
-KPIG_CLONES void layernorm_row(const float* x, const float* w, const float* b, float eps, int64_t C, float* out) {
+KPIG_CLONES float layernorm_row(const float* x, const float* w, const float* b, float eps, int64_t C, float* out,
+                               float* mean_out) {
   float mean = 0.f;
   for (int64_t i = 0; i < C; i++) mean += x[i];
   mean /= float(C);
@@ -19,13 +20,66 @@ KPIG_CLONES void layernorm_row(const float* x, const float* w, const float* b, f
   var /= float(C);
   const float inv = 1.f / std::sqrt(var + eps);
   for (int64_t i = 0; i < C; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
+  if (mean_out) *mean_out = mean;
+  return inv;
 }
 
-KPIG_CLONES void rmsnorm_row(const float* x, const float* w, float eps, int64_t C, float* out) {
+KPIG_CLONES float rmsnorm_row(const float* x, const float* w, float eps, int64_t C, float* out) {
   float ss = 0.f;
   for (int64_t i = 0; i < C; i++) ss += x[i] * x[i];
   const float inv = 1.f / std::sqrt(ss / float(C) + eps);
   for (int64_t i = 0; i < C; i++) out[i] = x[i] * inv * w[i];
+  return inv;
+}
+
+KPIG_CLONES void layernorm_backward_row(const float* x, const float* w, float mean, float rstd, const float* dy, int64_t C,
+                                        float* dx, float* dw, float* db) {
+  float sum_g = 0.f, sum_gx = 0.f;
+  for (int64_t i = 0; i < C; i++) {
+    const float xh = (x[i] - mean) * rstd;
+    const float g = dy[i] * w[i];
+    sum_g += g;
+    sum_gx += g * xh;
+    if (dw) dw[i] += dy[i] * xh;
+    if (db) db[i] += dy[i];
+  }
+  sum_g /= float(C);
+  sum_gx /= float(C);
+  for (int64_t i = 0; i < C; i++) {
+    const float xh = (x[i] - mean) * rstd;
+    dx[i] = rstd * (dy[i] * w[i] - sum_g - xh * sum_gx);
+  }
+}
+
+KPIG_CLONES void rmsnorm_backward_row(const float* x, const float* w, float r, const float* dy, int64_t C, float* dx, float* dw) {
+  float sum_gx = 0.f;
+  for (int64_t i = 0; i < C; i++) {
+    sum_gx += dy[i] * w[i] * x[i];
+    if (dw) dw[i] += dy[i] * x[i] * r;
+  }
+  const float c = r * r * r * sum_gx / float(C);
+  for (int64_t i = 0; i < C; i++) dx[i] = r * dy[i] * w[i] - x[i] * c;
+}
+
+KPIG_CLONES void gelu_new_backward(const float* x, const float* dy, int64_t n, float* dx) {
+  const float k = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; i++) {
+    const float v = x[i];
+    const float t = std::tanh(k * (v + 0.044715f * v * v * v));
+    const float dt = (1.f - t * t) * k * (1.f + 3.f * 0.044715f * v * v);
+    dx[i] = dy[i] * (0.5f * (1.f + t) + 0.5f * v * dt);
+  }
+}
+
+KPIG_CLONES void swiglu_backward_row(const float* gate_up, const float* dy, int64_t F, float* d_gate_up) {
+  const float* up = gate_up + F;
+  for (int64_t i = 0; i < F; i++) {
+    const float g = gate_up[i];
+    const float sig = 1.f / (1.f + std::exp(-g));
+    const float silu = g * sig;
+    d_gate_up[F + i] = dy[i] * silu;
+    d_gate_up[i] = dy[i] * up[i] * sig * (1.f + g * (1.f - sig));
+  }
 }
 
 KPIG_CLONES void gelu_new_inplace(float* x, int64_t n) {
@@ -44,17 +98,18 @@ KPIG_CLONES void swiglu_row(const float* gate_up, int64_t F, float* out) {
   }
 }
 
-KPIG_CLONES void rope_row(float* x, int64_t n_heads, int64_t D, const float* cs) {
+KPIG_CLONES void rope_row(float* x, int64_t n_heads, int64_t D, const float* cs, bool inverse) {
   const int64_t half = D / 2;
   const float* c = cs;
   const float* s = cs + half;
+  const float sign = inverse ? -1.f : 1.f;
   for (int64_t h = 0; h < n_heads; h++) {
     float* a = x + h * D;
     float* b = a + half;
     for (int64_t i = 0; i < half; i++) {
       float x1 = a[i], x2 = b[i];
-      a[i] = x1 * c[i] - x2 * s[i];
-      b[i] = x2 * c[i] + x1 * s[i];
+      a[i] = x1 * c[i] - sign * x2 * s[i];
+      b[i] = x2 * c[i] + sign * x1 * s[i];
     }
   }
 }
@@ -63,8 +118,8 @@ KPIG_CLONES void add_inplace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-KPIG_CLONES void attend_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D,
-                            float scale, float* scores, float* out) {
+KPIG_CLONES float attend_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D,
+                             float scale, float* scores, float* out) {
   float mx = -INFINITY;
   for (int64_t j = 0; j < n; j++) {
     const float* kj = k + j * ld;
@@ -85,6 +140,39 @@ KPIG_CLONES void attend_row(const float* q, const float* k, const float* v, int6
     const float p = scores[j] * inv;
     const float* vj = v + j * ld;
     for (int64_t d = 0; d < D; d++) out[d] += p * vj[d];
+  }
+  return mx + std::log(sum);
+}
+
+KPIG_CLONES void attend_backward_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D,
+                                     float scale, float lse, const float* d_out, float* dq, float* dk, float* dv,
+                                     float* scratch) {
+  float* P = scratch;       // (n) probabilities
+  float* dP = scratch + n;  // (n) do·v_j
+  float sum = 0.f;
+  for (int64_t j = 0; j < n; j++) {
+    const float* kj = k + j * ld;
+    const float* vj = v + j * ld;
+    float s = 0.f, dp = 0.f;
+    for (int64_t d = 0; d < D; d++) {
+      s += q[d] * kj[d];
+      dp += d_out[d] * vj[d];
+    }
+    P[j] = std::exp(s * scale - lse);
+    dP[j] = dp;
+    sum += P[j] * dp;
+    float* dvj = dv + j * ld;
+    for (int64_t d = 0; d < D; d++) dvj[d] += P[j] * d_out[d];
+  }
+  std::memset(dq, 0, sizeof(float) * D);
+  for (int64_t j = 0; j < n; j++) {
+    const float ds = scale * P[j] * (dP[j] - sum);
+    const float* kj = k + j * ld;
+    float* dkj = dk + j * ld;
+    for (int64_t d = 0; d < D; d++) {
+      dq[d] += ds * kj[d];
+      dkj[d] += ds * q[d];
+    }
   }
 }
 

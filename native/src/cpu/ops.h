@@ -6,23 +6,40 @@
 
 namespace kpig {
 
-// out(C) = (x − mean) / sqrt(var + eps) · w + b, biased variance (LayerNorm).
-void layernorm_row(const float* x, const float* w, const float* b, float eps, int64_t C, float* out);
-// out(C) = x · rsqrt(mean(x²) + eps) · w (RMSNorm).
-void rmsnorm_row(const float* x, const float* w, float eps, int64_t C, float* out);
+// out(C) = (x − mean) / sqrt(var + eps) · w + b, biased variance (LayerNorm); returns rstd, and the
+// mean through *mean when given.
+float layernorm_row(const float* x, const float* w, const float* b, float eps, int64_t C, float* out, float* mean = nullptr);
+// out(C) = x · rsqrt(mean(x²) + eps) · w (RMSNorm); returns the rsqrt factor.
+float rmsnorm_row(const float* x, const float* w, float eps, int64_t C, float* out);
+// LayerNorm backward for one row: dx (=) rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w, x̂ = (x − mean)·rstd;
+// dw += dy·x̂ and db += dy (row-serial callers keep the sums deterministic).
+void layernorm_backward_row(const float* x, const float* w, float mean, float rstd, const float* dy, int64_t C,
+                            float* dx, float* dw, float* db);
+// RMSNorm backward for one row: dx = r·g − x·r³·(Σ g·x)/C, g = dy·w; dw += dy·x·r.
+void rmsnorm_backward_row(const float* x, const float* w, float r, const float* dy, int64_t C, float* dx, float* dw);
+// d(gelu_new)(x)/dx · dy, into dx (n).
+void gelu_new_backward(const float* x, const float* dy, int64_t n, float* dx);
+// SwiGLU backward: given gate_up(2F) and dy(F), writes d[gate | up] (2F).
+void swiglu_backward_row(const float* gate_up, const float* dy, int64_t F, float* d_gate_up);
 // x(n) ← gelu_new(x) = 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
 void gelu_new_inplace(float* x, int64_t n);
 // out(F) = silu(gate) · up, with gate_up(2F) = [gate | up] (SwiGLU).
 void swiglu_row(const float* gate_up, int64_t F, float* out);
 // Non-interleaved RoPE on n_heads heads of one row: dimension i pairs with i + D/2.
 // cs holds cos(pos·inv_freq[i]) then sin(...), D/2 each, for this row's position.
-void rope_row(float* x, int64_t n_heads, int64_t D, const float* cs);
+// With inverse = true it applies the transposed rotation (the backward of the forward one).
+void rope_row(float* x, int64_t n_heads, int64_t D, const float* cs, bool inverse = false);
 // y(n) += x(n)
 void add_inplace(float* y, const float* x, int64_t n);
 // Causal attention of one query over n keys/values (rows of stride ld): out(D) = softmax(q·kᵀ·scale)·v.
-// scores needs n floats of scratch.
-void attend_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D, float scale,
-                float* scores, float* out);
+// scores needs n floats of scratch. Returns the log-sum-exp of the scaled scores.
+float attend_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D, float scale,
+                 float* scores, float* out);
+// Attention backward for one query: P_j = exp(q·k_j·scale − lse). Given do(D):
+//   dq (=) scale·Σ_j dS_j k_j,  dk_j += scale·dS_j q,  dv_j += P_j do,  dS_j = P_j (do·v_j − Σ_k P_k do·v_k).
+// k, v, dk, dv are rows of stride ld; scratch needs 2n floats.
+void attend_backward_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D, float scale,
+                         float lse, const float* d_out, float* dq, float* dk, float* dv, float* scratch);
 // log Σ exp(x) over one row of V logits (max-shifted).
 float logsumexp_row(const float* x, int64_t V);
 // Index of the largest logit (first one on ties).

@@ -1,6 +1,7 @@
-// The packed transformer forward pass (GPT-2 and the LLaMA family), shared by scoring and
-// generation. Sequences are packed back to back with no padding; each is causal with its own
-// positions. With a KV cache, new keys/values are appended and attention reads the cache.
+// The packed transformer forward pass (GPT-2 and the LLaMA family), shared by scoring, generation
+// and training. Sequences are packed back to back with no padding; each is causal with its own
+// positions. With a KV cache, new keys/values are appended and attention reads the cache. With
+// Acts, every activation the backward pass needs is kept (one buffer set per layer).
 #include <cmath>
 #include <cstring>
 
@@ -20,28 +21,46 @@ void ModelImpl::head_logits(int64_t M, const float* hidden, float* logits) {
   gemm(pool.get(), M, c.vocab, c.hidden, hidden, c.hidden, 1, w.head_ptr(), 1, c.hidden, logits, c.vocab, false);
 }
 
-void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out) {
+// cos/sin tables (T, D) of every row's position; angles in double, since pos·θ^(−2i/D) loses
+// precision in float32 at long positions.
+static std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& pos) {
+  const int64_t D = c.head_dim, half = D / 2, T = int64_t(pos.size());
+  std::vector<float> rope(size_t(T * D));
+  for (int64_t r = 0; r < T; r++)
+    for (int64_t i = 0; i < half; i++) {
+      double a = double(pos[size_t(r)]) * std::pow(c.rope_theta, -2.0 * double(i) / double(D));
+      rope[size_t(r * D + i)] = float(std::cos(a));
+      rope[size_t(r * D + half + i)] = float(std::sin(a));
+    }
+  return rope;
+}
+
+void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out, Acts* acts,
+                               uint64_t seed) {
   const ModelConfig& c = info.config;
   const int64_t C = c.hidden, H = c.heads, K = c.kv_heads, D = c.head_dim;
   const int64_t qd = H * D, kd = K * D, ld = qd + 2 * kd;
   const int64_t F = c.ffn, up_w = c.arch == Arch::GPT2 ? F : 2 * F;
   const bool gpt2 = c.arch == Arch::GPT2;
 
-  std::vector<int64_t> pos(static_cast<size_t>(T));       // position of every row
-  std::vector<int32_t> seq_of(static_cast<size_t>(T));    // sequence of every row
+  std::vector<int64_t> pos(static_cast<size_t>(T));     // position of every row
+  std::vector<int32_t> seq_of(static_cast<size_t>(T));  // sequence of every row
   for (size_t s = 0; s < seqs.size(); s++)
     for (int64_t i = 0; i < seqs[s].len; i++) {
       pos[size_t(seqs[s].row0 + i)] = seqs[s].pos0 + i;
       seq_of[size_t(seqs[s].row0 + i)] = int32_t(s);
     }
 
-  std::vector<float> x(size_t(T * C));     // (T, C) residual stream
-  std::vector<float> h(size_t(T * C));     // (T, C) normed input of a sub-block
-  std::vector<float> qkv(size_t(T * ld));  // (T, qd + 2kd)
-  std::vector<float> att(size_t(T * qd));  // (T, H·D)
-  std::vector<float> ff(size_t(T * up_w)); // (T, F) or (T, 2F)
-  std::vector<float> act(gpt2 ? 0 : size_t(T * F));
-  std::vector<float> rope;                 // (T, D): cos then sin for D/2 frequencies
+  // Buffers: shared scratch for inference, one set per layer when training.
+  std::vector<float> x(size_t(T * C)), h, qkv, att, ff, act, lse, mean, rstd;
+  auto sized = [](std::vector<float>& v, int64_t n) -> float* {
+    v.resize(size_t(n));
+    return v.data();
+  };
+  if (acts) {
+    acts->layers.resize(size_t(c.layers));
+    acts->pos = pos;
+  }
 
   parallel_rows(T, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
@@ -49,17 +68,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       if (gpt2) add_inplace(&x[size_t(r * C)], &w.pos_emb[size_t(pos[size_t(r)] * C)], C);
     }
   });
-  if (!gpt2) {
-    // Angles in double: pos·θ^(−2i/D) loses precision in float32 at long positions.
-    rope.resize(size_t(T * D));
-    const int64_t half = D / 2;
-    for (int64_t r = 0; r < T; r++)
-      for (int64_t i = 0; i < half; i++) {
-        double a = double(pos[size_t(r)]) * std::pow(c.rope_theta, -2.0 * double(i) / double(D));
-        rope[size_t(r * D + i)] = float(std::cos(a));
-        rope[size_t(r * D + half + i)] = float(std::sin(a));
-      }
-  }
+  const std::vector<float> rope = gpt2 ? std::vector<float>() : rope_table(c, pos);
 
   // Attention work items: (sequence, head, block of 16 queries).
   struct Item { int32_t seq, head; int64_t q0, q1; };
@@ -73,18 +82,32 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
   std::vector<std::vector<float>> scores(size_t(pool->size()), std::vector<float>(size_t(max_ctx)));
 
   const float eps = float(c.eps);
-  for (int64_t l = 0; l < c.layers; l++) {
-    const Layer& L = w.layers[size_t(l)];
+  // norm(x) into h, keeping per-row stats when training.
+  auto norm = [&](const std::vector<float>& nw, const std::vector<float>& nb, const float* xs, float* hs, float* mu, float* rs) {
     parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
-        if (gpt2) layernorm_row(&x[size_t(r * C)], L.norm1_w.data(), L.norm1_b.data(), eps, C, &h[size_t(r * C)]);
-        else rmsnorm_row(&x[size_t(r * C)], L.norm1_w.data(), eps, C, &h[size_t(r * C)]);
+        float m = 0.f;
+        const float v = gpt2 ? layernorm_row(xs + r * C, nw.data(), nb.data(), eps, C, hs + r * C, &m)
+                             : rmsnorm_row(xs + r * C, nw.data(), eps, C, hs + r * C);
+        if (rs) rs[r] = v;
+        if (mu) mu[r] = m;
       }
     });
-    L.qkv.apply(pool.get(), T, h.data(), C, qkv.data(), ld, false);
+  };
+  for (int64_t l = 0; l < c.layers; l++) {
+    const Layer& L = w.layers[size_t(l)];
+    LayerActs* A = acts ? &acts->layers[size_t(l)] : nullptr;
+    const uint64_t lseed = seed * 1000003ull + uint64_t(l) * 4;
+    if (A) A->x_in = x;
+    float* h1 = sized(A ? A->h1 : h, T * C);
+    float* qkv_p = sized(A ? A->qkv : qkv, T * ld);
+    float* att_p = sized(A ? A->att : att, T * qd);
+    float* lse_p = A ? sized(A->lse, T * H) : nullptr;
+    norm(L.norm1_w, L.norm1_b, x.data(), h1, A ? sized(A->mean1, T) : nullptr, A ? sized(A->rstd1, T) : nullptr);
+    L.qkv.apply(pool.get(), T, h1, C, qkv_p, ld, false, A ? &A->s_qkv : nullptr, lseed);
     parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
-        float* row = &qkv[size_t(r * ld)];
+        float* row = qkv_p + r * ld;
         if (!gpt2) {
           rope_row(row, H, D, &rope[size_t(r * D)]);
           rope_row(row + qd, K, D, &rope[size_t(r * D)]);
@@ -110,39 +133,40 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
         vb = s.cache->v[size_t(l)].data() + g * D;
         kv_ld = kd;
       } else {
-        kb = &qkv[size_t(s.row0 * ld + qd + g * D)];
-        vb = &qkv[size_t(s.row0 * ld + qd + kd + g * D)];
+        kb = qkv_p + s.row0 * ld + qd + g * D;
+        vb = qkv_p + s.row0 * ld + qd + kd + g * D;
         kv_ld = ld;
       }
       for (int64_t q = it.q0; q < it.q1; q++) {
         const int64_t r = s.row0 + q;
         const int64_t n_keys = (s.cache ? s.pos0 : 0) + q + 1;
-        attend_row(&qkv[size_t(r * ld + it.head * D)], kb, vb, kv_ld, n_keys, D, scale, scores[size_t(thread)].data(),
-                   &att[size_t(r * qd + it.head * D)]);
+        const float lz = attend_row(qkv_p + r * ld + it.head * D, kb, vb, kv_ld, n_keys, D, scale,
+                                    scores[size_t(thread)].data(), att_p + r * qd + it.head * D);
+        if (lse_p) lse_p[r * H + it.head] = lz;
       }
     });
-    L.o.apply(pool.get(), T, att.data(), qd, x.data(), C, true);
-    parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; r++) {
-        if (gpt2) layernorm_row(&x[size_t(r * C)], L.norm2_w.data(), L.norm2_b.data(), eps, C, &h[size_t(r * C)]);
-        else rmsnorm_row(&x[size_t(r * C)], L.norm2_w.data(), eps, C, &h[size_t(r * C)]);
-      }
-    });
-    L.up.apply(pool.get(), T, h.data(), C, ff.data(), up_w, false);
+    L.o.apply(pool.get(), T, att_p, qd, x.data(), C, true, A ? &A->s_o : nullptr, lseed + 1);
+    if (A) A->x_mid = x;
+    float* h2 = sized(A ? A->h2 : h, T * C);
+    norm(L.norm2_w, L.norm2_b, x.data(), h2, A ? sized(A->mean2, T) : nullptr, A ? sized(A->rstd2, T) : nullptr);
+    float* ff_p = sized(A ? A->ff : ff, T * up_w);
+    L.up.apply(pool.get(), T, h2, C, ff_p, up_w, false, A ? &A->s_up : nullptr, lseed + 2);
+    // GELU runs in place for inference; training keeps the pre-activation for its backward.
+    float* act_p = (gpt2 && !A) ? ff_p : sized(A ? A->act : act, T * F);
     parallel_rows(T, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
-        if (gpt2) gelu_new_inplace(&ff[size_t(r * F)], F);
-        else swiglu_row(&ff[size_t(r * 2 * F)], F, &act[size_t(r * F)]);
+        if (gpt2) {
+          if (act_p != ff_p) std::memcpy(act_p + r * F, ff_p + r * F, sizeof(float) * size_t(F));
+          gelu_new_inplace(act_p + r * F, F);
+        } else {
+          swiglu_row(ff_p + r * 2 * F, F, act_p + r * F);
+        }
       }
     });
-    L.down.apply(pool.get(), T, gpt2 ? ff.data() : act.data(), F, x.data(), C, true);
+    L.down.apply(pool.get(), T, act_p, F, x.data(), C, true, A ? &A->s_down : nullptr, lseed + 3);
   }
-  parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      if (gpt2) layernorm_row(&x[size_t(r * C)], w.norm_w.data(), w.norm_b.data(), eps, C, out + r * C);
-      else rmsnorm_row(&x[size_t(r * C)], w.norm_w.data(), eps, C, out + r * C);
-    }
-  });
+  if (acts) acts->x_final = x;
+  norm(w.norm_w, w.norm_b, x.data(), out, acts ? sized(acts->mean_f, T) : nullptr, acts ? sized(acts->rstd_f, T) : nullptr);
 }
 
 }  // namespace kpig

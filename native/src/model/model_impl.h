@@ -1,7 +1,10 @@
 // Internal state of a loaded model: float32 weights in Hugging Face layouts (fused where that
-// saves a GEMM), the thread pool, and the packed forward pass shared by scoring and generation.
-// Legend: T = tokens in a packed batch, C = hidden, V = vocab, H/K = query/kv heads, D = head dim.
+// saves a GEMM), optional LoRA adapters, gradients and optimizer state when training, the thread
+// pool, and the packed forward pass shared by scoring, generation and training.
+// Legend: T = tokens in a packed batch, C = hidden, V = vocab, H/K = query/kv heads, D = head dim,
+// F = MLP width, r = LoRA rank.
 #pragma once
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -10,6 +13,23 @@
 
 namespace kpig {
 
+// A LoRA adapter on output columns [o0, o1) of a (possibly fused) linear layer, as PEFT defines it:
+// y[:, o0:o1] += scale · (dropout(x)·Aᵀ)·Bᵀ, scale = alpha / r.
+struct LoraAdapter {
+  std::string path;  // PEFT module path, e.g. model.layers.0.self_attn.q_proj
+  int64_t o0 = 0, o1 = 0, rank = 0;
+  float scale = 1.f, dropout = 0.f;
+  std::vector<float> A, B;    // (r, in), (o1−o0, r)
+  std::vector<float> gA, gB;  // gradients, same shapes
+};
+
+// What a linear layer's forward keeps for its backward when training with LoRA.
+struct LinearSaved {
+  std::vector<std::vector<float>> u;         // per adapter: (T, r) = dropout(x)·Aᵀ
+  std::vector<std::vector<float>> xd;        // per adapter with dropout: (T, in) dropped input
+  std::vector<std::vector<uint8_t>> mask;    // per adapter with dropout: (T, in) kept = 1
+};
+
 // A linear layer y = x·W + b. GPT-2's Conv1D stores W as (in, out) ("in_major"); nn.Linear as
 // (out, in). Both run through the strided GEMM without a transposed copy.
 struct Linear {
@@ -17,12 +37,21 @@ struct Linear {
   std::vector<float> b;  // empty when unbiased
   int64_t in = 0, out = 0;
   bool in_major = false;
-  // y(M, out) (=|+=) x(M, in)·W + b
-  void apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate) const;
+  std::vector<LoraAdapter> lora;
+  std::vector<float> gw, gb;  // gradients (allocated when the base weights train)
+
+  // y(M, out) (=|+=) x(M, in)·W + b + LoRA terms. With `saved`, LoRA intermediates are kept and
+  // dropout (seeded by `seed`) is applied; without it, LoRA runs without dropout (inference).
+  void apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate,
+             LinearSaved* saved = nullptr, uint64_t seed = 0) const;
+  // Given dy(M, out): accumulates gw/gb (when allocated) and LoRA gradients, and dx(M, in) (=|+=).
+  void backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, const float* dy, int64_t lddy, float* dx,
+                int64_t lddx, bool dx_accumulate, const LinearSaved* saved);
 };
 
 struct Layer {
   std::vector<float> norm1_w, norm1_b, norm2_w, norm2_b;  // biases only for LayerNorm
+  std::vector<float> g_norm1_w, g_norm1_b, g_norm2_w, g_norm2_b;
   Linear qkv;   // (C) → [q (H·D) | k (K·D) | v (K·D)]
   Linear o;     // (H·D) → (C)
   Linear up;    // GPT-2: c_fc (C) → (F); LLaMA: [gate | up] (C) → (2F)
@@ -35,6 +64,7 @@ struct Weights {
   std::vector<Layer> layers;
   std::vector<float> norm_w, norm_b;
   std::vector<float> head;  // (V, C) when untied; empty when tied to tok_emb
+  std::vector<float> g_tok_emb, g_pos_emb, g_norm_w, g_norm_b, g_head;
   const float* head_ptr() const { return head.empty() ? tok_emb.data() : head.data(); }
 };
 
@@ -52,14 +82,62 @@ struct SeqRun {
   KVCache* cache = nullptr;
 };
 
+// Activations a training forward pass keeps for the backward pass.
+struct LayerActs {
+  std::vector<float> x_in, h1, mean1, rstd1;  // (T, C) block input, normed; per-row stats
+  std::vector<float> qkv;                     // (T, qd + 2kd) after RoPE
+  std::vector<float> lse;                     // (T, H) attention log-sum-exp per query and head
+  std::vector<float> att;                     // (T, H·D) attention output
+  std::vector<float> x_mid, h2, mean2, rstd2;  // (T, C) after attention, normed; stats
+  std::vector<float> ff;                      // (T, F or 2F) before the activation
+  std::vector<float> act;                     // (T, F) after the activation
+  LinearSaved s_qkv, s_o, s_up, s_down;
+};
+
+struct Acts {
+  std::vector<LayerActs> layers;
+  std::vector<float> x_final, mean_f, rstd_f;  // (T, C) before the final norm; stats
+  std::vector<int64_t> pos;
+};
+
+// A named view of one tensor: HF names for base weights (a slice of a fused buffer where the
+// engine fused q/k/v or gate/up), PEFT names for LoRA adapters.
+struct TensorRef {
+  std::string name;
+  std::vector<int64_t> shape;
+  float* data = nullptr;
+  float* grad = nullptr;  // null when the tensor does not train
+  bool decay = false;     // AdamW weight decay applies (≥ 2-D base weights)
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+struct AdamState {
+  std::vector<float> m, v;
+};
+
 class ModelImpl {
  public:
   ModelInfo info;
   Weights w;
   std::unique_ptr<ThreadPool> pool;
+  bool train_base = false;  // full fine-tuning: base weights have gradients
+  std::vector<TensorRef> registry;            // rebuilt whenever buffers change
+  std::map<std::string, AdamState> adam;      // by tensor name
+  int64_t adam_steps = 0;
 
-  // out(T, C): final-normed hidden states of all rows.
-  void forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out);
+  void rebuild_registry();
+  const TensorRef& tensor(const std::string& name) const;
+
+  // out(T, C): final-normed hidden states of all rows. With `acts`, activations are kept for
+  // backward() and LoRA dropout is applied with `seed`.
+  void forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out,
+                      Acts* acts = nullptr, uint64_t seed = 0);
+  // Backward from dh(T, C), the gradient of the final-normed hidden states; accumulates gradients.
+  void backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, std::vector<float>& dh);
   // logits(M, V) = hidden(M, C) · headᵀ
   void head_logits(int64_t M, const float* hidden, float* logits);
   // Runs fn(r0, r1) over row ranges in parallel.

@@ -199,19 +199,6 @@ int64_t float_bytes(const Weights& w) {
 
 }  // namespace
 
-void Linear::apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate) const {
-  if (!b.empty()) {
-    for (int64_t i = 0; i < M; i++) {
-      float* yi = y + i * ldy;
-      if (accumulate) for (int64_t j = 0; j < out; j++) yi[j] += b[j];
-      else std::copy(b.begin(), b.end(), yi);
-    }
-    accumulate = true;
-  }
-  if (in_major) gemm(pool, M, out, in, x, ldx, 1, w.data(), out, 1, y, ldy, accumulate);
-  else gemm(pool, M, out, in, x, ldx, 1, w.data(), 1, in, y, ldy, accumulate);
-}
-
 KVCache::KVCache(const ModelConfig& c, int64_t cap) : capacity(cap) {
   const size_t n = size_t(cap * c.kv_heads * c.head_dim);
   k.assign(size_t(c.layers), std::vector<float>(n));
@@ -230,6 +217,7 @@ std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOpt
   m->info.threads = options.threads > 0 ? options.threads : default_thread_count();
   m->info.isa = gemm_isa();
   m->pool = std::make_unique<ThreadPool>(m->info.threads);
+  m->rebuild_registry();
   return m;
 }
 

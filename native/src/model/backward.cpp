@@ -1,0 +1,128 @@
+// The backward pass of the packed transformer, from the gradient of the final-normed hidden states
+// to every trainable tensor (base weights when fine-tuning fully, LoRA adapters, or both).
+// Every reduction runs in a fixed order, so gradients are bitwise reproducible whatever the thread
+// scheduling. Legend: T = tokens, C = hidden, H/K = query/kv heads, D = head dim, F = MLP width.
+#include <cmath>
+#include <cstring>
+
+#include "../cpu/ops.h"
+#include "model_impl.h"
+
+namespace kpig {
+
+void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, std::vector<float>& dh) {
+  const ModelConfig& c = info.config;
+  const int64_t C = c.hidden, H = c.heads, K = c.kv_heads, D = c.head_dim, rep = H / K;
+  const int64_t qd = H * D, kd = K * D, ld = qd + 2 * kd;
+  const int64_t F = c.ffn, up_w = c.arch == Arch::GPT2 ? F : 2 * F;
+  const bool gpt2 = c.arch == Arch::GPT2;
+
+  // Norm backward: dx (=|+=) through the norm of x; weight gradients summed row by row in order.
+  std::vector<float> tmp(size_t(T * C));
+  auto norm_backward = [&](const std::vector<float>& x, const std::vector<float>& nw, const std::vector<float>& mean,
+                           const std::vector<float>& rstd, const float* dy, float* dx, bool accumulate,
+                           std::vector<float>& gw, std::vector<float>& gb) {
+    parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        float* out = accumulate ? &tmp[size_t(r * C)] : dx + r * C;
+        if (gpt2) layernorm_backward_row(&x[size_t(r * C)], nw.data(), mean[size_t(r)], rstd[size_t(r)], dy + r * C, C, out, nullptr, nullptr);
+        else rmsnorm_backward_row(&x[size_t(r * C)], nw.data(), rstd[size_t(r)], dy + r * C, C, out, nullptr);
+        if (accumulate) for (int64_t i = 0; i < C; i++) dx[r * C + i] += out[i];
+      }
+    });
+    if (gw.empty()) return;
+    for (int64_t r = 0; r < T; r++) {
+      const float* xr = &x[size_t(r * C)];
+      const float* dyr = dy + r * C;
+      if (gpt2) {
+        const float m = mean[size_t(r)], rs = rstd[size_t(r)];
+        for (int64_t i = 0; i < C; i++) {
+          gw[size_t(i)] += dyr[i] * (xr[i] - m) * rs;
+          gb[size_t(i)] += dyr[i];
+        }
+      } else {
+        const float rs = rstd[size_t(r)];
+        for (int64_t i = 0; i < C; i++) gw[size_t(i)] += dyr[i] * xr[i] * rs;
+      }
+    }
+  };
+
+  std::vector<float> dx(size_t(T * C));  // gradient of the residual stream
+  norm_backward(acts.x_final, w.norm_w, acts.mean_f, acts.rstd_f, dh.data(), dx.data(), false, w.g_norm_w, w.g_norm_b);
+
+  std::vector<float> rope;
+  if (!gpt2) {
+    rope.resize(size_t(T * D));
+    const int64_t half = D / 2;
+    for (int64_t r = 0; r < T; r++)
+      for (int64_t i = 0; i < half; i++) {
+        double a = double(acts.pos[size_t(r)]) * std::pow(c.rope_theta, -2.0 * double(i) / double(D));
+        rope[size_t(r * D + i)] = float(std::cos(a));
+        rope[size_t(r * D + half + i)] = float(std::sin(a));
+      }
+  }
+  int64_t max_len = 0;
+  for (const SeqRun& s : seqs) max_len = std::max(max_len, s.len);
+  std::vector<std::vector<float>> scratch(size_t(pool->size()), std::vector<float>(size_t(2 * max_len)));
+
+  std::vector<float> d_act(size_t(T * F)), d_ff(size_t(T * up_w)), d_h(size_t(T * C)), d_att(size_t(T * qd)), d_qkv(size_t(T * ld));
+  for (int64_t l = c.layers - 1; l >= 0; l--) {
+    Layer& L = w.layers[size_t(l)];
+    LayerActs& A = acts.layers[size_t(l)];
+    // MLP: x_out = x_mid + down(act(up(norm2(x_mid))))
+    L.down.backward(pool.get(), T, A.act.data(), F, dx.data(), C, d_act.data(), F, false, &A.s_down);
+    parallel_rows(T, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        if (gpt2) gelu_new_backward(&A.ff[size_t(r * F)], &d_act[size_t(r * F)], F, &d_ff[size_t(r * F)]);
+        else swiglu_backward_row(&A.ff[size_t(r * 2 * F)], &d_act[size_t(r * F)], F, &d_ff[size_t(r * 2 * F)]);
+      }
+    });
+    L.up.backward(pool.get(), T, A.h2.data(), C, d_ff.data(), up_w, d_h.data(), C, false, &A.s_up);
+    norm_backward(A.x_mid, L.norm2_w, A.mean2, A.rstd2, d_h.data(), dx.data(), true, L.g_norm2_w, L.g_norm2_b);
+
+    // Attention: x_mid = x_in + o(attn(qkv(norm1(x_in))))
+    L.o.backward(pool.get(), T, A.att.data(), qd, dx.data(), C, d_att.data(), qd, false, &A.s_o);
+    std::fill(d_qkv.begin(), d_qkv.end(), 0.f);
+    float scale = 1.f / std::sqrt(float(D));
+    if (c.scale_attn_by_inverse_layer_idx) scale /= float(l + 1);
+    // One task per (sequence, kv head): it owns that head's dk/dv rows, so no two tasks write the same memory.
+    pool->parallel_for(int64_t(seqs.size()) * K, [&](int64_t t, int thread) {
+      const SeqRun& s = seqs[size_t(t / K)];
+      const int64_t g = t % K;
+      const float* kb = &A.qkv[size_t(s.row0 * ld + qd + g * D)];
+      const float* vb = &A.qkv[size_t(s.row0 * ld + qd + kd + g * D)];
+      float* dkb = &d_qkv[size_t(s.row0 * ld + qd + g * D)];
+      float* dvb = &d_qkv[size_t(s.row0 * ld + qd + kd + g * D)];
+      for (int64_t hh = g * rep; hh < (g + 1) * rep; hh++)
+        for (int64_t q = 0; q < s.len; q++) {
+          const int64_t r = s.row0 + q;
+          attend_backward_row(&A.qkv[size_t(r * ld + hh * D)], kb, vb, ld, q + 1, D, scale, A.lse[size_t(r * H + hh)],
+                              &d_att[size_t(r * qd + hh * D)], &d_qkv[size_t(r * ld + hh * D)], dkb, dvb,
+                              scratch[size_t(thread)].data());
+        }
+    });
+    if (!gpt2)
+      parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; r++) {
+          rope_row(&d_qkv[size_t(r * ld)], H, D, &rope[size_t(r * D)], true);
+          rope_row(&d_qkv[size_t(r * ld + qd)], K, D, &rope[size_t(r * D)], true);
+        }
+      });
+    L.qkv.backward(pool.get(), T, A.h1.data(), C, d_qkv.data(), ld, d_h.data(), C, false, &A.s_qkv);
+    norm_backward(A.x_in, L.norm1_w, A.mean1, A.rstd1, d_h.data(), dx.data(), true, L.g_norm1_w, L.g_norm1_b);
+  }
+  if (!w.g_tok_emb.empty()) {
+    for (int64_t r = 0; r < T; r++) {
+      float* g = &w.g_tok_emb[size_t(tokens[r]) * size_t(C)];
+      for (int64_t i = 0; i < C; i++) g[i] += dx[size_t(r * C + i)];
+    }
+  }
+  if (!w.g_pos_emb.empty()) {
+    for (int64_t r = 0; r < T; r++) {
+      float* g = &w.g_pos_emb[size_t(acts.pos[size_t(r)] * C)];
+      for (int64_t i = 0; i < C; i++) g[i] += dx[size_t(r * C + i)];
+    }
+  }
+}
+
+}  // namespace kpig

@@ -1,0 +1,126 @@
+// Linear layers with optional LoRA adapters: forward and backward through the strided GEMM.
+// Legend: M = rows (tokens), in/out = the layer's widths, r = LoRA rank.
+#include <algorithm>
+#include <cstring>
+
+#include "../cpu/gemm.h"
+#include "model_impl.h"
+
+namespace kpig {
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// Dropout keep-decision of element i: a pure function of (seed, i), so a resumed run drops the
+// same elements as an uninterrupted one.
+bool keep(uint64_t seed, uint64_t i, float p) {
+  return float(splitmix64(seed ^ splitmix64(i)) >> 40) * (1.f / 16777216.f) >= p;
+}
+
+}  // namespace
+
+void Linear::apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate,
+                   LinearSaved* saved, uint64_t seed) const {
+  if (!b.empty()) {
+    for (int64_t i = 0; i < M; i++) {
+      float* yi = y + i * ldy;
+      if (accumulate) for (int64_t j = 0; j < out; j++) yi[j] += b[j];
+      else std::copy(b.begin(), b.end(), yi);
+    }
+    accumulate = true;
+  }
+  if (in_major) gemm(pool, M, out, in, x, ldx, 1, w.data(), out, 1, y, ldy, accumulate);
+  else gemm(pool, M, out, in, x, ldx, 1, w.data(), 1, in, y, ldy, accumulate);
+  if (lora.empty()) return;
+  if (saved) {
+    saved->u.resize(lora.size());
+    saved->xd.resize(lora.size());
+    saved->mask.resize(lora.size());
+  }
+  for (size_t a = 0; a < lora.size(); a++) {
+    const LoraAdapter& L = lora[a];
+    const float* xin = x;
+    int64_t ldin = ldx;
+    std::vector<float> dropped;
+    if (saved && L.dropout > 0.f) {
+      std::vector<float>& xd = saved->xd[a];
+      std::vector<uint8_t>& mk = saved->mask[a];
+      xd.resize(size_t(M * in));
+      mk.resize(size_t(M * in));
+      const float inv = 1.f / (1.f - L.dropout);
+      const uint64_t s = seed ^ splitmix64(uint64_t(a) + 0x1000);
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < in; k++) {
+          const bool kp = keep(s, uint64_t(i * in + k), L.dropout);
+          mk[size_t(i * in + k)] = kp;
+          xd[size_t(i * in + k)] = kp ? x[i * ldx + k] * inv : 0.f;
+        }
+      xin = xd.data();
+      ldin = in;
+    }
+    std::vector<float> local_u;
+    std::vector<float>& u = saved ? saved->u[a] : local_u;
+    u.resize(size_t(M * L.rank));
+    // u(M, r) = xin(M, in)·Aᵀ ; y[:, o0:o1] += scale · u·Bᵀ
+    gemm(pool, M, L.rank, in, xin, ldin, 1, L.A.data(), 1, in, u.data(), L.rank, false);
+    std::vector<float> us(u);
+    for (float& v : us) v *= L.scale;
+    gemm(pool, M, L.o1 - L.o0, L.rank, us.data(), L.rank, 1, L.B.data(), 1, L.rank, y + L.o0, ldy, true);
+  }
+}
+
+void Linear::backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, const float* dy, int64_t lddy, float* dx,
+                      int64_t lddx, bool dx_accumulate, const LinearSaved* saved) {
+  if (!gw.empty()) {
+    if (in_major)  // gw(in, out) += xᵀ·dy
+      gemm(pool, in, out, M, x, 1, ldx, dy, lddy, 1, gw.data(), out, true);
+    else  // gw(out, in) += dyᵀ·x
+      gemm(pool, out, in, M, dy, 1, lddy, x, ldx, 1, gw.data(), in, true);
+    if (!gb.empty())
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < out; j++) gb[size_t(j)] += dy[i * lddy + j];
+  }
+  if (dx) {
+    if (in_major) gemm(pool, M, in, out, dy, lddy, 1, w.data(), 1, out, dx, lddx, dx_accumulate);
+    else gemm(pool, M, in, out, dy, lddy, 1, w.data(), in, 1, dx, lddx, dx_accumulate);
+  }
+  for (size_t a = 0; a < lora.size(); a++) {
+    LoraAdapter& L = lora[a];
+    const int64_t o = L.o1 - L.o0, r = L.rank;
+    const float* dya = dy + L.o0;
+    const std::vector<float>& u = saved->u[a];
+    const bool dropped = L.dropout > 0.f;
+    const float* xin = dropped ? saved->xd[a].data() : x;
+    const int64_t ldin = dropped ? in : ldx;
+    // gB(o, r) += scale · dyaᵀ·u
+    std::vector<float> us(u);
+    for (float& v : us) v *= L.scale;
+    gemm(pool, o, r, M, dya, 1, lddy, us.data(), r, 1, L.gB.data(), r, true);
+    // du(M, r) = scale · dya·B ; gA(r, in) += duᵀ·xin
+    std::vector<float> du(size_t(M * r));
+    gemm(pool, M, r, o, dya, lddy, 1, L.B.data(), r, 1, du.data(), r, false);
+    for (float& v : du) v *= L.scale;
+    gemm(pool, r, in, M, du.data(), 1, r, xin, ldin, 1, L.gA.data(), in, true);
+    if (!dx) continue;
+    // dx += (du·A) ⊙ dropout mask / (1 − p)
+    if (!dropped) {
+      gemm(pool, M, in, r, du.data(), r, 1, L.A.data(), in, 1, dx, lddx, true);
+    } else {
+      std::vector<float> t(size_t(M * in));
+      gemm(pool, M, in, r, du.data(), r, 1, L.A.data(), in, 1, t.data(), in, false);
+      const float inv = 1.f / (1.f - L.dropout);
+      const std::vector<uint8_t>& mk = saved->mask[a];
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < in; k++)
+          if (mk[size_t(i * in + k)]) dx[i * lddx + k] += t[size_t(i * in + k)] * inv;
+    }
+  }
+}
+
+}  // namespace kpig

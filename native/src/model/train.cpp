@@ -1,0 +1,389 @@
+// Training: the fused signed-weighted cross-entropy over the LM head, gradients through the
+// backward pass, AdamW with global-norm clipping, LoRA adapters (add, merge) and named access to
+// every tensor, its gradient and its optimizer moments.
+// Legend: T = tokens, C = hidden, V = vocab, Tc = rows of one head chunk, r = LoRA rank.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../cpu/gemm.h"
+#include "../cpu/ops.h"
+#include "model_impl.h"
+
+namespace kpig {
+
+namespace {
+
+void add_ref(std::vector<TensorRef>& reg, std::string name, std::vector<int64_t> shape, float* data, float* grad, bool decay) {
+  TensorRef t;
+  t.name = std::move(name);
+  t.shape = std::move(shape);
+  t.data = data;
+  t.grad = grad;
+  t.decay = decay;
+  reg.push_back(std::move(t));
+}
+
+float* maybe(std::vector<float>& g, int64_t offset = 0) { return g.empty() ? nullptr : g.data() + offset; }
+
+// Every linear module of a layer as PEFT names it: (path suffix, linear, output rows [o0, o1)).
+struct Module {
+  std::string suffix;
+  Linear* lin;
+  int64_t o0, o1;
+};
+
+std::vector<Module> layer_modules(const ModelConfig& c, Layer& L) {
+  if (c.arch == Arch::GPT2)
+    return {{"attn.c_attn", &L.qkv, 0, L.qkv.out}, {"attn.c_proj", &L.o, 0, L.o.out},
+            {"mlp.c_fc", &L.up, 0, L.up.out}, {"mlp.c_proj", &L.down, 0, L.down.out}};
+  const int64_t qd = c.heads * c.head_dim, kd = c.kv_heads * c.head_dim, F = c.ffn;
+  return {{"self_attn.q_proj", &L.qkv, 0, qd},          {"self_attn.k_proj", &L.qkv, qd, qd + kd},
+          {"self_attn.v_proj", &L.qkv, qd + kd, qd + 2 * kd}, {"self_attn.o_proj", &L.o, 0, L.o.out},
+          {"mlp.gate_proj", &L.up, 0, F},                 {"mlp.up_proj", &L.up, F, 2 * F},
+          {"mlp.down_proj", &L.down, 0, L.down.out}};
+}
+
+std::string layer_path(const ModelConfig& c, int64_t l) {
+  return c.arch == Arch::GPT2 ? "transformer.h." + std::to_string(l) + "." : "model.layers." + std::to_string(l) + ".";
+}
+
+uint64_t splitmix64(uint64_t& s) {
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+void ModelImpl::rebuild_registry() {
+  const ModelConfig& c = info.config;
+  const int64_t C = c.hidden, F = c.ffn, qd = c.heads * c.head_dim, kd = c.kv_heads * c.head_dim;
+  std::vector<TensorRef> reg;
+  if (c.arch == Arch::GPT2) {
+    add_ref(reg, "transformer.wte.weight", {c.vocab, C}, w.tok_emb.data(), maybe(w.g_tok_emb), true);
+    add_ref(reg, "transformer.wpe.weight", {c.max_pos, C}, w.pos_emb.data(), maybe(w.g_pos_emb), true);
+  } else {
+    add_ref(reg, "model.embed_tokens.weight", {c.vocab, C}, w.tok_emb.data(), maybe(w.g_tok_emb), true);
+  }
+  for (int64_t l = 0; l < c.layers; l++) {
+    Layer& L = w.layers[size_t(l)];
+    const std::string p = layer_path(c, l);
+    if (c.arch == Arch::GPT2) {
+      add_ref(reg, p + "ln_1.weight", {C}, L.norm1_w.data(), maybe(L.g_norm1_w), false);
+      add_ref(reg, p + "ln_1.bias", {C}, L.norm1_b.data(), maybe(L.g_norm1_b), false);
+      for (const Module& m : layer_modules(c, L)) {
+        add_ref(reg, p + m.suffix + ".weight", {m.lin->in, m.lin->out}, m.lin->w.data(), maybe(m.lin->gw), true);
+        add_ref(reg, p + m.suffix + ".bias", {m.lin->out}, m.lin->b.data(), maybe(m.lin->gb), false);
+      }
+      add_ref(reg, p + "ln_2.weight", {C}, L.norm2_w.data(), maybe(L.g_norm2_w), false);
+      add_ref(reg, p + "ln_2.bias", {C}, L.norm2_b.data(), maybe(L.g_norm2_b), false);
+    } else {
+      add_ref(reg, p + "input_layernorm.weight", {C}, L.norm1_w.data(), maybe(L.g_norm1_w), false);
+      for (const Module& m : layer_modules(c, L)) {
+        const int64_t rows = m.o1 - m.o0, in = m.lin->in;
+        add_ref(reg, p + m.suffix + ".weight", {rows, in}, m.lin->w.data() + m.o0 * in, maybe(m.lin->gw, m.o0 * in), true);
+        if (!m.lin->b.empty())
+          add_ref(reg, p + m.suffix + ".bias", {rows}, m.lin->b.data() + m.o0, maybe(m.lin->gb, m.o0), false);
+      }
+      add_ref(reg, p + "post_attention_layernorm.weight", {C}, L.norm2_w.data(), maybe(L.g_norm2_w), false);
+    }
+    (void)F, (void)qd, (void)kd;
+  }
+  if (c.arch == Arch::GPT2) {
+    add_ref(reg, "transformer.ln_f.weight", {C}, w.norm_w.data(), maybe(w.g_norm_w), false);
+    add_ref(reg, "transformer.ln_f.bias", {C}, w.norm_b.data(), maybe(w.g_norm_b), false);
+  } else {
+    add_ref(reg, "model.norm.weight", {C}, w.norm_w.data(), maybe(w.g_norm_w), false);
+  }
+  if (!c.tied) add_ref(reg, "lm_head.weight", {c.vocab, C}, w.head.data(), maybe(w.g_head), true);
+  for (int64_t l = 0; l < c.layers; l++) {
+    Layer& L = w.layers[size_t(l)];
+    for (Linear* lin : {&L.qkv, &L.o, &L.up, &L.down})
+      for (LoraAdapter& a : lin->lora) {
+        const std::string n = "base_model.model." + a.path;
+        add_ref(reg, n + ".lora_A.weight", {a.rank, lin->in}, a.A.data(), a.gA.data(), false);
+        add_ref(reg, n + ".lora_B.weight", {a.o1 - a.o0, a.rank}, a.B.data(), a.gB.data(), false);
+      }
+  }
+  registry = std::move(reg);
+}
+
+const TensorRef& ModelImpl::tensor(const std::string& name) const {
+  for (const TensorRef& t : registry)
+    if (t.name == name) return t;
+  fail(ErrorCode::Input, "no tensor named '" + name + "' in this model");
+}
+
+void Model::train_full() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ModelImpl& m = *impl_;
+  if (m.train_base) return;
+  auto zeros = [](std::vector<float>& g, const std::vector<float>& like) { g.assign(like.size(), 0.f); };
+  Weights& w = m.w;
+  zeros(w.g_tok_emb, w.tok_emb);
+  zeros(w.g_pos_emb, w.pos_emb);
+  zeros(w.g_norm_w, w.norm_w);
+  zeros(w.g_norm_b, w.norm_b);
+  zeros(w.g_head, w.head);
+  for (Layer& L : w.layers) {
+    zeros(L.g_norm1_w, L.norm1_w);
+    zeros(L.g_norm1_b, L.norm1_b);
+    zeros(L.g_norm2_w, L.norm2_w);
+    zeros(L.g_norm2_b, L.norm2_b);
+    for (Linear* lin : {&L.qkv, &L.o, &L.up, &L.down}) {
+      zeros(lin->gw, lin->w);
+      zeros(lin->gb, lin->b);
+    }
+  }
+  m.train_base = true;
+  m.rebuild_registry();
+}
+
+std::vector<std::string> Model::lora_add(const LoraConfig& cfg) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ModelImpl& m = *impl_;
+  const ModelConfig& c = m.info.config;
+  if (cfg.rank <= 0) fail(ErrorCode::Input, "LoRA rank must be ≥ 1, got " + std::to_string(cfg.rank));
+  if (!(cfg.alpha > 0)) fail(ErrorCode::Input, "LoRA alpha must be > 0");
+  if (!(cfg.dropout >= 0 && cfg.dropout < 1)) fail(ErrorCode::Input, "LoRA dropout must be in [0, 1)");
+  std::vector<std::string> targets = cfg.targets;
+  if (targets.empty()) targets = c.arch == Arch::GPT2 ? std::vector<std::string>{"c_attn"} : std::vector<std::string>{"q_proj", "v_proj"};
+  const bool all = std::find(targets.begin(), targets.end(), "all-linear") != targets.end();
+  std::vector<bool> used(targets.size(), false);
+  std::vector<std::string> matched;
+  uint64_t rng = cfg.seed * 0x2545F4914F6CDD1Dull + 1;
+  for (int64_t l = 0; l < c.layers; l++) {
+    Layer& L = m.w.layers[size_t(l)];
+    for (const Module& mod : layer_modules(c, L)) {
+      const std::string path = layer_path(c, l) + mod.suffix;
+      bool hit = all;
+      for (size_t t = 0; t < targets.size(); t++) {
+        const std::string& tg = targets[t];
+        const bool match = path == tg || (path.size() > tg.size() && path.compare(path.size() - tg.size(), tg.size(), tg) == 0 &&
+                                          path[path.size() - tg.size() - 1] == '.');
+        if (match) used[t] = true;
+        hit = hit || match;
+      }
+      if (!hit) continue;
+      for (const LoraAdapter& a : mod.lin->lora)
+        if (a.path == path) fail(ErrorCode::Input, "module " + path + " already has a LoRA adapter");
+      LoraAdapter a;
+      a.path = path;
+      a.o0 = mod.o0;
+      a.o1 = mod.o1;
+      a.rank = cfg.rank;
+      a.scale = cfg.alpha / float(cfg.rank);
+      a.dropout = cfg.dropout;
+      const int64_t in = mod.lin->in;
+      a.A.resize(size_t(cfg.rank * in));
+      const double bound = 1.0 / std::sqrt(double(in));
+      for (float& v : a.A) v = float((double(splitmix64(rng) >> 11) * 0x1.0p-53 * 2.0 - 1.0) * bound);
+      a.B.assign(size_t((mod.o1 - mod.o0) * cfg.rank), 0.f);
+      a.gA.assign(a.A.size(), 0.f);
+      a.gB.assign(a.B.size(), 0.f);
+      mod.lin->lora.push_back(std::move(a));
+      matched.push_back(path);
+    }
+  }
+  for (size_t t = 0; t < targets.size(); t++)
+    if (!used[t] && targets[t] != "all-linear")
+      fail(ErrorCode::Input, "LoRA target '" + targets[t] + "' matches no module of this " + c.model_type + " model");
+  m.rebuild_registry();
+  return matched;
+}
+
+void Model::lora_merge() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ModelImpl& m = *impl_;
+  for (Layer& L : m.w.layers)
+    for (Linear* lin : {&L.qkv, &L.o, &L.up, &L.down}) {
+      for (const LoraAdapter& a : lin->lora) {
+        const int64_t o = a.o1 - a.o0, in = lin->in;
+        // delta(o, in) = scale·B·A, added to W's rows (out, in) or columns (in, out).
+        std::vector<float> delta(size_t(o * in));
+        gemm(m.pool.get(), o, in, a.rank, a.B.data(), a.rank, 1, a.A.data(), in, 1, delta.data(), in, false);
+        for (int64_t i = 0; i < o; i++)
+          for (int64_t k = 0; k < in; k++) {
+            const float d = a.scale * delta[size_t(i * in + k)];
+            if (lin->in_major) lin->w[size_t(k * lin->out + a.o0 + i)] += d;
+            else lin->w[size_t((a.o0 + i) * in + k)] += d;
+          }
+        for (const char* part : {".lora_A.weight", ".lora_B.weight"}) m.adam.erase("base_model.model." + a.path + part);
+      }
+      lin->lora.clear();
+    }
+  m.rebuild_registry();
+}
+
+TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, float* nll_out, uint64_t seed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  validate(b);
+  ModelImpl& m = *impl_;
+  const ModelConfig& c = m.info.config;
+  bool any_trainable = false;
+  for (const TensorRef& t : m.registry) any_trainable = any_trainable || t.grad;
+  if (!any_trainable) fail(ErrorCode::Input, "nothing to train: call train_full() or add LoRA adapters first");
+  const int64_t T = b.n_tokens, C = c.hidden, V = c.vocab;
+  struct Row { int64_t t; int32_t target; float w; };
+  std::vector<Row> rows;
+  for (int64_t s = 0; s < b.n_seqs; s++)
+    for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++) {
+      const float wt = weights[t];
+      if (!std::isfinite(wt)) fail(ErrorCode::Input, "weight at position " + std::to_string(t - b.offsets[s]) + " of sequence " + std::to_string(s) + " is not finite");
+      if (wt == 0.f) continue;
+      if (t == b.offsets[s + 1] - 1)
+        fail(ErrorCode::Input, "sequence " + std::to_string(s) + " has a non-zero weight at its last position, which predicts no token");
+      rows.push_back({t, b.tokens[t + 1], wt});
+    }
+  if (nll_out) std::fill(nll_out, nll_out + T, 0.f);
+  TrainResult res;
+  res.n_weighted = int64_t(rows.size());
+  if (rows.empty()) return res;  // nothing reaches the loss: no forward pass, no gradient
+
+  std::vector<SeqRun> runs(size_t(b.n_seqs));
+  for (int64_t s = 0; s < b.n_seqs; s++) runs[size_t(s)] = {b.offsets[s], int64_t(b.offsets[s + 1]) - b.offsets[s], 0, nullptr};
+  Acts acts;
+  std::vector<float> hidden(size_t(T * C));
+  m.forward_hidden(b.tokens, T, runs, hidden.data(), &acts, seed);
+
+  // Fused head + weighted CE, Tc rows at a time: logits(Tc, V) → NLL and w·(softmax − onehot) in
+  // place → dh rows and the head gradient. Never more than Tc × V logits.
+  std::vector<float> dh(size_t(T * C), 0.f);
+  float* g_head = !m.w.g_head.empty() ? m.w.g_head.data() : (c.tied && !m.w.g_tok_emb.empty() ? m.w.g_tok_emb.data() : nullptr);
+  const int64_t Tc = 128;
+  std::vector<float> hc(size_t(Tc * C)), logits(size_t(Tc * V)), dhc(size_t(Tc * C));
+  std::vector<double> nll(rows.size());
+  for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(Tc)) {
+    const int64_t n = std::min<int64_t>(Tc, int64_t(rows.size() - i0));
+    for (int64_t i = 0; i < n; i++) std::memcpy(&hc[size_t(i * C)], &hidden[size_t(rows[i0 + size_t(i)].t * C)], sizeof(float) * size_t(C));
+    m.head_logits(n, hc.data(), logits.data());
+    m.parallel_rows(n, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t i = r0; i < r1; i++) {
+        const Row& row = rows[i0 + size_t(i)];
+        float* lg = &logits[size_t(i * V)];
+        const float lse = logsumexp_row(lg, V);
+        nll[i0 + size_t(i)] = double(lse) - double(lg[row.target]);
+        for (int64_t v = 0; v < V; v++) lg[v] = row.w * std::exp(lg[v] - lse);
+        lg[row.target] -= row.w;
+      }
+    });
+    // dhc(n, C) = dlogits(n, V)·head(V, C); g_head(V, C) += dlogitsᵀ·hc
+    gemm(m.pool.get(), n, C, V, logits.data(), V, 1, m.w.head_ptr(), C, 1, dhc.data(), C, false);
+    if (g_head) gemm(m.pool.get(), V, C, n, logits.data(), 1, V, hc.data(), C, 1, g_head, C, true);
+    for (int64_t i = 0; i < n; i++) std::memcpy(&dh[size_t(rows[i0 + size_t(i)].t * C)], &dhc[size_t(i * C)], sizeof(float) * size_t(C));
+  }
+  for (size_t i = 0; i < rows.size(); i++) {
+    res.loss += double(rows[i].w) * nll[i];
+    if (nll_out) nll_out[rows[i].t] = float(nll[i]);
+  }
+  m.backward(b.tokens, T, runs, acts, dh);
+  return res;
+}
+
+void Model::zero_grad() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const TensorRef& t : impl_->registry)
+    if (t.grad) std::fill(t.grad, t.grad + t.numel(), 0.f);
+}
+
+StepResult Model::optimizer_step(const AdamWOptions& o) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ModelImpl& m = *impl_;
+  if (!(o.lr >= 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) || !(o.eps > 0) || !(o.weight_decay >= 0) ||
+      !(o.max_grad_norm >= 0))
+    fail(ErrorCode::Input, "AdamW options out of range (lr ≥ 0, 0 ≤ β < 1, eps > 0, weight_decay ≥ 0, max_grad_norm ≥ 0)");
+  StepResult r;
+  double ss = 0;
+  for (const TensorRef& t : m.registry)
+    if (t.grad)
+      for (int64_t i = 0; i < t.numel(); i++) ss += double(t.grad[i]) * double(t.grad[i]);
+  r.grad_norm = std::sqrt(ss);
+  auto clear = [&] {
+    for (const TensorRef& t : m.registry)
+      if (t.grad) std::fill(t.grad, t.grad + t.numel(), 0.f);
+  };
+  if (!std::isfinite(r.grad_norm)) {
+    r.skipped = true;
+    r.step = m.adam_steps;
+    clear();
+    return r;
+  }
+  const float clip = (o.max_grad_norm > 0 && r.grad_norm > o.max_grad_norm) ? float(o.max_grad_norm / (r.grad_norm + 1e-6)) : 1.f;
+  const int64_t step = ++m.adam_steps;
+  const double bc1 = 1.0 - std::pow(o.beta1, double(step)), bc2 = 1.0 - std::pow(o.beta2, double(step));
+  const float step_size = float(o.lr / bc1), bc2_sqrt = float(std::sqrt(bc2));
+  const float b1 = float(o.beta1), b2 = float(o.beta2), eps = float(o.eps);
+  for (const TensorRef& t : m.registry) {
+    if (!t.grad) continue;
+    AdamState& st = m.adam[t.name];
+    const size_t n = size_t(t.numel());
+    if (st.m.size() != n) st.m.assign(n, 0.f), st.v.assign(n, 0.f);
+    const float decay = (o.decay_all || t.decay) ? float(1.0 - o.lr * o.weight_decay) : 1.f;
+    float* p = t.data;
+    const float* g = t.grad;
+    m.parallel_rows(int64_t(n), 1 << 14, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) {
+        const float gi = g[i] * clip;
+        p[i] *= decay;
+        st.m[size_t(i)] = b1 * st.m[size_t(i)] + (1.f - b1) * gi;
+        st.v[size_t(i)] = b2 * st.v[size_t(i)] + (1.f - b2) * gi * gi;
+        p[i] -= step_size * st.m[size_t(i)] / (std::sqrt(st.v[size_t(i)]) / bc2_sqrt + eps);
+      }
+    });
+  }
+  clear();
+  r.step = step;
+  return r;
+}
+
+int64_t Model::optimizer_steps() const { return impl_->adam_steps; }
+void Model::set_optimizer_steps(int64_t steps) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (steps < 0) fail(ErrorCode::Input, "optimizer steps must be ≥ 0");
+  impl_->adam_steps = steps;
+}
+
+std::vector<TensorInfo> Model::tensors() const {
+  std::vector<TensorInfo> out;
+  for (const TensorRef& t : impl_->registry) out.push_back({t.name, t.shape, t.grad != nullptr});
+  return out;
+}
+
+void Model::read_tensor(const std::string& name, const std::string& kind, float* out) const {
+  const ModelImpl& m = *impl_;
+  const TensorRef& t = m.tensor(name);
+  const size_t n = size_t(t.numel());
+  if (kind == "param") {
+    std::memcpy(out, t.data, n * 4);
+  } else if (kind == "grad") {
+    if (t.grad) std::memcpy(out, t.grad, n * 4);
+    else std::fill(out, out + n, 0.f);
+  } else if (kind == "exp_avg" || kind == "exp_avg_sq") {
+    auto it = m.adam.find(name);
+    if (it == m.adam.end() || it->second.m.size() != n) std::fill(out, out + n, 0.f);
+    else std::memcpy(out, (kind == "exp_avg" ? it->second.m : it->second.v).data(), n * 4);
+  } else {
+    fail(ErrorCode::Input, "unknown tensor kind '" + kind + "' (param, grad, exp_avg, exp_avg_sq)");
+  }
+}
+
+void Model::write_tensor(const std::string& name, const std::string& kind, const float* in) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ModelImpl& m = *impl_;
+  const TensorRef& t = m.tensor(name);
+  const size_t n = size_t(t.numel());
+  if (kind == "param") {
+    std::memcpy(t.data, in, n * 4);
+  } else if (kind == "exp_avg" || kind == "exp_avg_sq") {
+    if (!t.grad) fail(ErrorCode::Input, "tensor '" + name + "' does not train, so it has no optimizer state");
+    AdamState& st = m.adam[name];
+    if (st.m.size() != n) st.m.assign(n, 0.f), st.v.assign(n, 0.f);
+    std::memcpy((kind == "exp_avg" ? st.m : st.v).data(), in, n * 4);
+  } else {
+    fail(ErrorCode::Input, "cannot write tensor kind '" + kind + "' (param, exp_avg, exp_avg_sq)");
+  }
+}
+
+}  // namespace kpig
