@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,16 @@ constexpr int64_t KC = 256;
 void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* out) {
   for (int64_t p = 0; p < mc; p += mr) {
     int64_t rows = std::min<int64_t>(mr, mc - p);
+    if (a_cs == 1) {  // row-major A: read each row's k run contiguously, scatter into the panel
+      for (int64_t r = 0; r < rows; r++) {
+        const float* src = A + (i0 + p + r) * a_rs + k0;
+        for (int64_t k = 0; k < kc; k++) out[k * mr + r] = src[k];
+      }
+      for (int64_t r = rows; r < mr; r++)
+        for (int64_t k = 0; k < kc; k++) out[k * mr + r] = 0.f;
+      out += kc * mr;
+      continue;
+    }
     for (int64_t k = 0; k < kc; k++) {
       const float* src = A + (i0 + p) * a_rs + (k0 + k) * a_cs;
       int64_t r = 0;
@@ -127,6 +138,16 @@ void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, 
       }
       continue;
     }
+    if (b_rs == 1) {  // B stored transposed (N, K): read each column's k run contiguously
+      for (int64_t j = 0; j < cols; j++) {
+        const float* src = B + (j0 + p + j) * b_cs + k0;
+        for (int64_t k = 0; k < kc; k++) out[k * nr + j] = src[k];
+      }
+      for (int64_t j = cols; j < nr; j++)
+        for (int64_t k = 0; k < kc; k++) out[k * nr + j] = 0.f;
+      out += kc * nr;
+      continue;
+    }
     for (int64_t k = 0; k < kc; k++) {
       const float* src = B + (k0 + k) * b_rs + (j0 + p) * b_cs;
       int64_t j = 0;
@@ -137,9 +158,31 @@ void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, 
   }
 }
 
-struct Scratch {
-  std::vector<float> a, b;
+// A 64-byte aligned float buffer: packed panels are read with full-width vector loads, and a load
+// that straddles two cache lines costs twice.
+class AlignedBuf {
+ public:
+  ~AlignedBuf() { std::free(p_); }
+  float* get(size_t n) {
+    if (n > n_) {
+      std::free(p_);
+      p_ = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+      if (!p_) throw std::bad_alloc();
+      n_ = n;
+    }
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+  size_t n_ = 0;
 };
+
+// Per-thread packing buffers, kept between calls.
+struct Scratch {
+  AlignedBuf a, b;
+};
+thread_local Scratch tl_scratch;
 
 }  // namespace
 
@@ -155,44 +198,54 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
   }
   const Isa& isa = pick_isa();
   const int mr = isa.mr, nr = isa.nr;
-  const int64_t MC = mr * 16, NC = nr * 8;
-  const int64_t mb = (M + MC - 1) / MC, nb = (N + NC - 1) / NC;
+  // Blocking: A blocks (MC × KC) stay in L2 and each B micro-panel (KC × NR) in L1 while it is
+  // swept over a whole A block. A task owns a column block (NC) and a range of rows; it packs each
+  // B block once and reuses it for all its rows, so B is packed once per task, not per row block.
+  const int64_t MC = mr * 16, NC = nr * 32;
   const int nthreads = pool ? pool->size() : 1;
-  std::vector<Scratch> scratch(nthreads);
-  auto body = [&](int64_t task, int thread) {
+  const int64_t nb = (N + NC - 1) / NC;
+  // Enough row ranges that every thread has work (at least 2 tasks per thread when N is narrow).
+  int64_t mb = nb >= 2 * nthreads ? 1 : (2 * nthreads + nb - 1) / nb;
+  mb = std::max<int64_t>(1, std::min(mb, (M + MC - 1) / MC));
+  const int64_t rows_per = ((M + mb - 1) / mb + mr - 1) / mr * mr;
+  auto body = [&](int64_t task, int) {
     const int64_t ib = task % mb, jb = task / mb;
-    const int64_t i0 = ib * MC, mc = std::min(MC, M - i0);
+    const int64_t r0 = ib * rows_per, r1 = std::min(M, r0 + rows_per);
     const int64_t j0 = jb * NC, nc = std::min(NC, N - j0);
-    Scratch& s = scratch[thread];
-    const int64_t mc_pad = (mc + mr - 1) / mr * mr, nc_pad = (nc + nr - 1) / nr * nr;
-    s.a.resize(size_t(mc_pad * KC));
-    s.b.resize(size_t(nc_pad * KC));
+    if (r0 >= r1) return;
+    Scratch& s = tl_scratch;
+    const int64_t nc_pad = (nc + nr - 1) / nr * nr;
+    float* pa = s.a.get(size_t(MC * KC));
+    float* pb = s.b.get(size_t(nc_pad * KC));
     alignas(64) float tile[8 * 32];
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min(KC, K - k0);
       const bool acc = accumulate || k0 > 0;
-      pack_a(A, a_rs, a_cs, i0, mc, k0, kc, mr, s.a.data());
-      pack_b(B, b_rs, b_cs, k0, kc, j0, nc, nr, s.b.data());
-      for (int64_t jp = 0; jp < nc; jp += nr) {
-        const float* bp = s.b.data() + jp * kc;
-        const int64_t cols = std::min<int64_t>(nr, nc - jp);
-        for (int64_t ip = 0; ip < mc; ip += mr) {
-          const float* ap = s.a.data() + ip * kc;
-          const int64_t rows = std::min<int64_t>(mr, mc - ip);
-          float* c = C + (i0 + ip) * ldc + j0 + jp;
-          if (rows == mr && cols == nr) {
-            isa.kernel(kc, ap, bp, c, ldc, acc);
-          } else {  // edge tile: compute into a full tile, copy the valid part
-            isa.kernel(kc, ap, bp, tile, nr, false);
-            for (int64_t r = 0; r < rows; r++)
-              for (int64_t j = 0; j < cols; j++)
-                c[r * ldc + j] = acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j];
+      pack_b(B, b_rs, b_cs, k0, kc, j0, nc, nr, pb);
+      for (int64_t i0 = r0; i0 < r1; i0 += MC) {
+        const int64_t mc = std::min(MC, r1 - i0);
+        pack_a(A, a_rs, a_cs, i0, mc, k0, kc, mr, pa);
+        for (int64_t jp = 0; jp < nc; jp += nr) {
+          const float* bp = pb + jp * kc;
+          const int64_t cols = std::min<int64_t>(nr, nc - jp);
+          for (int64_t ip = 0; ip < mc; ip += mr) {
+            const float* ap = pa + ip * kc;
+            const int64_t rows = std::min<int64_t>(mr, mc - ip);
+            float* c = C + (i0 + ip) * ldc + j0 + jp;
+            if (rows == mr && cols == nr) {
+              isa.kernel(kc, ap, bp, c, ldc, acc);
+            } else {  // edge tile: compute into a full tile, copy the valid part
+              isa.kernel(kc, ap, bp, tile, nr, false);
+              for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = 0; j < cols; j++)
+                  c[r * ldc + j] = acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j];
+            }
           }
         }
       }
     }
   };
-  if (pool) pool->parallel_for(mb * nb, body);
+  if (pool && mb * nb > 1) pool->parallel_for(mb * nb, body);
   else for (int64_t t = 0; t < mb * nb; t++) body(t, 0);
 }
 

@@ -1,5 +1,12 @@
 #include "ops.h"
 
+#include "vecmath.h"
+
+// GCC 12 flags its own AVX-512 intrinsics headers (_mm512_reduce_add_ps, roundscale) as reading an
+// uninitialised value; the lanes in question are never used.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <cmath>
 #include <cstring>
 
@@ -61,9 +68,24 @@ KPIG_CLONES void rmsnorm_backward_row(const float* x, const float* w, float r, c
   for (int64_t i = 0; i < C; i++) dx[i] = r * dy[i] * w[i] - x[i] * c;
 }
 
+__attribute__((target("avx512f"))) static int64_t gelu_new_backward_512(const float* x, const float* dy, int64_t n, float* dx) {
+  const __m512 k = _mm512_set1_ps(0.7978845608028654f), c = _mm512_set1_ps(0.044715f), c3 = _mm512_set1_ps(3.f * 0.044715f);
+  const __m512 one = _mm512_set1_ps(1.f), h = _mm512_set1_ps(0.5f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i), v2 = _mm512_mul_ps(v, v);
+    const __m512 t = tanh512(_mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(c, v), v2, v)));
+    const __m512 dt = _mm512_mul_ps(_mm512_fnmadd_ps(t, t, one), _mm512_mul_ps(k, _mm512_fmadd_ps(c3, v2, one)));
+    const __m512 g = _mm512_fmadd_ps(_mm512_mul_ps(h, v), dt, _mm512_mul_ps(h, _mm512_add_ps(one, t)));
+    _mm512_storeu_ps(dx + i, _mm512_mul_ps(_mm512_loadu_ps(dy + i), g));
+  }
+  return i;
+}
+
 KPIG_CLONES void gelu_new_backward(const float* x, const float* dy, int64_t n, float* dx) {
   const float k = 0.7978845608028654f;
-  for (int64_t i = 0; i < n; i++) {
+  const int64_t done = cpu_avx512() ? gelu_new_backward_512(x, dy, n, dx) : 0;
+  for (int64_t i = done; i < n; i++) {
     const float v = x[i];
     const float t = std::tanh(k * (v + 0.044715f * v * v * v));
     const float dt = (1.f - t * t) * k * (1.f + 3.f * 0.044715f * v * v);
@@ -71,9 +93,23 @@ KPIG_CLONES void gelu_new_backward(const float* x, const float* dy, int64_t n, f
   }
 }
 
+__attribute__((target("avx512f"))) static int64_t swiglu_backward_512(const float* gate_up, const float* dy, int64_t F, float* d) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  int64_t i = 0;
+  for (; i + 16 <= F; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate_up + i), u = _mm512_loadu_ps(gate_up + F + i), y = _mm512_loadu_ps(dy + i);
+    const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    _mm512_storeu_ps(d + F + i, _mm512_mul_ps(y, _mm512_mul_ps(g, sig)));
+    const __m512 ds = _mm512_mul_ps(sig, _mm512_fmadd_ps(g, _mm512_sub_ps(one, sig), one));
+    _mm512_storeu_ps(d + i, _mm512_mul_ps(_mm512_mul_ps(y, u), ds));
+  }
+  return i;
+}
+
 KPIG_CLONES void swiglu_backward_row(const float* gate_up, const float* dy, int64_t F, float* d_gate_up) {
   const float* up = gate_up + F;
-  for (int64_t i = 0; i < F; i++) {
+  const int64_t done = cpu_avx512() ? swiglu_backward_512(gate_up, dy, F, d_gate_up) : 0;
+  for (int64_t i = done; i < F; i++) {
     const float g = gate_up[i];
     const float sig = 1.f / (1.f + std::exp(-g));
     const float silu = g * sig;
@@ -82,17 +118,42 @@ KPIG_CLONES void swiglu_backward_row(const float* gate_up, const float* dy, int6
   }
 }
 
+__attribute__((target("avx512f"))) static int64_t gelu_new_512(float* x, int64_t n) {
+  const __m512 k = _mm512_set1_ps(0.7978845608028654f), c = _mm512_set1_ps(0.044715f), h = _mm512_set1_ps(0.5f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __m512 u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(c, v), _mm512_mul_ps(v, v), v));
+    const __m512 t = tanh512(u);
+    _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_mul_ps(h, v), _mm512_add_ps(_mm512_set1_ps(1.f), t)));
+  }
+  return i;
+}
+
 KPIG_CLONES void gelu_new_inplace(float* x, int64_t n) {
   const float k = 0.7978845608028654f;  // sqrt(2/π)
-  for (int64_t i = 0; i < n; i++) {
+  const int64_t done = cpu_avx512() ? gelu_new_512(x, n) : 0;
+  for (int64_t i = done; i < n; i++) {
     float v = x[i];
     x[i] = 0.5f * v * (1.f + std::tanh(k * (v + 0.044715f * v * v * v)));
   }
 }
 
+__attribute__((target("avx512f"))) static int64_t swiglu_512(const float* gate_up, int64_t F, float* out) {
+  int64_t i = 0;
+  for (; i + 16 <= F; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate_up + i);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), e));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(silu, _mm512_loadu_ps(gate_up + F + i)));
+  }
+  return i;
+}
+
 KPIG_CLONES void swiglu_row(const float* gate_up, int64_t F, float* out) {
   const float* up = gate_up + F;
-  for (int64_t i = 0; i < F; i++) {
+  const int64_t done = cpu_avx512() ? swiglu_512(gate_up, F, out) : 0;
+  for (int64_t i = done; i < F; i++) {
     float g = gate_up[i];
     out[i] = g / (1.f + std::exp(-g)) * up[i];
   }
@@ -176,12 +237,35 @@ KPIG_CLONES void attend_backward_row(const float* q, const float* k, const float
   }
 }
 
+__attribute__((target("avx512f"))) static float sum_exp_512(const float* x, int64_t V, float mx, int64_t* done) {
+  __m512 acc = _mm512_setzero_ps();
+  const __m512 m = _mm512_set1_ps(mx);
+  int64_t i = 0;
+  for (; i + 16 <= V; i += 16) acc = _mm512_add_ps(acc, exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), m)));
+  *done = i;
+  return _mm512_reduce_add_ps(acc);
+}
+
 KPIG_CLONES float logsumexp_row(const float* x, int64_t V) {
   float mx = -INFINITY;
   for (int64_t i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
   float sum = 0.f;
-  for (int64_t i = 0; i < V; i++) sum += std::exp(x[i] - mx);
+  int64_t done = 0;
+  if (cpu_avx512()) sum = sum_exp_512(x, V, mx, &done);
+  for (int64_t i = done; i < V; i++) sum += std::exp(x[i] - mx);
   return mx + std::log(sum);
+}
+
+__attribute__((target("avx512f"))) static int64_t exp_shift_512(float* x, int64_t n, float shift, float scale) {
+  const __m512 s = _mm512_set1_ps(shift), k = _mm512_set1_ps(scale);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(k, exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), s))));
+  return i;
+}
+
+void exp_shift_inplace(float* x, int64_t n, float shift, float scale) {
+  const int64_t done = cpu_avx512() ? exp_shift_512(x, n, shift, scale) : 0;
+  for (int64_t i = done; i < n; i++) x[i] = scale * std::exp(x[i] - shift);
 }
 
 int64_t argmax_row(const float* x, int64_t V) {

@@ -42,6 +42,8 @@ void attend_backward_row(const float* q, const float* k, const float* v, int64_t
                          float lse, const float* d_out, float* dq, float* dk, float* dv, float* scratch);
 // log Σ exp(x) over one row of V logits (max-shifted).
 float logsumexp_row(const float* x, int64_t V);
+// x(n) ← scale · exp(x − shift)
+void exp_shift_inplace(float* x, int64_t n, float shift, float scale);
 // Index of the largest logit (first one on ties).
 int64_t argmax_row(const float* x, int64_t V);
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../cpu/attention.h"
 #include "../cpu/ops.h"
 #include "model_impl.h"
 
@@ -18,7 +19,8 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   const bool gpt2 = c.arch == Arch::GPT2;
 
   // Norm backward: dx (=|+=) through the norm of x; weight gradients summed row by row in order.
-  std::vector<float> tmp(size_t(T * C));
+  std::vector<float>& tmp = ws.tmp;
+  tmp.resize(size_t(T * C));
   auto norm_backward = [&](const std::vector<float>& x, const std::vector<float>& nw, const std::vector<float>& mean,
                            const std::vector<float>& rstd, const float* dy, float* dx, bool accumulate,
                            std::vector<float>& gw, std::vector<float>& gb) {
@@ -47,7 +49,8 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     }
   };
 
-  std::vector<float> dx(size_t(T * C));  // gradient of the residual stream
+  std::vector<float>& dx = ws.dx;  // gradient of the residual stream
+  dx.resize(size_t(T * C));
   norm_backward(acts.x_final, w.norm_w, acts.mean_f, acts.rstd_f, dh.data(), dx.data(), false, w.g_norm_w, w.g_norm_b);
 
   std::vector<float> rope;
@@ -63,9 +66,16 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   }
   int64_t max_len = 0;
   for (const SeqRun& s : seqs) max_len = std::max(max_len, s.len);
-  std::vector<std::vector<float>> scratch(size_t(pool->size()), std::vector<float>(size_t(2 * max_len)));
+  std::vector<std::vector<float>>& scratch = ws.scores;
+  scratch.resize(size_t(pool->size()));
+  for (auto& sc : scratch) sc.resize(std::max(sc.size(), size_t(attention_scratch_size(max_len))));
 
-  std::vector<float> d_act(size_t(T * F)), d_ff(size_t(T * up_w)), d_h(size_t(T * C)), d_att(size_t(T * qd)), d_qkv(size_t(T * ld));
+  std::vector<float>&d_act = ws.d_act, &d_ff = ws.d_ff, &d_h = ws.d_h, &d_att = ws.d_att, &d_qkv = ws.d_qkv;
+  d_act.resize(size_t(T * F));
+  d_ff.resize(size_t(T * up_w));
+  d_h.resize(size_t(T * C));
+  d_att.resize(size_t(T * qd));
+  d_qkv.resize(size_t(T * ld));
   for (int64_t l = c.layers - 1; l >= 0; l--) {
     Layer& L = w.layers[size_t(l)];
     LayerActs& A = acts.layers[size_t(l)];
@@ -89,17 +99,12 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     pool->parallel_for(int64_t(seqs.size()) * K, [&](int64_t t, int thread) {
       const SeqRun& s = seqs[size_t(t / K)];
       const int64_t g = t % K;
-      const float* kb = &A.qkv[size_t(s.row0 * ld + qd + g * D)];
-      const float* vb = &A.qkv[size_t(s.row0 * ld + qd + kd + g * D)];
-      float* dkb = &d_qkv[size_t(s.row0 * ld + qd + g * D)];
-      float* dvb = &d_qkv[size_t(s.row0 * ld + qd + kd + g * D)];
+      const size_t base = size_t(s.row0 * ld);
       for (int64_t hh = g * rep; hh < (g + 1) * rep; hh++)
-        for (int64_t q = 0; q < s.len; q++) {
-          const int64_t r = s.row0 + q;
-          attend_backward_row(&A.qkv[size_t(r * ld + hh * D)], kb, vb, ld, q + 1, D, scale, A.lse[size_t(r * H + hh)],
-                              &d_att[size_t(r * qd + hh * D)], &d_qkv[size_t(r * ld + hh * D)], dkb, dvb,
-                              scratch[size_t(thread)].data());
-        }
+        attention_head_backward(&A.qkv[base + size_t(hh * D)], &A.qkv[base + size_t(qd + g * D)], &A.qkv[base + size_t(qd + kd + g * D)],
+                                ld, s.len, D, scale, &A.att[size_t(s.row0 * qd + hh * D)], qd, &d_att[size_t(s.row0 * qd + hh * D)], qd,
+                                &A.lse[size_t(s.row0 * H + hh)], H, &d_qkv[base + size_t(hh * D)], &d_qkv[base + size_t(qd + g * D)],
+                                &d_qkv[base + size_t(qd + kd + g * D)], scratch[size_t(thread)].data());
     });
     if (!gpt2)
       parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../cpu/attention.h"
 #include "../cpu/gemm.h"
 #include "../cpu/ops.h"
 #include "model_impl.h"
@@ -52,7 +53,8 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     }
 
   // Buffers: shared scratch for inference, one set per layer when training.
-  std::vector<float> x(size_t(T * C)), h, qkv, att, ff, act, lse, mean, rstd;
+  std::vector<float>&x = ws.x, &h = ws.h, &qkv = ws.qkv, &att = ws.att, &ff = ws.ff, &act = ws.act;
+  x.resize(size_t(T * C));
   auto sized = [](std::vector<float>& v, int64_t n) -> float* {
     v.resize(size_t(n));
     return v.data();
@@ -70,16 +72,22 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
   });
   const std::vector<float> rope = gpt2 ? std::vector<float>() : rope_table(c, pos);
 
-  // Attention work items: (sequence, head, block of 16 queries).
+  // Attention work items: a whole (sequence, head) through the blocked GEMM path when the sequence
+  // starts at position 0; (sequence, head, 16 queries) against the KV cache when decoding.
   struct Item { int32_t seq, head; int64_t q0, q1; };
   std::vector<Item> items;
-  int64_t max_ctx = 0;
+  int64_t max_ctx = 0, max_fresh = 0;
   for (size_t s = 0; s < seqs.size(); s++) {
     max_ctx = std::max(max_ctx, seqs[s].pos0 + seqs[s].len);
+    if (seqs[s].pos0 == 0) max_fresh = std::max(max_fresh, seqs[s].len);
+    const int64_t step = seqs[s].pos0 == 0 ? seqs[s].len : 16;
     for (int64_t hh = 0; hh < H; hh++)
-      for (int64_t q = 0; q < seqs[s].len; q += 16) items.push_back({int32_t(s), int32_t(hh), q, std::min(seqs[s].len, q + 16)});
+      for (int64_t q = 0; q < seqs[s].len; q += step) items.push_back({int32_t(s), int32_t(hh), q, std::min(seqs[s].len, q + step)});
   }
-  std::vector<std::vector<float>> scores(size_t(pool->size()), std::vector<float>(size_t(max_ctx)));
+  const int64_t scratch_n = std::max(max_ctx, attention_scratch_size(max_fresh));
+  std::vector<std::vector<float>>& scores = ws.scores;
+  scores.resize(size_t(pool->size()));
+  for (auto& sc : scores) sc.resize(size_t(scratch_n));
 
   const float eps = float(c.eps);
   // norm(x) into h, keeping per-row stats when training.
@@ -122,27 +130,23 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     });
     float scale = 1.f / std::sqrt(float(D));
     if (c.scale_attn_by_inverse_layer_idx) scale /= float(l + 1);
+    if (!lse_p) lse_p = sized(ws.lse, T * H);
     pool->parallel_for(int64_t(items.size()), [&](int64_t t, int thread) {
       const Item& it = items[size_t(t)];
       const SeqRun& s = seqs[size_t(it.seq)];
       const int64_t g = it.head / (H / K);  // GQA: consecutive query heads share a kv head
-      const float *kb, *vb;
-      int64_t kv_ld;
-      if (s.cache) {
-        kb = s.cache->k[size_t(l)].data() + g * D;
-        vb = s.cache->v[size_t(l)].data() + g * D;
-        kv_ld = kd;
-      } else {
-        kb = qkv_p + s.row0 * ld + qd + g * D;
-        vb = qkv_p + s.row0 * ld + qd + kd + g * D;
-        kv_ld = ld;
+      if (s.pos0 == 0) {
+        attention_head_forward(qkv_p + s.row0 * ld + it.head * D, qkv_p + s.row0 * ld + qd + g * D,
+                               qkv_p + s.row0 * ld + qd + kd + g * D, ld, s.len, D, scale, att_p + s.row0 * qd + it.head * D, qd,
+                               lse_p + s.row0 * H + it.head, H, scores[size_t(thread)].data());
+        return;
       }
+      const float* kb = s.cache->k[size_t(l)].data() + g * D;
+      const float* vb = s.cache->v[size_t(l)].data() + g * D;
       for (int64_t q = it.q0; q < it.q1; q++) {
         const int64_t r = s.row0 + q;
-        const int64_t n_keys = (s.cache ? s.pos0 : 0) + q + 1;
-        const float lz = attend_row(qkv_p + r * ld + it.head * D, kb, vb, kv_ld, n_keys, D, scale,
-                                    scores[size_t(thread)].data(), att_p + r * qd + it.head * D);
-        if (lse_p) lse_p[r * H + it.head] = lz;
+        lse_p[r * H + it.head] = attend_row(qkv_p + r * ld + it.head * D, kb, vb, kd, s.pos0 + q + 1, D, scale,
+                                            scores[size_t(thread)].data(), att_p + r * qd + it.head * D);
       }
     });
     L.o.apply(pool.get(), T, att_p, qd, x.data(), C, true, A ? &A->s_o : nullptr, lseed + 1);

@@ -119,8 +119,19 @@ struct AdamState {
   std::vector<float> m, v;
 };
 
+// Buffers reused from call to call (calls on one model are serialised), so a training step does
+// not page-fault its way through fresh allocations every time.
+struct Workspace {
+  std::vector<float> x, h, qkv, att, ff, act, lse;                         // forward scratch
+  std::vector<std::vector<float>> scores;                                  // per thread
+  std::vector<float> hidden, dh, hc, logits, dhc;                          // training head
+  std::vector<float> dx, tmp, d_act, d_ff, d_h, d_att, d_qkv;              // backward
+  Acts acts;
+};
+
 class ModelImpl {
  public:
+  Workspace ws;
   ModelInfo info;
   Weights w;
   std::unique_ptr<ThreadPool> pool;

@@ -244,16 +244,21 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
 
   std::vector<SeqRun> runs(size_t(b.n_seqs));
   for (int64_t s = 0; s < b.n_seqs; s++) runs[size_t(s)] = {b.offsets[s], int64_t(b.offsets[s + 1]) - b.offsets[s], 0, nullptr};
-  Acts acts;
-  std::vector<float> hidden(size_t(T * C));
+  Acts& acts = m.ws.acts;
+  std::vector<float>& hidden = m.ws.hidden;
+  hidden.resize(size_t(T * C));
   m.forward_hidden(b.tokens, T, runs, hidden.data(), &acts, seed);
 
   // Fused head + weighted CE, Tc rows at a time: logits(Tc, V) → NLL and w·(softmax − onehot) in
   // place → dh rows and the head gradient. Never more than Tc × V logits.
-  std::vector<float> dh(size_t(T * C), 0.f);
+  std::vector<float>& dh = m.ws.dh;
+  dh.assign(size_t(T * C), 0.f);
   float* g_head = !m.w.g_head.empty() ? m.w.g_head.data() : (c.tied && !m.w.g_tok_emb.empty() ? m.w.g_tok_emb.data() : nullptr);
   const int64_t Tc = 128;
-  std::vector<float> hc(size_t(Tc * C)), logits(size_t(Tc * V)), dhc(size_t(Tc * C));
+  std::vector<float>&hc = m.ws.hc, &logits = m.ws.logits, &dhc = m.ws.dhc;
+  hc.resize(size_t(Tc * C));
+  logits.resize(size_t(Tc * V));
+  dhc.resize(size_t(Tc * C));
   std::vector<double> nll(rows.size());
   for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(Tc)) {
     const int64_t n = std::min<int64_t>(Tc, int64_t(rows.size() - i0));
@@ -265,7 +270,7 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
         float* lg = &logits[size_t(i * V)];
         const float lse = logsumexp_row(lg, V);
         nll[i0 + size_t(i)] = double(lse) - double(lg[row.target]);
-        for (int64_t v = 0; v < V; v++) lg[v] = row.w * std::exp(lg[v] - lse);
+        exp_shift_inplace(lg, V, lse, row.w);
         lg[row.target] -= row.w;
       }
     });

@@ -1,0 +1,61 @@
+// Shared pieces of the benchmarks: bench models (cached in the temp folder), timing, the PyTorch
+// peer (../shared/peers/torch_kpig.py) run in the same benchmark run, and peak RSS of a child.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRandomModel } from '../dist/model/writer.js';
+
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const peersDir = resolve(repoRoot, '..', 'shared', 'peers');
+
+/** A random model of a preset, written once into the temp folder and reused. */
+export async function benchModel(preset, seed = 0) {
+  const dir = join(tmpdir(), 'kpig-bench-models', `${preset}-s${seed}`);
+  if (!existsSync(join(dir, 'config.json'))) await createRandomModel(dir, { preset, seed, overwrite: true });
+  return dir;
+}
+
+/** Median, min and max seconds of `reps` timed calls after `warmup` untimed ones. */
+export async function timed(fn, { warmup = 2, reps = 5 } = {}) {
+  for (let i = 0; i < warmup; i++) await fn();
+  const ts = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  ts.sort((a, b) => a - b);
+  return { median: ts[Math.floor(ts.length / 2)], min: ts[0], max: ts[ts.length - 1] };
+}
+
+/** Python with torch for the peer, or null. */
+export function torchPython() {
+  for (const py of ['/usr/bin/python3', 'python3'])
+    if (spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) return py;
+  return null;
+}
+
+/** Runs torch_kpig.py with its tuned defaults and returns its JSON result line. */
+export function torchPeer(args) {
+  const py = torchPython();
+  if (!py) throw new Error('PyTorch is not installed for /usr/bin/python3 (apt-get install -y python3-torch python3-numpy)');
+  const r = spawnSync(py, [join(peersDir, 'torch_kpig.py'), ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`torch_kpig.py ${args.join(' ')} failed:\n${r.stderr}`);
+  const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  return JSON.parse(line);
+}
+
+/** Deterministic pseudo-random integers in [0, n). */
+export function rng(seed) {
+  let x = seed >>> 0 || 1;
+  return (n) => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+// One full-fine-tuning step (forward + backward + AdamW) on B = 8 sequences of T = 256 tokens with
+// positive weights on the last 96 (the response), side by side with the tuned PyTorch peer
+// (torch_kpig.py --task train) in the same run. Prints tokens/s, the ratio to PyTorch and the
+// share of the machine's fp32 matmul floor.
+//   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5]
+import { parseArgs } from 'node:util';
+import { Model, nativeOf, packSequences } from '../dist/model/model.js';
+import { benchModel, rng, timed, torchPeer } from './common.mjs';
+
+const { values: opt } = parseArgs({
+  options: {
+    models: { type: 'string', default: 'gpt2-small,smol-135m-like' },
+    threads: { type: 'string', default: '2' },
+    reps: { type: 'string', default: '5' },
+    'no-peer': { type: 'boolean', default: false },
+  },
+});
+const threads = Number(opt.threads);
+const B = 8, T = 256, R = 96;
+const FP32_PEAK = 530e9; // ../shared/peers/RESULTS.md: AVX-512 fp32 FMA peak of this 2-core machine
+
+/** Matmul FLOPs of forward + backward (3× forward), head on the R response-predicting rows. */
+function trainFlops(info) {
+  const C = info.hiddenSize, F = info.intermediateSize, L = info.numLayers, V = info.vocabSize;
+  const qkv = C * (info.numHeads + 2 * info.numKvHeads) * info.headDim;
+  const mlp = info.arch === 'gpt2' ? 2 * C * F : 3 * C * F;
+  const perToken = L * (qkv + info.numHeads * info.headDim * C + mlp);
+  const attn = L * 2 * 2 * info.numHeads * info.headDim * T * T; // q·kᵀ and p·v over the full T × T
+  return 3 * (2 * B * T * perToken + B * attn + 2 * B * R * C * V);
+}
+
+for (const preset of opt.models.split(',')) {
+  const model = await Model.load(await benchModel(preset), { threads, tokenizer: false });
+  const nat = nativeOf(model);
+  nat.trainFull();
+  const next = rng(7);
+  const seqs = Array.from({ length: B }, () => Array.from({ length: T }, () => next(model.info.vocabSize)));
+  const { tokens, offsets } = packSequences(seqs);
+  const weights = new Float32Array(B * T);
+  let sum = 0;
+  for (let s = 0; s < B; s++)
+    for (let t = T - 1 - R; t < T - 1; t++) sum += weights[s * T + t] = 0.5 + next(1000) / 1000;
+  for (let i = 0; i < weights.length; i++) weights[i] /= sum;
+  const step = async () => {
+    await nat.trainAccumulate(tokens, offsets, weights, 0, false);
+    await nat.optimizerStep({ lr: 3e-4, weightDecay: 0.1 });
+  };
+  const ours = await timed(step, { warmup: 1, reps: Number(opt.reps) });
+  const flops = trainFlops(model.info);
+  const line = {
+    model: preset,
+    threads,
+    kpig_sec: +ours.median.toFixed(3),
+    kpig_tokens_per_s: Math.round((B * T) / ours.median),
+    kpig_floor_share: +(flops / FP32_PEAK / ours.median).toFixed(3),
+  };
+  model.dispose();
+  if (!opt['no-peer']) {
+    const torch = torchPeer(['--model', preset, '--task', 'train', '--threads', String(threads), '--reps', opt.reps]);
+    line.torch_sec = torch.sec_median;
+    line.torch_tokens_per_s = torch.tokens_per_s_median;
+    line.speedup_vs_torch = +(torch.sec_median / ours.median).toFixed(3);
+  }
+  console.log(JSON.stringify(line));
+}
