@@ -5,10 +5,10 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-import { KpigIOError } from '../errors/index.js';
+import { InputError, KpigIOError } from '../errors/index.js';
 
 /** What {@link writeFileAtomic} accepts: text (UTF-8), bytes, or a list of byte chunks written in order. */
 export type AtomicData = string | Uint8Array | readonly Uint8Array[];
@@ -85,4 +85,73 @@ export async function syncDir(dir: string): Promise<void> {
  */
 function tempSiblingPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/**
+ * Throws unless `dir` is absent, an empty folder, or any folder with `overwrite`.
+ *
+ * @example
+ * await checkDestination('out/model', false);
+ */
+export async function checkDestination(dir: string, overwrite: boolean): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new KpigIOError(`cannot inspect ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!isDir) throw new InputError(`${dir} exists and is not a folder`);
+  if (!overwrite && (await readdir(dir)).length > 0) {
+    throw new InputError(`${dir} exists and is not empty; pass overwrite: true to replace it`);
+  }
+}
+
+/**
+ * Renames the finished `temp` folder to `dir` (use {@link writeDirAtomic} to build one). A folder already at `dir` (empty, or any with
+ * `overwrite`) is first moved aside and deleted afterwards, so `dir` is only missing for the instant
+ * between two renames and never holds a mix of old and new files.
+ */
+export async function moveIntoPlace(temp: string, dir: string, overwrite: boolean): Promise<void> {
+  await checkDestination(dir, overwrite);
+  const aside = join(dirname(dir), `.${basename(dir)}.old-${process.pid}-${Date.now()}`);
+  let movedAside = false;
+  try {
+    await rename(dir, aside);
+    movedAside = true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new KpigIOError(`cannot replace ${dir}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  try {
+    await rename(temp, dir);
+  } catch (err) {
+    if (movedAside) await rename(aside, dir);
+    throw new KpigIOError(`cannot move the new folder into ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+  await syncDir(dirname(dir));
+  if (movedAside) await rm(aside, { recursive: true, force: true });
+}
+
+/**
+ * Builds a folder atomically: `fill` writes into a fresh sibling temp folder, which then replaces
+ * `dir` in one rename. A failure (or a kill) leaves `dir` as it was and no half-written folder.
+ *
+ * @example
+ * await writeDirAtomic('out/checkpoint-10', async (tmp) => { await writeFile(join(tmp, 'a.json'), '{}'); }, { overwrite: true });
+ */
+export async function writeDirAtomic(dir: string, fill: (temp: string) => Promise<void>, options: { overwrite?: boolean } = {}): Promise<void> {
+  const overwrite = options.overwrite ?? false;
+  await checkDestination(dir, overwrite);
+  await mkdir(dirname(dir), { recursive: true });
+  const temp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await mkdir(temp);
+  try {
+    await fill(temp);
+    await moveIntoPlace(temp, dir, overwrite);
+  } catch (err) {
+    await rm(temp, { recursive: true, force: true });
+    throw err;
+  }
 }

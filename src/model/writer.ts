@@ -15,11 +15,11 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 
-import { InputError, KpigIOError } from '../errors/index.js';
-import { syncDir, writeJsonAtomic } from '../io/atomic.js';
+import { InputError } from '../errors/index.js';
+import { checkDestination, moveIntoPlace, writeJsonAtomic } from '../io/atomic.js';
 import { type ConfigOverrides, type ModelConfig, parameterShapes, resolveConfig } from './config.js';
 import {
   f32ToBf16,
@@ -192,47 +192,6 @@ async function writeWeights(
 }
 
 /** Fails early, before any work, when `dir` may not be written. */
-async function checkDestination(dir: string, overwrite: boolean): Promise<void> {
-  let isDir: boolean;
-  try {
-    isDir = (await stat(dir)).isDirectory();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new KpigIOError(`cannot inspect ${dir}: ${(err as Error).message}`, { cause: err });
-  }
-  if (!isDir) throw new InputError(`${dir} exists and is not a folder`);
-  if (!overwrite && (await readdir(dir)).length > 0) {
-    throw new InputError(`${dir} exists and is not empty; pass overwrite: true to replace it`);
-  }
-}
-
-/**
- * Renames the finished `temp` folder to `dir`. A folder already at `dir` (empty, or any with
- * `overwrite`) is first moved aside and deleted afterwards, so `dir` is only missing for the instant
- * between two renames and never holds a mix of old and new files.
- */
-async function moveIntoPlace(temp: string, dir: string, overwrite: boolean): Promise<void> {
-  await checkDestination(dir, overwrite);
-  const aside = join(dirname(dir), `.${basename(dir)}.old-${process.pid}-${Date.now()}`);
-  let movedAside = false;
-  try {
-    await rename(dir, aside);
-    movedAside = true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new KpigIOError(`cannot replace ${dir}: ${(err as Error).message}`, { cause: err });
-    }
-  }
-  try {
-    await rename(temp, dir);
-  } catch (err) {
-    if (movedAside) await rename(aside, dir);
-    throw new KpigIOError(`cannot move the new model into ${dir}: ${(err as Error).message}`, { cause: err });
-  }
-  await syncDir(dirname(dir));
-  if (movedAside) await rm(aside, { recursive: true, force: true });
-}
-
 /**
  * xoshiro128** for uniform bits, and Marsaglia & Tsang's ziggurat (128 layers) for normals: ~99% of
  * draws cost one 32-bit number and one table compare, which is what makes gpt2-small quick to write.

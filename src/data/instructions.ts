@@ -1,0 +1,136 @@
+/**
+ * Instruction data for supervised fine-tuning: rows of (instruction, input, output) read from JSONL
+ * or Arrow IPC, with a field mapping, and the SuperNI-style prompt that turns a row into tokens with
+ * the loss on the response only.
+ */
+import { readFile } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { tableFromIPC } from 'apache-arrow';
+import { InputError, KpigIOError } from '../errors/index.js';
+import type { Tokenizer } from '../tokenizer/index.js';
+
+export interface InstructionExample {
+  instruction: string;
+  input: string;
+  output: string;
+}
+
+/** Which source field holds each part (defaults: instruction, input, output). */
+export interface FieldMap {
+  instruction?: string;
+  input?: string;
+  output?: string;
+}
+
+function fieldsOf(map: FieldMap = {}) {
+  return { instruction: map.instruction ?? 'instruction', input: map.input ?? 'input', output: map.output ?? 'output' };
+}
+
+function text(value: unknown, where: string, field: string, required: boolean): string {
+  if (value === undefined || value === null) {
+    if (required) throw new InputError(`${where}: field '${field}' is missing`);
+    return '';
+  }
+  if (Array.isArray(value) && value.length > 0 && typeof value[0] === 'string') return value[0]; // SuperNI-style output lists
+  if (typeof value !== 'string') throw new InputError(`${where}: field '${field}' must be a string, got ${typeof value}`);
+  return value;
+}
+
+/**
+ * Reads instruction rows from a `.jsonl` file (one JSON object per line) or an Arrow IPC file
+ * (`.arrow` / `.feather` / `.ipc`). `output` may be a string or a list (its first entry is used).
+ * `input` may be absent.
+ *
+ * @example
+ * const rows = await readInstructions('data/train.jsonl', { instruction: 'prompt', output: 'completion' });
+ */
+export async function readInstructions(path: string, map?: FieldMap): Promise<InstructionExample[]> {
+  const f = fieldsOf(map);
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (err) {
+    throw new KpigIOError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  const ext = extname(path).toLowerCase();
+  const rows: InstructionExample[] = [];
+  if (ext === '.arrow' || ext === '.feather' || ext === '.ipc') {
+    let table;
+    try {
+      table = tableFromIPC(bytes);
+    } catch (err) {
+      throw new InputError(`${path}: not a readable Arrow IPC file: ${(err as Error).message}`);
+    }
+    const names = table.schema.fields.map((x) => x.name);
+    const missing = [f.instruction, f.output].filter((n) => !names.includes(n));
+    if (missing.length) throw new InputError(`${path}: missing column(s) ${missing.join(', ')} (columns: ${names.join(', ')})`);
+    const ins = table.getChild(f.instruction)!, inp = names.includes(f.input) ? table.getChild(f.input) : null, out = table.getChild(f.output)!;
+    for (let i = 0; i < table.numRows; i++) {
+      const where = `${path} row ${i}`;
+      const o = out.get(i);
+      rows.push({
+        instruction: text(ins.get(i), where, f.instruction, true),
+        input: text(inp?.get(i), where, f.input, false),
+        output: text(o && typeof o === 'object' && 'toArray' in o ? Array.from(o.toArray() as string[]) : o, where, f.output, true),
+      });
+    }
+  } else if (ext === '.jsonl' || ext === '.json' || ext === '.ndjson') {
+    const lines = bytes.toString('utf8').split('\n');
+    lines.forEach((line, i) => {
+      if (!line.trim()) return;
+      const where = `${path}:${i + 1}`;
+      let obj: Record<string, unknown>;
+      try {
+        obj = JSON.parse(line);
+      } catch (err) {
+        throw new InputError(`${where}: not valid JSON: ${(err as Error).message}`);
+      }
+      if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new InputError(`${where}: each line must be a JSON object`);
+      rows.push({
+        instruction: text(obj[f.instruction], where, f.instruction, true),
+        input: text(obj[f.input], where, f.input, false),
+        output: text(obj[f.output], where, f.output, true),
+      });
+    });
+  } else {
+    throw new InputError(`${path}: unknown data format '${ext}' (use .jsonl or .arrow)`);
+  }
+  if (rows.length === 0) throw new InputError(`${path}: no rows`);
+  return rows;
+}
+
+/**
+ * The SuperNI-style prompt ("Definition: … Input: … Output:") of a row, without its response.
+ *
+ * @example
+ * renderPrompt({ instruction: 'Answer yes or no.', input: 'Is ice cold?', output: 'yes' });
+ */
+export function renderPrompt(ex: InstructionExample): string {
+  return `Definition: ${ex.instruction}\n\n${ex.input ? `Input: ${ex.input}\n` : ''}Output: `;
+}
+
+/** A tokenised training sequence and the weight of each position (1 where it predicts a response token). */
+export interface TrainingSequence {
+  tokens: number[];
+  weights: number[];
+}
+
+/**
+ * Tokenises a row as prompt + response + EOS with weight 1 on every position that predicts a
+ * response token (or the EOS), 0 on the prompt: the loss covers the response only.
+ * Returns null when the sequence would exceed `maxLength` tokens.
+ *
+ * @example
+ * const seq = tokenizeExample(tokenizer, row, 512);
+ */
+export function tokenizeExample(tok: Tokenizer, ex: InstructionExample, maxLength: number): TrainingSequence | null {
+  const prompt = tok.encode(renderPrompt(ex), { addSpecialTokens: true });
+  const response = tok.encode(ex.output);
+  if (tok.eosIds.length) response.push(tok.eosIds[0]);
+  if (response.length === 0) return null;
+  const tokens = [...prompt, ...response];
+  if (tokens.length > maxLength) return null;
+  const weights = new Array<number>(tokens.length).fill(0);
+  for (let t = prompt.length - 1; t < tokens.length - 1; t++) weights[t] = 1;
+  return { tokens, weights };
+}

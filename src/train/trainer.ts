@@ -1,0 +1,281 @@
+/**
+ * The training loop: micro-batches of weighted sequences, gradient accumulation, AdamW with a
+ * warm-up + decay schedule and global-norm clipping, progress events, cancellation, periodic
+ * atomic checkpoints, and bit-identical resume (data order, dropout and optimizer state are all
+ * functions of the seed and the step).
+ */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { CancelledError, InputError } from '../errors/index.js';
+import { type Model, nativeOf, packSequences } from '../model/model.js';
+import type { TrainingSequence } from '../data/instructions.js';
+import { addLora, loadCheckpoint, loraSettings, saveCheckpoint, type LoraSettings, type TrainerState } from './checkpoint.js';
+import { learningRate, type ScheduleKind } from './schedule.js';
+
+export interface TrainerOptions {
+  /** 'full' trains every weight; 'lora' adds adapters and trains only them (default 'lora'). */
+  mode?: 'full' | 'lora';
+  lora?: Partial<LoraSettings>;
+  lr?: number;
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Clip the global gradient norm to this (0: off; default 1). */
+  maxGradNorm?: number;
+  schedule?: ScheduleKind;
+  warmupSteps?: number;
+  epochs?: number;
+  /** Stop after this many optimizer steps (default: epochs × steps per epoch). */
+  maxSteps?: number;
+  /** Sequences per micro-batch (default 8). */
+  batchSize?: number;
+  /** Micro-batches per optimizer step (default 1). */
+  gradAccum?: number;
+  seed?: number;
+  /** Where checkpoints go; none are written without it. */
+  outDir?: string;
+  /** Write a checkpoint every this many steps (and at the end) when outDir is set. */
+  checkpointEvery?: number;
+}
+
+export interface TrainProgress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** The step was skipped: NaN/Inf appeared in the loss or gradients; weights untouched. */
+  skipped: boolean;
+  /** Weighted tokens in the step (0: nothing to learn from). */
+  weightedTokens: number;
+  tokensPerSecond: number;
+  elapsedSeconds: number;
+  etaSeconds: number;
+}
+
+export interface TrainSummary {
+  steps: number;
+  losses: number[];
+  skippedSteps: number[];
+  checkpoints: string[];
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The order of the examples in one epoch: a seeded Fisher–Yates shuffle. */
+function epochOrder(n: number, seed: number, epoch: number): number[] {
+  const rnd = mulberry32(seed * 1000003 + epoch * 7919 + 1);
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+/** Latest `checkpoint-<step>` folder in `outDir`, or null. */
+export function latestCheckpoint(outDir: string): string | null {
+  let best = -1;
+  try {
+    for (const name of readdirSync(outDir)) {
+      const m = /^checkpoint-(\d+)$/.exec(name);
+      if (m && Number(m[1]) > best) best = Number(m[1]);
+    }
+  } catch {
+    return null;
+  }
+  return best < 0 ? null : join(outDir, `checkpoint-${best}`);
+}
+
+export class Trainer {
+  readonly model: Model;
+  readonly options: Required<Omit<TrainerOptions, 'lora' | 'outDir' | 'maxSteps'>> & Pick<TrainerOptions, 'outDir' | 'maxSteps'>;
+  readonly lora?: LoraSettings;
+  #step = 0;
+  #losses: number[] = [];
+
+  /**
+   * Prepares the model for training: full fine-tuning, or LoRA adapters added with `options.lora`.
+   *
+   * @example
+   * const trainer = new Trainer(model, { mode: 'lora', lora: { rank: 8 }, lr: 2e-4, epochs: 3, outDir: 'out' });
+   * const summary = await trainer.train(sequences, { onProgress: (p) => console.log(p.step, p.loss) });
+   */
+  constructor(model: Model, options: TrainerOptions = {}) {
+    this.model = model;
+    const mode = options.mode ?? 'lora';
+    this.options = {
+      mode,
+      lr: options.lr ?? (mode === 'lora' ? 2e-4 : 5e-5),
+      weightDecay: options.weightDecay ?? 0,
+      beta1: options.beta1 ?? 0.9,
+      beta2: options.beta2 ?? 0.999,
+      eps: options.eps ?? 1e-8,
+      maxGradNorm: options.maxGradNorm ?? 1,
+      schedule: options.schedule ?? 'cosine',
+      warmupSteps: options.warmupSteps ?? 0,
+      epochs: options.epochs ?? 1,
+      batchSize: options.batchSize ?? 8,
+      gradAccum: options.gradAccum ?? 1,
+      seed: options.seed ?? 0,
+      checkpointEvery: options.checkpointEvery ?? 0,
+      outDir: options.outDir,
+      maxSteps: options.maxSteps,
+    };
+    const o = this.options;
+    for (const [k, v] of Object.entries({ batchSize: o.batchSize, gradAccum: o.gradAccum, epochs: o.epochs }))
+      if (!Number.isInteger(v) || v < 1) throw new InputError(`${k} must be an integer ≥ 1, got ${v}`);
+    if (!(o.lr > 0)) throw new InputError(`lr must be > 0, got ${o.lr}`);
+    if (o.maxSteps !== undefined && (!Number.isInteger(o.maxSteps) || o.maxSteps < 1)) throw new InputError(`maxSteps must be an integer ≥ 1`);
+    if (mode === 'full') {
+      nativeOf(model).trainFull();
+    } else {
+      this.lora = loraSettings(model);
+      if (!this.lora) {
+        const arch = model.info.arch;
+        this.lora = {
+          rank: options.lora?.rank ?? 8,
+          alpha: options.lora?.alpha ?? 16,
+          dropout: options.lora?.dropout ?? 0,
+          targets: options.lora?.targets ?? (arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']),
+        };
+        addLora(model, this.lora, o.seed);
+      }
+    }
+  }
+
+  /** Optimizer steps taken so far (continues from a resumed checkpoint). */
+  get step(): number {
+    return this.#step;
+  }
+
+  /**
+   * Restores weights, AdamW state and the step from a checkpoint of a run with the same settings.
+   *
+   * @example
+   * await trainer.resume(latestCheckpoint('out')!);
+   */
+  async resume(dir: string): Promise<void> {
+    const state = await loadCheckpoint(this.model, dir);
+    if (state.mode !== this.options.mode) throw new InputError(`${dir} is a ${state.mode} checkpoint, this trainer does ${this.options.mode} training`);
+    if (state.seed !== this.options.seed) throw new InputError(`${dir} was trained with seed ${state.seed}, this trainer has seed ${this.options.seed}`);
+    this.#step = state.step;
+    this.#losses = state.losses;
+  }
+
+  /**
+   * Trains on weighted sequences (weights[t] weighs the prediction of tokens[t+1]; the loss of a
+   * step is Σ w·NLL / Σ |w| over its micro-batches). Resolves with the summary; rejects with
+   * CancelledError when `signal` aborts (the last checkpoint stays valid).
+   */
+  async train(
+    data: TrainingSequence[],
+    hooks: { onProgress?: (p: TrainProgress) => void; signal?: AbortSignal } = {},
+  ): Promise<TrainSummary> {
+    const o = this.options;
+    if (data.length === 0) throw new InputError('no training sequences (the data is empty, or every row was too long)');
+    const perStep = o.batchSize * o.gradAccum;
+    const stepsPerEpoch = Math.ceil(data.length / perStep);
+    const totalSteps = Math.min(o.maxSteps ?? Infinity, stepsPerEpoch * o.epochs);
+    const nat = nativeOf(this.model);
+    const checkpoints: string[] = [];
+    const skippedSteps: number[] = [];
+    const t0 = Date.now();
+    let tokensSeen = 0;
+    const startStep = this.#step;
+    let order: number[] = [];
+    let orderEpoch = -1;
+    for (let step = this.#step; step < totalSteps; step++) {
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (epoch !== orderEpoch) {
+        order = epochOrder(data.length, o.seed, epoch);
+        orderEpoch = epoch;
+      }
+      const within = step % stepsPerEpoch;
+      const picked = order.slice(within * perStep, (within + 1) * perStep).map((i) => data[i]);
+      let norm = 0;
+      let weightedTokens = 0;
+      for (const ex of picked)
+        for (const w of ex.weights) {
+          norm += Math.abs(w);
+          if (w !== 0) weightedTokens++;
+        }
+      let loss = 0;
+      for (let micro = 0; micro < o.gradAccum; micro++) {
+        if (hooks.signal?.aborted) throw new CancelledError(`training was cancelled at step ${step}`);
+        const seqs = picked.slice(micro * o.batchSize, (micro + 1) * o.batchSize);
+        if (seqs.length === 0 || norm === 0) continue;
+        const packed = packSequences(seqs.map((s) => s.tokens));
+        const weights = new Float32Array(packed.tokens.length);
+        let at = 0;
+        for (const s of seqs) {
+          if (s.weights.length !== s.tokens.length) throw new InputError(`a training sequence has ${s.tokens.length} tokens but ${s.weights.length} weights`);
+          for (const w of s.weights) weights[at++] = w / norm;
+        }
+        const r = await nat.trainAccumulate(packed.tokens, packed.offsets, weights, o.seed * 1000003 + step * 131 + micro, false);
+        loss += r.loss;
+        tokensSeen += packed.tokens.length;
+      }
+      const lr = learningRate(step, { lr: o.lr, totalSteps, warmupSteps: o.warmupSteps, schedule: o.schedule });
+      let gradNorm = 0;
+      let skipped = false;
+      if (norm === 0) {
+        skipped = true;
+        nat.zeroGrad();
+      } else {
+        const r = await nat.optimizerStep({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm });
+        gradNorm = r.gradNorm;
+        skipped = r.skipped || !Number.isFinite(loss);
+      }
+      if (skipped) skippedSteps.push(step);
+      this.#losses.push(loss);
+      this.#step = step + 1;
+      const elapsed = (Date.now() - t0) / 1000;
+      const done = this.#step - startStep;
+      hooks.onProgress?.({
+        step: this.#step,
+        totalSteps,
+        epoch,
+        loss,
+        lr,
+        gradNorm,
+        skipped,
+        weightedTokens,
+        tokensPerSecond: elapsed > 0 ? tokensSeen / elapsed : 0,
+        elapsedSeconds: elapsed,
+        etaSeconds: done > 0 ? (elapsed / done) * (totalSteps - this.#step) : 0,
+      });
+      const last = this.#step === totalSteps;
+      if (o.outDir && ((o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) || last)) {
+        const dir = join(o.outDir, `checkpoint-${this.#step}`);
+        await saveCheckpoint(this.model, dir, this.#state(totalSteps, data.length));
+        checkpoints.push(dir);
+      }
+    }
+    return { steps: this.#step, losses: [...this.#losses], skippedSteps, checkpoints };
+  }
+
+  #state(totalSteps: number, dataSize: number): TrainerState {
+    return {
+      version: 1,
+      step: this.#step,
+      totalSteps,
+      seed: this.options.seed,
+      mode: this.options.mode,
+      lora: this.lora,
+      dataSize,
+      losses: [...this.#losses],
+    };
+  }
+}
