@@ -1,7 +1,7 @@
 // The `kpig` command line, run as a user would: create a model, inspect it, generate from it,
 // and get one clear line and a non-zero status on bad input.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -60,5 +60,32 @@ describe('kpig CLI', () => {
     const n = kpig('generate', model, '-p', 'x', '-n', '-1');
     expect(n.status).not.toBe(0);
     expect(n.stderr).toContain('--max-new-tokens must be an integer');
+  });
+
+  it('train: LoRA with JSON progress, checkpoints, resume and a final PEFT adapter', () => {
+    const data = join(root, 'rows.jsonl');
+    const rows = [['cat', 'mammal'], ['owl', 'bird'], ['trout', 'fish']].map(([input, output]) => ({ instruction: 'Name the class.', input, output }));
+    writeFileSync(data, rows.map((r) => JSON.stringify(r)).join('\n'));
+    const out = join(root, 'run');
+    const r = kpig('train', model, '--data', data, '--out', out, '--epochs', '4', '--batch-size', '3', '--checkpoint-every', '2', '--json', '--lora-targets', 'q_proj,v_proj', '--max-steps', '2');
+    expect(r.stderr).toContain('adapter saved');
+    expect(r.status).toBe(0);
+    const steps = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(steps.map((p) => p.step)).toEqual([1, 2]);
+    expect(steps.every((p) => Number.isFinite(p.loss) && p.totalSteps === 2)).toBe(true);
+    expect(existsSync(join(out, 'checkpoint-2', 'optimizer.safetensors'))).toBe(true);
+    expect(existsSync(join(out, 'final-adapter', 'adapter_model.safetensors'))).toBe(true);
+    const again = kpig('train', model, '--data', data, '--out', out, '--epochs', '4', '--batch-size', '3', '--json', '--lora-targets', 'q_proj,v_proj', '--resume');
+    expect(again.status).toBe(0);
+    expect(again.stderr).toContain(`resumed from ${join(out, 'checkpoint-2')} (step 2)`);
+    expect(again.stdout.trim().split('\n').map((l) => JSON.parse(l).step)).toEqual([3, 4]);
+  });
+
+  it('train: bad data names the file and line', () => {
+    const data = join(root, 'bad.jsonl');
+    writeFileSync(data, '{"instruction": "x", "output": "y"}\n{"instruction": "x"}\n');
+    const r = kpig('train', model, '--data', data, '--out', join(root, 'bad-run'));
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toBe(`kpig: ${data}:2: field 'output' is missing`);
   });
 });

@@ -174,6 +174,133 @@ program
     console.log(`wrote ${made.dir}: ${opts.preset}, ${count(made.parameters)} parameters, ${opts.dtype}, ${made.files.join(', ')}, kpig-tokenizer.json`);
   });
 
+function duration(sec: number): string {
+  if (!Number.isFinite(sec)) return '?';
+  const m = Math.floor(sec / 60), s = Math.round(sec % 60);
+  return m > 0 ? `${m}m${String(s).padStart(2, '0')}s` : `${s}s`;
+}
+
+program
+  .command('train')
+  .description('supervised fine-tuning on instruction data (loss on the response tokens only), full or LoRA, with checkpoints and resume')
+  .argument('<model-dir>', 'Hugging Face model folder to start from')
+  .requiredOption('--data <file>', 'training rows: .jsonl or .arrow with instruction/input/output fields')
+  .requiredOption('--out <dir>', 'output folder: checkpoint-<step>/ and final/ (or final-adapter/)')
+  .option('--full', 'train every weight (default: LoRA adapters only)')
+  .option('--lora-rank <n>', 'LoRA rank', int('--lora-rank', 1), 8)
+  .option('--lora-alpha <x>', 'LoRA alpha', Number, 16)
+  .option('--lora-dropout <p>', 'LoRA dropout', Number, 0)
+  .option('--lora-targets <names>', 'comma-separated module names, or all-linear (default: q_proj,v_proj; c_attn for GPT-2)')
+  .option('--merge', 'with LoRA: also write final/ with the adapters merged into the weights')
+  .option('--lr <x>', 'peak learning rate (default 2e-4 LoRA, 5e-5 full)', Number)
+  .option('--schedule <kind>', 'cosine, linear or constant', 'cosine')
+  .option('--warmup <steps>', 'linear warm-up steps', int('--warmup', 0), 0)
+  .option('--weight-decay <x>', 'AdamW weight decay (≥ 2-D base weights)', Number, 0)
+  .option('--max-grad-norm <x>', 'clip the global gradient norm (0: off)', Number, 1)
+  .option('--epochs <n>', 'passes over the data', int('--epochs', 1), 1)
+  .option('--max-steps <n>', 'stop after this many optimizer steps', int('--max-steps', 1))
+  .option('--batch-size <n>', 'sequences per micro-batch', int('--batch-size', 1), 8)
+  .option('--grad-accum <n>', 'micro-batches per optimizer step', int('--grad-accum', 1), 1)
+  .option('--max-length <n>', 'drop rows longer than this many tokens (default: the model context)', int('--max-length', 2))
+  .option('--checkpoint-every <n>', 'steps between checkpoints (0: only at the end)', int('--checkpoint-every', 0), 0)
+  .option('--resume', 'continue from the latest checkpoint in --out')
+  .option('--seed <n>', 'seed of data order and LoRA init', int('--seed', 0), 0)
+  .option('--instruction-field <name>', 'field holding the instruction', 'instruction')
+  .option('--input-field <name>', 'field holding the input', 'input')
+  .option('--output-field <name>', 'field holding the response', 'output')
+  .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+  .option('--json', 'one JSON line per step on stdout instead of a progress bar')
+  .action(async (dir: string, o: Record<string, unknown>) => {
+    const { readInstructions, tokenizeExample } = await import('../data/instructions.js');
+    const { Trainer, latestCheckpoint } = await import('../train/trainer.js');
+    const { mergeLora, saveAdapter, saveModel } = await import('../train/checkpoint.js');
+    if (!['cosine', 'linear', 'constant'].includes(o.schedule as string)) throw new InvalidArgumentError('--schedule must be cosine, linear or constant');
+    const model = await Model.load(dir, { threads: o.threads as number | undefined });
+    const rows = await readInstructions(o.data as string, {
+      instruction: o.instructionField as string,
+      input: o.inputField as string,
+      output: o.outputField as string,
+    });
+    const maxLength = (o.maxLength as number | undefined) ?? model.info.maxPositions;
+    const seqs = rows.map((r) => tokenizeExample(model.tokenizer!, r, maxLength)).filter((x) => x !== null);
+    if (seqs.length < rows.length) console.error(`kpig: ${rows.length - seqs.length} of ${rows.length} rows are longer than ${maxLength} tokens and were left out`);
+    const out = o.out as string;
+    const trainer = new Trainer(model, {
+      mode: o.full ? 'full' : 'lora',
+      lora: {
+        rank: o.loraRank as number,
+        alpha: o.loraAlpha as number,
+        dropout: o.loraDropout as number,
+        targets: o.loraTargets ? (o.loraTargets as string).split(',').map((t) => t.trim()) : undefined,
+      },
+      lr: o.lr as number | undefined,
+      schedule: o.schedule as 'cosine',
+      warmupSteps: o.warmup as number,
+      weightDecay: o.weightDecay as number,
+      maxGradNorm: o.maxGradNorm as number,
+      epochs: o.epochs as number,
+      maxSteps: o.maxSteps as number | undefined,
+      batchSize: o.batchSize as number,
+      gradAccum: o.gradAccum as number,
+      seed: o.seed as number,
+      outDir: out,
+      checkpointEvery: o.checkpointEvery as number,
+    });
+    if (o.resume) {
+      const ckpt = latestCheckpoint(out);
+      if (!ckpt) throw new KpigIOError(`--resume: no checkpoint-<step> folder in ${out}`);
+      await trainer.resume(ckpt);
+      console.error(`kpig: resumed from ${ckpt} (step ${trainer.step})`);
+    }
+    const controller = new AbortController();
+    process.once('SIGINT', () => controller.abort());
+    const tty = process.stderr.isTTY && !o.json;
+    let lastPrint = 0;
+    try {
+      const summary = await trainer.train(seqs, {
+        signal: controller.signal,
+        onProgress: (p) => {
+          if (o.json) {
+            console.log(JSON.stringify(p));
+            return;
+          }
+          const width = 24, filled = Math.round((width * p.step) / p.totalSteps);
+          const line =
+            `step ${p.step}/${p.totalSteps} [${'='.repeat(filled)}${' '.repeat(width - filled)}] loss ${p.loss.toFixed(4)}` +
+            ` lr ${p.lr.toExponential(2)} ${Math.round(p.tokensPerSecond)} tok/s ETA ${duration(p.etaSeconds)}${p.skipped ? ' (step skipped: non-finite gradients or no weighted tokens)' : ''}`;
+          if (tty) process.stderr.write(`\r${line}\x1b[K`);
+          else if (p.step === p.totalSteps || Date.now() - lastPrint > 5000 || p.skipped) {
+            console.error(line);
+            lastPrint = Date.now();
+          }
+        },
+      });
+      if (tty) process.stderr.write('\n');
+      if (o.full) {
+        await saveModel(model, join(out, 'final'), { overwrite: true });
+        console.error(`kpig: ${summary.steps} steps; model saved to ${join(out, 'final')}`);
+      } else {
+        await saveAdapter(model, join(out, 'final-adapter'), { overwrite: true });
+        let where = join(out, 'final-adapter');
+        if (o.merge) {
+          mergeLora(model);
+          await saveModel(model, join(out, 'final'), { overwrite: true });
+          where += ` and merged into ${join(out, 'final')}`;
+        }
+        console.error(`kpig: ${summary.steps} steps; adapter saved to ${where}`);
+      }
+      if (summary.skippedSteps.length) console.error(`kpig: ${summary.skippedSteps.length} step(s) were skipped: ${summary.skippedSteps.slice(0, 10).join(', ')}`);
+    } catch (err) {
+      if (err instanceof KpigError && err.code === 'E_CANCELLED') {
+        if (tty) process.stderr.write('\n');
+        console.error(`kpig: interrupted at step ${trainer.step}; run again with --resume to continue from the last checkpoint`);
+        process.exit(130);
+      }
+      throw err;
+    }
+    model.dispose();
+  });
+
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidArgumentError) {
     console.error(`kpig: ${err.message}`);

@@ -23,7 +23,7 @@ export function learningRate(step: number, o: ScheduleOptions): number {
   if (step < warm) return (o.lr * (step + 1)) / warm;
   const kind = o.schedule ?? 'cosine';
   if (kind === 'constant') return o.lr;
-  const span = Math.max(1, o.totalSteps - warm - 1);
+  const span = Math.max(1, o.totalSteps - warm);
   const progress = Math.min(1, (step - warm) / span);
   const floor = o.lr * (o.minLrRatio ?? 0);
   const shape = kind === 'cosine' ? 0.5 * (1 + Math.cos(Math.PI * progress)) : 1 - progress;
