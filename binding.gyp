@@ -9,6 +9,7 @@
         "native/src/core/safetensors.cpp",
         "native/src/core/threadpool.cpp",
         "native/src/cpu/attention.cpp",
+        "native/src/cpu/fused_ce.cpp",
         "native/src/cpu/gemm.cpp",
         "native/src/cpu/ops.cpp",
         "native/src/model/config.cpp",

@@ -3,6 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { mkdtempSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRandomModel } from '../dist/model/writer.js';
@@ -58,4 +59,18 @@ export function rng(seed) {
     x >>>= 0;
     return x % n;
   };
+}
+
+/**
+ * The machine's fp32 FMA peak (GFLOP/s) with `threads` threads, measured now with the peers'
+ * fma_peak.c (register-resident AVX-512 FMA chains), or null when it cannot be built here.
+ */
+export function fmaPeak(threads) {
+  const src = join(peersDir, 'fma_peak.c');
+  if (!existsSync(src)) return null;
+  const exe = join(mkdtempSync(join(tmpdir(), 'kpig-fma-')), 'fma_peak');
+  if (spawnSync('gcc', ['-O2', '-march=native', '-fopenmp', src, '-o', exe]).status !== 0) return null;
+  const r = spawnSync(exe, [], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+  const vals = [...r.stdout.matchAll(/AVX-512 FP32 FMA\s*:\s*([\d.]+)/g)].map((m) => Number(m[1]));
+  return vals.length ? Math.max(...vals) : null;
 }

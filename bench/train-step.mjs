@@ -6,7 +6,7 @@
 //   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5]
 import { parseArgs } from 'node:util';
 import { Model, nativeOf, packSequences } from '../dist/model/model.js';
-import { benchModel, rng, timed, torchPeer } from './common.mjs';
+import { benchModel, fmaPeak, rng, timed, torchPeer } from './common.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -18,7 +18,9 @@ const { values: opt } = parseArgs({
 });
 const threads = Number(opt.threads);
 const B = 8, T = 256, R = 96;
-const FP32_PEAK = 530e9; // ../shared/peers/RESULTS.md: AVX-512 fp32 FMA peak of this 2-core machine
+// The matmul floor: matmul FLOPs at the fp32 FMA peak measured in this run (this machine, these threads).
+const peakGflops = fmaPeak(threads);
+console.log(JSON.stringify({ fp32_fma_peak_gflops: peakGflops, threads }));
 
 /** Matmul FLOPs of forward + backward (3× forward), head on the R response-predicting rows. */
 function trainFlops(info) {
@@ -53,13 +55,17 @@ for (const preset of opt.models.split(',')) {
     threads,
     kpig_sec: +ours.median.toFixed(3),
     kpig_tokens_per_s: Math.round((B * T) / ours.median),
-    kpig_floor_share: +(flops / FP32_PEAK / ours.median).toFixed(3),
+    matmul_gflop: +(flops / 1e9).toFixed(1),
+    kpig_gflops: +(flops / 1e9 / ours.median).toFixed(1),
+    kpig_floor_share: peakGflops ? +(flops / (peakGflops * 1e9) / ours.median).toFixed(3) : null,
   };
   model.dispose();
   if (!opt['no-peer']) {
     const torch = torchPeer(['--model', preset, '--task', 'train', '--threads', String(threads), '--reps', opt.reps]);
     line.torch_sec = torch.sec_median;
     line.torch_tokens_per_s = torch.tokens_per_s_median;
+    line.torch_floor_share = peakGflops ? +(flops / (peakGflops * 1e9) / torch.sec_median).toFixed(3) : null;
+    line.torch_peak_rss_mb = torch.peak_rss_MB;
     line.speedup_vs_torch = +(torch.sec_median / ours.median).toFixed(3);
   }
   console.log(JSON.stringify(line));

@@ -124,7 +124,7 @@ struct AdamState {
 struct Workspace {
   std::vector<float> x, h, qkv, att, ff, act, lse;                         // forward scratch
   std::vector<std::vector<float>> scores;                                  // per thread
-  std::vector<float> hidden, dh, hc, logits, dhc;                          // training head
+  std::vector<float> hidden, dh;                                           // training head
   std::vector<float> dx, tmp, d_act, d_ff, d_h, d_att, d_qkv;              // backward
   Acts acts;
 };

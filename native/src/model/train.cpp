@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../cpu/fused_ce.h"
 #include "../cpu/gemm.h"
 #include "../cpu/ops.h"
 #include "model_impl.h"
@@ -226,8 +227,7 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
   for (const TensorRef& t : m.registry) any_trainable = any_trainable || t.grad;
   if (!any_trainable) fail(ErrorCode::Input, "nothing to train: call train_full() or add LoRA adapters first");
   const int64_t T = b.n_tokens, C = c.hidden, V = c.vocab;
-  struct Row { int64_t t; int32_t target; float w; };
-  std::vector<Row> rows;
+  std::vector<CeRow> rows;
   for (int64_t s = 0; s < b.n_seqs; s++)
     for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++) {
       const float wt = weights[t];
@@ -249,39 +249,14 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
   hidden.resize(size_t(T * C));
   m.forward_hidden(b.tokens, T, runs, hidden.data(), &acts, seed);
 
-  // Fused head + weighted CE, Tc rows at a time: logits(Tc, V) → NLL and w·(softmax − onehot) in
-  // place → dh rows and the head gradient. Never more than Tc × V logits.
   std::vector<float>& dh = m.ws.dh;
   dh.assign(size_t(T * C), 0.f);
   float* g_head = !m.w.g_head.empty() ? m.w.g_head.data() : (c.tied && !m.w.g_tok_emb.empty() ? m.w.g_tok_emb.data() : nullptr);
-  const int64_t Tc = 128;
-  std::vector<float>&hc = m.ws.hc, &logits = m.ws.logits, &dhc = m.ws.dhc;
-  hc.resize(size_t(Tc * C));
-  logits.resize(size_t(Tc * V));
-  dhc.resize(size_t(Tc * C));
   std::vector<double> nll(rows.size());
-  for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(Tc)) {
-    const int64_t n = std::min<int64_t>(Tc, int64_t(rows.size() - i0));
-    for (int64_t i = 0; i < n; i++) std::memcpy(&hc[size_t(i * C)], &hidden[size_t(rows[i0 + size_t(i)].t * C)], sizeof(float) * size_t(C));
-    m.head_logits(n, hc.data(), logits.data());
-    m.parallel_rows(n, 1, [&](int64_t r0, int64_t r1) {
-      for (int64_t i = r0; i < r1; i++) {
-        const Row& row = rows[i0 + size_t(i)];
-        float* lg = &logits[size_t(i * V)];
-        const float lse = logsumexp_row(lg, V);
-        nll[i0 + size_t(i)] = double(lse) - double(lg[row.target]);
-        exp_shift_inplace(lg, V, lse, row.w);
-        lg[row.target] -= row.w;
-      }
-    });
-    // dhc(n, C) = dlogits(n, V)·head(V, C); g_head(V, C) += dlogitsᵀ·hc
-    gemm(m.pool.get(), n, C, V, logits.data(), V, 1, m.w.head_ptr(), C, 1, dhc.data(), C, false);
-    if (g_head) gemm(m.pool.get(), V, C, n, logits.data(), 1, V, hc.data(), C, 1, g_head, C, true);
-    for (int64_t i = 0; i < n; i++) std::memcpy(&dh[size_t(rows[i0 + size_t(i)].t * C)], &dhc[size_t(i * C)], sizeof(float) * size_t(C));
-  }
+  fused_linear_ce(m.pool.get(), hidden.data(), C, m.w.head_ptr(), V, rows, dh.data(), g_head, nll.data());
   for (size_t i = 0; i < rows.size(); i++) {
-    res.loss += double(rows[i].w) * nll[i];
-    if (nll_out) nll_out[rows[i].t] = float(nll[i]);
+    res.loss += double(rows[i].weight) * nll[i];
+    if (nll_out) nll_out[rows[i].row] = float(nll[i]);
   }
   m.backward(b.tokens, T, runs, acts, dh);
   return res;
