@@ -55,6 +55,16 @@ export interface TrainProgress {
   etaSeconds: number;
 }
 
+/** What one optimizer step did. */
+export interface StepOutcome {
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** NaN/Inf in the loss or gradients, or nothing weighted: no update, weights untouched. */
+  skipped: boolean;
+  weightedTokens: number;
+}
+
 export interface TrainSummary {
   steps: number;
   losses: number[];
@@ -188,7 +198,6 @@ export class Trainer {
     const perStep = o.batchSize * o.gradAccum;
     const stepsPerEpoch = Math.ceil(data.length / perStep);
     const totalSteps = Math.min(o.maxSteps ?? Infinity, stepsPerEpoch * o.epochs);
-    const nat = nativeOf(this.model);
     const checkpoints: string[] = [];
     const skippedSteps: number[] = [];
     const t0 = Date.now();
@@ -204,40 +213,10 @@ export class Trainer {
       }
       const within = step % stepsPerEpoch;
       const picked = order.slice(within * perStep, (within + 1) * perStep).map((i) => data[i]);
-      let norm = 0;
-      let weightedTokens = 0;
-      for (const ex of picked)
-        for (const w of ex.weights) {
-          norm += Math.abs(w);
-          if (w !== 0) weightedTokens++;
-        }
-      let loss = 0;
-      for (let micro = 0; micro < o.gradAccum; micro++) {
-        if (hooks.signal?.aborted) throw new CancelledError(`training was cancelled at step ${step}`);
-        const seqs = picked.slice(micro * o.batchSize, (micro + 1) * o.batchSize);
-        if (seqs.length === 0 || norm === 0) continue;
-        const packed = packSequences(seqs.map((s) => s.tokens));
-        const weights = new Float32Array(packed.tokens.length);
-        let at = 0;
-        for (const s of seqs) {
-          if (s.weights.length !== s.tokens.length) throw new InputError(`a training sequence has ${s.tokens.length} tokens but ${s.weights.length} weights`);
-          for (const w of s.weights) weights[at++] = w / norm;
-        }
-        const r = await nat.trainAccumulate(packed.tokens, packed.offsets, weights, o.seed * 1000003 + step * 131 + micro, false);
-        loss += r.loss;
-        tokensSeen += packed.tokens.length;
-      }
       const lr = learningRate(step, { lr: o.lr, totalSteps, warmupSteps: o.warmupSteps, schedule: o.schedule });
-      let gradNorm = 0;
-      let skipped = false;
-      if (norm === 0) {
-        skipped = true;
-        nat.zeroGrad();
-      } else {
-        const r = await nat.optimizerStep({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm });
-        gradNorm = r.gradNorm;
-        skipped = r.skipped || !Number.isFinite(loss);
-      }
+      const r = await this.#step_(picked, lr, step, hooks.signal);
+      tokensSeen += r.tokens;
+      const { loss, gradNorm, skipped, weightedTokens } = r;
       if (skipped) skippedSteps.push(step);
       this.#losses.push(loss);
       this.#step = step + 1;
@@ -264,6 +243,58 @@ export class Trainer {
       }
     }
     return { steps: this.#step, losses: [...this.#losses], skippedSteps, checkpoints };
+  }
+
+  /**
+   * One optimizer step on `sequences` at learning rate `lr` (micro-batches of `batchSize`, loss
+   * Σ w·NLL / Σ |w|), for pipelines that run their own loop. Advances the step counter.
+   *
+   * @example
+   * const r = await trainer.trainStep(batch, 1e-4);
+   * if (r.skipped) console.warn('non-finite gradients: step skipped');
+   */
+  async trainStep(sequences: TrainingSequence[], lr: number, signal?: AbortSignal): Promise<StepOutcome> {
+    if (!(lr >= 0)) throw new InputError(`lr must be ≥ 0, got ${lr}`);
+    const r = await this.#step_(sequences, lr, this.#step, signal);
+    this.#losses.push(r.loss);
+    this.#step++;
+    return r;
+  }
+
+  async #step_(picked: TrainingSequence[], lr: number, step: number, signal?: AbortSignal): Promise<StepOutcome & { tokens: number }> {
+    const o = this.options;
+    const nat = nativeOf(this.model);
+    let norm = 0;
+    let weightedTokens = 0;
+    for (const ex of picked)
+      for (const w of ex.weights) {
+        norm += Math.abs(w);
+        if (w !== 0) weightedTokens++;
+      }
+    let loss = 0;
+    let tokens = 0;
+    const micros = Math.ceil(picked.length / o.batchSize);
+    for (let micro = 0; micro < micros; micro++) {
+      if (signal?.aborted) throw new CancelledError(`training was cancelled at step ${step}`);
+      const seqs = picked.slice(micro * o.batchSize, (micro + 1) * o.batchSize);
+      if (norm === 0) break;
+      const packed = packSequences(seqs.map((s) => s.tokens));
+      const weights = new Float32Array(packed.tokens.length);
+      let at = 0;
+      for (const s of seqs) {
+        if (s.weights.length !== s.tokens.length) throw new InputError(`a training sequence has ${s.tokens.length} tokens but ${s.weights.length} weights`);
+        for (const w of s.weights) weights[at++] = w / norm;
+      }
+      const r = await nat.trainAccumulate(packed.tokens, packed.offsets, weights, o.seed * 1000003 + step * 131 + micro, false);
+      loss += r.loss;
+      tokens += packed.tokens.length;
+    }
+    if (norm === 0) {
+      nat.zeroGrad();
+      return { loss, lr, gradNorm: 0, skipped: true, weightedTokens, tokens };
+    }
+    const r = await nat.optimizerStep({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm });
+    return { loss, lr, gradNorm: r.gradNorm, skipped: r.skipped || !Number.isFinite(loss), weightedTokens, tokens };
   }
 
   #state(totalSteps: number, dataSize: number): TrainerState {
