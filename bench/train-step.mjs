@@ -3,7 +3,8 @@
 // positive weights on the last 96 (the response), side by side with the tuned PyTorch peer
 // (torch_kpig.py --task train) in the same run. Prints tokens/s, the ratio to PyTorch and the
 // share of the machine's fp32 matmul floor.
-//   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5]
+// With --bf16: our bf16 matmul mode (fp32 master weights) against PyTorch's bf16 autocast.
+//   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--bf16]
 import { parseArgs } from 'node:util';
 import { Model, nativeOf, packSequences } from '../dist/model/model.js';
 import { benchModel, fmaPeak, rng, timed, torchPeer } from './common.mjs';
@@ -14,6 +15,7 @@ const { values: opt } = parseArgs({
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '5' },
     'no-peer': { type: 'boolean', default: false },
+    bf16: { type: 'boolean', default: false },
   },
 });
 const threads = Number(opt.threads);
@@ -36,6 +38,7 @@ for (const preset of opt.models.split(',')) {
   const model = await Model.load(await benchModel(preset), { threads, tokenizer: false });
   const nat = nativeOf(model);
   nat.trainFull();
+  if (opt.bf16) model.setMatmulPrecision('bf16');
   const next = rng(7);
   const seqs = Array.from({ length: B }, () => Array.from({ length: T }, () => next(model.info.vocabSize)));
   const { tokens, offsets } = packSequences(seqs);
@@ -53,6 +56,7 @@ for (const preset of opt.models.split(',')) {
   const line = {
     model: preset,
     threads,
+    precision: opt.bf16 ? `bf16 matmuls (${model.info.bf16Isa}), fp32 master weights` : 'fp32',
     kpig_sec: +ours.median.toFixed(3),
     kpig_tokens_per_s: Math.round((B * T) / ours.median),
     matmul_gflop: +(flops / 1e9).toFixed(1),
@@ -61,7 +65,7 @@ for (const preset of opt.models.split(',')) {
   };
   model.dispose();
   if (!opt['no-peer']) {
-    const torch = torchPeer(['--model', preset, '--task', 'train', '--threads', String(threads), '--reps', opt.reps]);
+    const torch = torchPeer(['--model', preset, '--task', 'train', '--threads', String(threads), '--reps', opt.reps, ...(opt.bf16 ? ['--bf16'] : [])]);
     line.torch_sec = torch.sec_median;
     line.torch_tokens_per_s = torch.tokens_per_s_median;
     line.torch_floor_share = peakGflops ? +(flops / (peakGflops * 1e9) / torch.sec_median).toFixed(3) : null;

@@ -193,3 +193,38 @@ describe('training: bad input', () => {
     expect(existsSync(join(out, 'checkpoint-2'))).toBe(false);
   });
 });
+
+describe('bf16 matmuls', () => {
+  it('give the fp32 loss and gradients within bf16 rounding, and train', async () => {
+    const dir = await dirs.make({ preset: 'qwen2-nano', seed: 12, normInit: 'jitter' });
+    const runs = [];
+    for (const precision of ['fp32', 'bf16'] as const) {
+      const model = await Model.load(dir);
+      model.setMatmulPrecision(precision);
+      const nat = nativeOf(model);
+      nat.trainFull();
+      const seqs = [[256, 5, 9, 100, 33, 7, 81, 2, 44], [256, 70, 71, 72, 73]];
+      const { tokens, offsets } = packSequences(seqs);
+      const w = Float32Array.from([0, 0.2, 0.2, -0.1, 0.3, 0.2, 0.1, 0.2, 0, 0, 0.5, 0.5, 0.5, 0]);
+      const r = await nat.trainAccumulate(tokens, offsets, w, 0, false);
+      runs.push({ loss: r.loss, grad: nat.readTensor('model.layers.1.mlp.down_proj.weight', 'grad'), emb: nat.readTensor('model.embed_tokens.weight', 'grad') });
+      model.dispose();
+    }
+    const [fp32, bf16] = runs;
+    expect(Math.abs(bf16.loss - fp32.loss) / Math.abs(fp32.loss)).toBeLessThan(1e-2);
+    expect(bf16.loss).not.toBe(fp32.loss); // the rounding really happened
+    for (const key of ['grad', 'emb'] as const) {
+      let num = 0, den = 0;
+      for (let i = 0; i < fp32[key].length; i++) {
+        num += (bf16[key][i] - fp32[key][i]) ** 2;
+        den += fp32[key][i] ** 2;
+      }
+      expect(Math.sqrt(num / den)).toBeLessThan(3e-2);
+    }
+    const model = await Model.load(await tinyModel(7));
+    model.setMatmulPrecision('bf16');
+    const summary = await new Trainer(model, { mode: 'full', lr: 3e-3, epochs: 60, seed: 1 }).train(sequences(model));
+    expect(summary.losses.at(-1)!).toBeLessThan(0.3 * summary.losses[0]);
+    model.dispose();
+  });
+});

@@ -263,7 +263,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod("optimizerSteps", &ModelWrap::OptimizerSteps),
                         InstanceMethod("setOptimizerSteps", &ModelWrap::SetOptimizerSteps),
                         InstanceMethod("tensors", &ModelWrap::Tensors), InstanceMethod("readTensor", &ModelWrap::ReadTensor),
-                        InstanceMethod("writeTensor", &ModelWrap::WriteTensor)});
+                        InstanceMethod("writeTensor", &ModelWrap::WriteTensor),
+                        InstanceMethod("setMatmulPrecision", &ModelWrap::SetMatmulPrecision)});
   }
 
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
@@ -314,6 +315,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     for (size_t i = 0; i < mi.notes.size(); i++) notes.Set(uint32_t(i), mi.notes[i]);
     o.Set("notes", notes);
     o.Set("isa", mi.isa);
+    o.Set("bf16Isa", mi.bf16_isa);
     o.Set("threads", mi.threads);
     return o;
   }
@@ -527,6 +529,15 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       throw_input(env, "tensor '" + name + "' has " + std::to_string(n) + " elements, the data " + std::to_string(a.ElementLength()));
     guarded(env, [&] { m->write_tensor(name, kind, a.Data()); });
     return env.Undefined();
+  }
+
+  // setMatmulPrecision('fp32' | 'bf16')
+  Napi::Value SetMatmulPrecision(const Napi::CallbackInfo& info) {
+    auto m = model(info.Env());
+    const std::string p = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+    if (p != "fp32" && p != "bf16") throw_input(info.Env(), "matmul precision must be 'fp32' or 'bf16'");
+    m->set_matmul_bf16(p == "bf16");
+    return info.Env().Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

@@ -61,6 +61,44 @@ static void test_gemm(kpig::ThreadPool* pool) {
   }
 }
 
+// bf16 matmuls: both operands rounded to bfloat16, float32 accumulation; the reference sums the
+// products of the rounded values in double.
+static void test_gemm_bf16() {
+  kpig::ThreadPool pool(2);
+  pool.matmul_bf16 = true;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  auto round = [](float x) {
+    const uint32_t u = uint32_t(kpig::f32_to_bf16(x)) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  check(kpig::f32_to_bf16(1.0f) == 0x3F80 && kpig::f32_to_bf16(1.00390625f) == 0x3F80 && kpig::f32_to_bf16(1.01171875f) == 0x3F82,
+        "bf16 rounding is to nearest even");
+  const int sizes[][3] = {{8, 32, 16}, {17, 45, 301}, {130, 70, 513}, {3, 100, 7}};
+  for (auto& sz : sizes) {
+    const int M = sz[0], N = sz[1], K = sz[2];
+    std::vector<float> A(size_t(M) * K), B(size_t(N) * K), C(size_t(M) * N);
+    for (auto& v : A) v = nd(rng);
+    for (auto& v : B) v = nd(rng);
+    kpig::gemm(&pool, M, N, K, A.data(), K, 1, B.data(), 1, K, C.data(), N, false);
+    double worst = 0;
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++) {
+        double ref = 0, mag = 0;
+        for (int k = 0; k < K; k++) {
+          const double p = double(round(A[size_t(i) * K + k])) * double(round(B[size_t(j) * K + k]));
+          ref += p;
+          mag += std::fabs(p);
+        }
+        worst = std::max(worst, std::fabs(C[size_t(i) * N + j] - ref) / (mag + 1e-30));
+      }
+    check(worst < 1e-5, std::string("bf16 gemm (") + kpig::gemm_bf16_isa() + ") " + std::to_string(M) + "x" + std::to_string(N) + "x" +
+                            std::to_string(K) + " err " + std::to_string(worst));
+  }
+}
+
 static std::string tmp_path(const char* name) { return "/tmp/kpig_test_" + std::to_string(getpid()) + "_" + name; }
 
 static void write_file(const std::string& path, const std::string& bytes) {
@@ -175,10 +213,11 @@ static void test_threadpool(kpig::ThreadPool* pool) {
 }
 
 int main() {
-  std::printf("gemm kernel: %s\n", kpig::gemm_isa());
+  std::printf("gemm kernel: %s, bf16: %s\n", kpig::gemm_isa(), kpig::gemm_bf16_isa());
   kpig::ThreadPool pool(3);
   test_gemm(nullptr);
   test_gemm(&pool);
+  test_gemm_bf16();
   test_safetensors();
   test_json();
   test_threadpool(&pool);

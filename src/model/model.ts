@@ -240,6 +240,18 @@ export class Model {
     return out;
   }
 
+  /**
+   * Matmul precision of every later call: 'bf16' rounds both matmul inputs to bfloat16 and
+   * accumulates in float32 (AVX512_BF16 where the CPU has it; see `info.bf16Isa`), with weights,
+   * activations and optimizer state in float32 (mixed precision); 'fp32' (default) is exact float32.
+   *
+   * @example
+   * model.setMatmulPrecision('bf16');
+   */
+  setMatmulPrecision(precision: 'fp32' | 'bf16'): void {
+    this.#handle().setMatmulPrecision(precision);
+  }
+
   /** Frees the engine's copy of the weights; calls already running finish first. */
   dispose(): void {
     this.#native?.dispose();

@@ -35,6 +35,8 @@ export interface NativeModelInfo {
   files: string[];
   notes: string[];
   isa: string;
+  /** How bf16 matmuls run here: 'avx512_bf16' (hardware) or 'emulated' (rounded inputs, fp32 kernel). */
+  bf16Isa: string;
   threads: number;
 }
 
@@ -90,6 +92,7 @@ export interface NativeModel {
   tensors(): NativeTensorInfo[];
   readTensor(name: string, kind: NativeTensorKind): Float32Array;
   writeTensor(name: string, kind: NativeTensorKind, data: Float32Array): void;
+  setMatmulPrecision(precision: 'fp32' | 'bf16'): void;
   forward(tokens: Int32Array, offsets: Int32Array, targets: Int32Array | null): Promise<Float32Array>;
   generate(
     tokens: Int32Array,

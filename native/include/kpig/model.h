@@ -48,7 +48,8 @@ struct ModelInfo {
   int64_t memory_bytes = 0;      // resident float32 weights of the engine
   std::vector<std::string> files;
   std::vector<std::string> notes;  // e.g. ignored buffers, an ignored tied lm_head
-  std::string isa;
+  std::string isa;       // fp32 matmul kernel: avx512, avx2 or scalar
+  std::string bf16_isa;  // bf16 matmuls: avx512_bf16 or emulated
   int threads = 1;
 };
 
@@ -133,6 +134,11 @@ class Model {
   void forward_logprobs(const PackedBatch& batch, const int32_t* targets, float* logprobs);
   // Greedy decoding of every prompt in the batch with a per-sequence KV cache.
   GenerateResult generate(const PackedBatch& prompts, const GenerateOptions& options);
+
+  // Matmul inputs rounded to bfloat16 with float32 accumulation (AVX512_BF16 where available),
+  // weights, activations and optimizer state staying float32; or plain float32 (the default).
+  void set_matmul_bf16(bool on);
+  bool matmul_bf16() const;
 
   // ---- training ----
   // Full fine-tuning: every base weight gets a gradient and optimizer state.

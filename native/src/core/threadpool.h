@@ -18,6 +18,9 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return n_threads_; }
+  // Execution setting of the kernels run on this pool (one pool per model): matmul inputs rounded
+  // to bfloat16, float32 accumulation.
+  bool matmul_bf16 = false;
   // Runs fn(task, thread) for task in [0, n_tasks), tasks handed out dynamically; blocks until all
   // finish. thread ∈ [0, size()) indexes per-thread scratch. The first exception is rethrown.
   void parallel_for(int64_t n_tasks, const std::function<void(int64_t task, int thread)>& fn);

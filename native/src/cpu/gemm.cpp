@@ -89,6 +89,46 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t l
   }
 }
 
+// 8 × 32 tile from bf16 pairs: a[kp*8 + r] holds (a(r, 2kp), a(r, 2kp+1)); b[(kp*32 + j)*2 + {0,1}]
+// holds (b(2kp, j), b(2kp+1, j)). One vdpbf16ps does 16 lanes × 2 products.
+__attribute__((target("avx512f,avx512bf16")))
+void kernel_bf16(int64_t kp, const uint32_t* a, const uint16_t* b, float* c, int64_t ldc, bool acc) {
+  __m512 t[8][2];
+  for (int r = 0; r < 8; r++) t[r][0] = t[r][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kp; k++, a += 8, b += 64) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 32);
+    for (int r = 0; r < 8; r++) {
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(int(a[r]));
+      t[r][0] = _mm512_dpbf16_ps(t[r][0], x, b0);
+      t[r][1] = _mm512_dpbf16_ps(t[r][1], x, b1);
+    }
+  }
+  for (int r = 0; r < 8; r++) {
+    float* cr = c + r * ldc;
+    if (acc) {
+      t[r][0] = _mm512_add_ps(t[r][0], _mm512_loadu_ps(cr));
+      t[r][1] = _mm512_add_ps(t[r][1], _mm512_loadu_ps(cr + 16));
+    }
+    _mm512_storeu_ps(cr, t[r][0]);
+    _mm512_storeu_ps(cr + 16, t[r][1]);
+  }
+}
+
+bool has_bf16_kernel() {
+  static const bool yes = [] {
+    const char* force = std::getenv("KPIG_ISA");
+    __builtin_cpu_init();
+    return !(force && (std::string(force) == "scalar" || std::string(force) == "avx2")) && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  return yes;
+}
+
+const Isa& avx512_isa() {
+  static const Isa isa{"avx512", 8, 32, kernel_avx512};
+  return isa;
+}
+
 const Isa& pick_isa() {
   static const Isa isa = [] {
     const char* force = std::getenv("KPIG_ISA");
@@ -178,15 +218,47 @@ class AlignedBuf {
   size_t n_ = 0;
 };
 
-// Per-thread packing buffers, kept between calls.
+// Per-thread packing buffers, kept between calls (fp32 panels, and their bf16 forms).
 struct Scratch {
-  AlignedBuf a, b;
+  AlignedBuf a, b, a16, b16;
 };
+
+inline float bf16_round(float x) {
+  const uint32_t u = uint32_t(f32_to_bf16(x)) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// fp32 panels (k-major) → bf16 pair panels; an odd last k pairs with zero.
+void to_bf16_pairs_a(const float* a, int64_t kc, int mr, uint32_t* out) {
+  for (int64_t k = 0; k < kc; k += 2)
+    for (int r = 0; r < mr; r++) {
+      const uint32_t lo = f32_to_bf16(a[k * mr + r]), hi = k + 1 < kc ? f32_to_bf16(a[(k + 1) * mr + r]) : 0;
+      *out++ = lo | (hi << 16);
+    }
+}
+void to_bf16_pairs_b(const float* b, int64_t kc, int nr, uint16_t* out) {
+  for (int64_t k = 0; k < kc; k += 2)
+    for (int j = 0; j < nr; j++) {
+      *out++ = f32_to_bf16(b[k * nr + j]);
+      *out++ = k + 1 < kc ? f32_to_bf16(b[(k + 1) * nr + j]) : 0;
+    }
+}
 thread_local Scratch tl_scratch;
 
 }  // namespace
 
 const char* gemm_isa() { return pick_isa().name; }
+const char* gemm_bf16_isa() { return has_bf16_kernel() ? "avx512_bf16" : "emulated"; }
+
+uint16_t f32_to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
 
 void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
           const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate) {
@@ -196,7 +268,9 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, sizeof(float) * N);
     return;
   }
-  const Isa& isa = pick_isa();
+  const bool bf16 = pool && pool->matmul_bf16;
+  const bool bf16_hw = bf16 && has_bf16_kernel();
+  const Isa& isa = bf16_hw ? avx512_isa() : pick_isa();
   const int mr = isa.mr, nr = isa.nr;
   // Blocking: A blocks (MC × KC) stay in L2 and each B micro-panel (KC × NR) in L1 while it is
   // swept over a whole A block. A task owns a column block (NC) and a range of rows; it packs each
@@ -222,9 +296,25 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
       const int64_t kc = std::min(KC, K - k0);
       const bool acc = accumulate || k0 > 0;
       pack_b(B, b_rs, b_cs, k0, kc, j0, nc, nr, pb);
+      const int64_t kp = (kc + 1) / 2;
+      uint16_t* pb16 = nullptr;
+      if (bf16_hw) {
+        pb16 = reinterpret_cast<uint16_t*>(s.b16.get(size_t(nc_pad * kp)));
+        for (int64_t jp = 0; jp < nc; jp += nr) to_bf16_pairs_b(pb + jp * kc, kc, nr, pb16 + jp * kp * 2);
+      } else if (bf16) {
+        for (int64_t i = 0; i < nc_pad * kc; i++) pb[i] = bf16_round(pb[i]);
+      }
       for (int64_t i0 = r0; i0 < r1; i0 += MC) {
         const int64_t mc = std::min(MC, r1 - i0);
         pack_a(A, a_rs, a_cs, i0, mc, k0, kc, mr, pa);
+        uint32_t* pa16 = nullptr;
+        const int64_t mc_pad = (mc + mr - 1) / mr * mr;
+        if (bf16_hw) {
+          pa16 = reinterpret_cast<uint32_t*>(s.a16.get(size_t(MC * kp)));
+          for (int64_t ip = 0; ip < mc; ip += mr) to_bf16_pairs_a(pa + ip * kc, kc, mr, pa16 + ip * kp);
+        } else if (bf16) {
+          for (int64_t i = 0; i < mc_pad * kc; i++) pa[i] = bf16_round(pa[i]);
+        }
         for (int64_t jp = 0; jp < nc; jp += nr) {
           const float* bp = pb + jp * kc;
           const int64_t cols = std::min<int64_t>(nr, nc - jp);
@@ -232,7 +322,18 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
             const float* ap = pa + ip * kc;
             const int64_t rows = std::min<int64_t>(mr, mc - ip);
             float* c = C + (i0 + ip) * ldc + j0 + jp;
-            if (rows == mr && cols == nr) {
+            if (bf16_hw) {
+              const uint32_t* a16 = pa16 + ip * kp;
+              const uint16_t* b16 = pb16 + jp * kp * 2;
+              if (rows == mr && cols == nr) {
+                kernel_bf16(kp, a16, b16, c, ldc, acc);
+                continue;
+              }
+              kernel_bf16(kp, a16, b16, tile, nr, false);
+              for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = 0; j < cols; j++)
+                  c[r * ldc + j] = acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j];
+            } else if (rows == mr && cols == nr) {
               isa.kernel(kc, ap, bp, c, ldc, acc);
             } else {  // edge tile: compute into a full tile, copy the valid part
               isa.kernel(kc, ap, bp, tile, nr, false);

@@ -117,6 +117,13 @@ const TensorRef& ModelImpl::tensor(const std::string& name) const {
   fail(ErrorCode::Input, "no tensor named '" + name + "' in this model");
 }
 
+void Model::set_matmul_bf16(bool on) {
+  std::lock_guard<std::mutex> lock(mu_);
+  impl_->pool->matmul_bf16 = on;
+}
+
+bool Model::matmul_bf16() const { return impl_->pool->matmul_bf16; }
+
 void Model::train_full() {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;

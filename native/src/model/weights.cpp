@@ -216,6 +216,7 @@ std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOpt
   m->info.memory_bytes = float_bytes(m->w);
   m->info.threads = options.threads > 0 ? options.threads : default_thread_count();
   m->info.isa = gemm_isa();
+  m->info.bf16_isa = gemm_bf16_isa();
   m->pool = std::make_unique<ThreadPool>(m->info.threads);
   m->rebuild_registry();
   return m;
