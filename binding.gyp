@@ -15,6 +15,7 @@
         "native/src/model/config.cpp",
         "native/src/model/backward.cpp",
         "native/src/model/forward.cpp",
+        "native/src/model/ig.cpp",
         "native/src/model/linear.cpp",
         "native/src/model/model.cpp",
         "native/src/model/train.cpp",

@@ -182,6 +182,63 @@ class StepWorker : public PromiseWorker {
   kpig::StepResult r_;
 };
 
+// Paired IG scoring; results come back column by column (one typed array per quantity).
+class IgWorker : public PromiseWorker {
+ public:
+  IgWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> ft, std::vector<int32_t> fo, std::vector<int32_t> mt,
+           std::vector<int32_t> mo, std::vector<int32_t> r, bool per_token)
+      : PromiseWorker(env), m_(std::move(m)), ft_(std::move(ft)), fo_(std::move(fo)), mt_(std::move(mt)), mo_(std::move(mo)),
+        r_(std::move(r)), per_token_(per_token) {}
+  void Run() override {
+    const size_t n = r_.size();
+    std::vector<kpig::IgPair> pairs(n);
+    for (size_t i = 0; i < n; i++)
+      pairs[i] = {ft_.data() + fo_[i], int64_t(fo_[i + 1] - fo_[i]), mt_.data() + mo_[i], int64_t(mo_[i + 1] - mo_[i]), int64_t(r_[i])};
+    out_.resize(n);
+    if (per_token_) tok_.resize(n);
+    m_->score_ig(pairs.data(), int64_t(n), out_.data(), per_token_ ? tok_.data() : nullptr);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    auto col = [&](const char* name, auto get) {
+      std::vector<double> v(out_.size());
+      for (size_t i = 0; i < out_.size(); i++) v[i] = double(get(out_[i]));
+      o.Set(name, external_array(env, std::move(v)));
+    };
+    col("ceFull", [](const kpig::IgScores& s) { return s.ce_full; });
+    col("ceMasked", [](const kpig::IgScores& s) { return s.ce_masked; });
+    col("igCe", [](const kpig::IgScores& s) { return s.ig_ce; });
+    col("igKl", [](const kpig::IgScores& s) { return s.ig_kl; });
+    col("igJs", [](const kpig::IgScores& s) { return s.ig_js; });
+    col("entropyFull", [](const kpig::IgScores& s) { return s.entropy_full; });
+    col("entropyMasked", [](const kpig::IgScores& s) { return s.entropy_masked; });
+    col("nTokens", [](const kpig::IgScores& s) { return s.n_tokens; });
+    col("sharedPrefix", [](const kpig::IgScores& s) { return s.shared_prefix; });
+    col("positionsComputed", [](const kpig::IgScores& s) { return s.positions_computed; });
+    if (per_token_) {
+      auto flat = [&](const char* name, std::vector<float> kpig::IgTokenScores::*field) {
+        std::vector<float> v;
+        for (const auto& t : tok_) v.insert(v.end(), (t.*field).begin(), (t.*field).end());
+        o.Set(name, external_array(env, std::move(v)));
+      };
+      flat("tokNllFull", &kpig::IgTokenScores::nll_full);
+      flat("tokNllMasked", &kpig::IgTokenScores::nll_masked);
+      flat("tokKl", &kpig::IgTokenScores::kl);
+      flat("tokJs", &kpig::IgTokenScores::js);
+      flat("tokEntropyFull", &kpig::IgTokenScores::entropy_full);
+      flat("tokEntropyMasked", &kpig::IgTokenScores::entropy_masked);
+    }
+    return o;
+  }
+
+ private:
+  std::shared_ptr<kpig::Model> m_;
+  std::vector<int32_t> ft_, fo_, mt_, mo_, r_;
+  bool per_token_;
+  std::vector<kpig::IgScores> out_;
+  std::vector<kpig::IgTokenScores> tok_;
+};
+
 double number_field(Napi::Object o, const char* key, double dflt) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return dflt;
@@ -264,7 +321,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod("setOptimizerSteps", &ModelWrap::SetOptimizerSteps),
                         InstanceMethod("tensors", &ModelWrap::Tensors), InstanceMethod("readTensor", &ModelWrap::ReadTensor),
                         InstanceMethod("writeTensor", &ModelWrap::WriteTensor),
-                        InstanceMethod("setMatmulPrecision", &ModelWrap::SetMatmulPrecision)});
+                        InstanceMethod("setMatmulPrecision", &ModelWrap::SetMatmulPrecision),
+                        InstanceMethod("scoreIg", &ModelWrap::ScoreIg)});
   }
 
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
@@ -529,6 +587,24 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       throw_input(env, "tensor '" + name + "' has " + std::to_string(n) + " elements, the data " + std::to_string(a.ElementLength()));
     guarded(env, [&] { m->write_tensor(name, kind, a.Data()); });
     return env.Undefined();
+  }
+
+  // scoreIg(fullTokens, fullOffsets, maskedTokens, maskedOffsets, responseLens: Int32Array, perToken: boolean)
+  Napi::Value ScoreIg(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = model(env);
+    std::vector<int32_t> ft = int32_arg(info, 0, "fullTokens"), fo = int32_arg(info, 1, "fullOffsets");
+    std::vector<int32_t> mt = int32_arg(info, 2, "maskedTokens"), mo = int32_arg(info, 3, "maskedOffsets");
+    std::vector<int32_t> r = int32_arg(info, 4, "responseLens");
+    check_packing(env, ft, fo);
+    check_packing(env, mt, mo);
+    if (fo.size() != mo.size() || r.size() + 1 != fo.size())
+      throw_input(env, "fullOffsets, maskedOffsets and responseLens must describe the same number of pairs");
+    const bool per_token = info.Length() > 5 && info[5].ToBoolean().Value();
+    auto* w = new IgWorker(env, m, std::move(ft), std::move(fo), std::move(mt), std::move(mo), std::move(r), per_token);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
   }
 
   // setMatmulPrecision('fp32' | 'bf16')

@@ -73,6 +73,27 @@ export interface NativeAdamWOptions {
   decayAll?: boolean;
 }
 
+/** Paired IG scores, one Float64Array per quantity (one entry per pair). */
+export interface NativeIgColumns {
+  ceFull: Float64Array;
+  ceMasked: Float64Array;
+  igCe: Float64Array;
+  igKl: Float64Array;
+  igJs: Float64Array;
+  entropyFull: Float64Array;
+  entropyMasked: Float64Array;
+  nTokens: Float64Array;
+  sharedPrefix: Float64Array;
+  positionsComputed: Float64Array;
+  /** Per-token values of all pairs concatenated (Σ responseLens entries), with perToken. */
+  tokNllFull?: Float32Array;
+  tokNllMasked?: Float32Array;
+  tokKl?: Float32Array;
+  tokJs?: Float32Array;
+  tokEntropyFull?: Float32Array;
+  tokEntropyMasked?: Float32Array;
+}
+
 export interface NativeModel {
   info(): NativeModelInfo;
   trainFull(): void;
@@ -93,6 +114,14 @@ export interface NativeModel {
   readTensor(name: string, kind: NativeTensorKind): Float32Array;
   writeTensor(name: string, kind: NativeTensorKind, data: Float32Array): void;
   setMatmulPrecision(precision: 'fp32' | 'bf16'): void;
+  scoreIg(
+    fullTokens: Int32Array,
+    fullOffsets: Int32Array,
+    maskedTokens: Int32Array,
+    maskedOffsets: Int32Array,
+    responseLens: Int32Array,
+    perToken: boolean,
+  ): Promise<NativeIgColumns>;
   forward(tokens: Int32Array, offsets: Int32Array, targets: Int32Array | null): Promise<Float32Array>;
   generate(
     tokens: Int32Array,

@@ -114,6 +114,32 @@ struct TensorInfo {
   bool trainable = false;
 };
 
+// One full/masked pair for information-gain scoring: both sequences end with the same
+// response_len response tokens, teacher-forced (token t predicted from position t−1).
+struct IgPair {
+  const int32_t* full = nullptr;
+  int64_t full_len = 0;
+  const int32_t* masked = nullptr;
+  int64_t masked_len = 0;
+  int64_t response_len = 0;
+};
+
+// Per-pair scores (nats, means over the response tokens), as DESIGN.md §1 defines them:
+//   ce_x = mean −log p_x(y_t);  ig_ce = ce_masked − ce_full;
+//   ig_kl = mean KL(p_full ‖ p_masked);  ig_js = mean JS(p_full, p_masked) (≤ ln 2);
+//   entropy_x = mean −Σ p_x log p_x.
+struct IgScores {
+  double ce_full = 0, ce_masked = 0, ig_ce = 0, ig_kl = 0, ig_js = 0, entropy_full = 0, entropy_masked = 0;
+  int64_t n_tokens = 0;
+  int64_t shared_prefix = 0;       // tokens both sequences share from the start
+  int64_t positions_computed = 0;  // full_len + masked_len − shared_prefix: the prefix runs once
+};
+
+// Optional per-token values of one pair, response_len entries each.
+struct IgTokenScores {
+  std::vector<float> nll_full, nll_masked, kl, js, entropy_full, entropy_masked;
+};
+
 class ModelImpl;
 
 class Model {
@@ -139,6 +165,11 @@ class Model {
   // weights, activations and optimizer state staying float32; or plain float32 (the default).
   void set_matmul_bf16(bool on);
   bool matmul_bf16() const;
+
+  // Information-gain scores of full/masked pairs. The shared prefix of each pair runs once (its
+  // keys and values are reused by both continuations); the LM head runs only at response-predicting
+  // positions, a chunk of rows at a time. per_token (n entries) is filled when given.
+  void score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScores* per_token = nullptr);
 
   // ---- training ----
   // Full fine-tuning: every base weight gets a gradient and optimizer state.

@@ -15,15 +15,16 @@ constexpr int64_t QB = 64;  // queries per block
 
 int64_t attention_scratch_size(int64_t n) { return 2 * QB * n; }
 
-void attention_head_forward(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D, float scale,
-                            float* out, int64_t ldo, float* lse, int64_t lse_stride, float* scratch) {
+void attention_head_forward(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldk, int64_t n,
+                            int64_t q_offset, int64_t D, float scale, float* out, int64_t ldo, float* lse, int64_t lse_stride,
+                            float* scratch) {
   for (int64_t q0 = 0; q0 < n; q0 += QB) {
-    const int64_t q1 = std::min(n, q0 + QB), nq = q1 - q0, nk = q1;
+    const int64_t q1 = std::min(n, q0 + QB), nq = q1 - q0, nk = q_offset + q1;
     float* S = scratch;  // (nq, nk)
-    gemm(nullptr, nq, nk, D, q + q0 * ld, ld, 1, k, 1, ld, S, nk, false);
+    gemm(nullptr, nq, nk, D, q + q0 * ldq, ldq, 1, k, 1, ldk, S, nk, false);
     for (int64_t i = 0; i < nq; i++) {
       float* s = S + i * nk;
-      const int64_t valid = q0 + i + 1;
+      const int64_t valid = q_offset + q0 + i + 1;
       float mx = -INFINITY;
       for (int64_t j = 0; j < valid; j++) {
         s[j] *= scale;
@@ -37,7 +38,7 @@ void attention_head_forward(const float* q, const float* k, const float* v, int6
       std::memset(s + valid, 0, sizeof(float) * size_t(nk - valid));
       lse[(q0 + i) * lse_stride] = mx + std::log(sum);
     }
-    gemm(nullptr, nq, D, nk, S, nk, 1, v, ld, 1, out + q0 * ldo, ldo, false);
+    gemm(nullptr, nq, D, nk, S, nk, 1, v, ldk, 1, out + q0 * ldo, ldo, false);
   }
 }
 

@@ -79,8 +79,8 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
   int64_t max_ctx = 0, max_fresh = 0;
   for (size_t s = 0; s < seqs.size(); s++) {
     max_ctx = std::max(max_ctx, seqs[s].pos0 + seqs[s].len);
-    if (seqs[s].pos0 == 0) max_fresh = std::max(max_fresh, seqs[s].len);
-    const int64_t step = seqs[s].pos0 == 0 ? seqs[s].len : 16;
+    if (seqs[s].pos0 == 0 || seqs[s].len >= 4) max_fresh = std::max(max_fresh, seqs[s].pos0 + seqs[s].len);
+    const int64_t step = seqs[s].len >= 4 ? seqs[s].len : 16;
     for (int64_t hh = 0; hh < H; hh++)
       for (int64_t q = 0; q < seqs[s].len; q += step) items.push_back({int32_t(s), int32_t(hh), q, std::min(seqs[s].len, q + step)});
   }
@@ -136,13 +136,18 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       const SeqRun& s = seqs[size_t(it.seq)];
       const int64_t g = it.head / (H / K);  // GQA: consecutive query heads share a kv head
       if (s.pos0 == 0) {
-        attention_head_forward(qkv_p + s.row0 * ld + it.head * D, qkv_p + s.row0 * ld + qd + g * D,
-                               qkv_p + s.row0 * ld + qd + kd + g * D, ld, s.len, D, scale, att_p + s.row0 * qd + it.head * D, qd,
+        attention_head_forward(qkv_p + s.row0 * ld + it.head * D, ld, qkv_p + s.row0 * ld + qd + g * D,
+                               qkv_p + s.row0 * ld + qd + kd + g * D, ld, s.len, 0, D, scale, att_p + s.row0 * qd + it.head * D, qd,
                                lse_p + s.row0 * H + it.head, H, scores[size_t(thread)].data());
         return;
       }
       const float* kb = s.cache->k[size_t(l)].data() + g * D;
       const float* vb = s.cache->v[size_t(l)].data() + g * D;
+      if (s.len >= 4) {  // a continuation after a cached prefix: blocked GEMM path over the cache
+        attention_head_forward(qkv_p + s.row0 * ld + it.head * D, ld, kb, vb, kd, s.len, s.pos0, D, scale,
+                               att_p + s.row0 * qd + it.head * D, qd, lse_p + s.row0 * H + it.head, H, scores[size_t(thread)].data());
+        return;
+      }
       for (int64_t q = it.q0; q < it.q1; q++) {
         const int64_t r = s.row0 + q;
         lse_p[r * H + it.head] = attend_row(qkv_p + r * ld + it.head * D, kb, vb, kd, s.pos0 + q + 1, D, scale,

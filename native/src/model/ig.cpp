@@ -1,0 +1,183 @@
+// Information-gain scoring of full/masked pairs (DESIGN.md §1). Each pair's shared prefix runs once;
+// its keys and values seed two caches that the full and the masked continuations extend. The LM
+// head runs only on response-predicting rows, a chunk of row pairs at a time, and every per-token
+// quantity (NLLs, KL, JS, entropies) comes out of one pass over the two logit rows.
+// Legend: C = hidden, V = vocab, R = response tokens of a pair.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../cpu/gemm.h"
+#include "../cpu/ops.h"
+#include "model_impl.h"
+
+namespace kpig {
+
+namespace {
+
+struct TokenStats {
+  double nll_f, nll_m, kl, js, h_f, h_m;
+};
+
+// One response position: the two logit rows lf, lm (V) and the target y.
+TokenStats token_stats(const float* lf, const float* lm, int64_t V, int32_t y) {
+  const double lse_f = logsumexp_row(lf, V), lse_m = logsumexp_row(lm, V);
+  double kl = 0, js = 0, h_f = 0, h_m = 0;
+  const double ln2 = 0.6931471805599453;
+  for (int64_t v = 0; v < V; v++) {
+    const double a = double(lf[v]) - lse_f, b = double(lm[v]) - lse_m;  // log p, log q
+    const double p = std::exp(a), q = std::exp(b);
+    kl += p * (a - b);
+    h_f -= p * a;
+    h_m -= q * b;
+    // log m = log((p + q)/2) = max(a, b) + log1p(exp(−|a − b|)) − ln 2
+    const double lmix = std::max(a, b) + std::log1p(std::exp(-std::fabs(a - b))) - ln2;
+    js += 0.5 * (p * (a - lmix) + q * (b - lmix));
+  }
+  return {lse_f - double(lf[y]), lse_m - double(lm[y]), kl, js, h_f, h_m};
+}
+
+}  // namespace
+
+void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScores* per_token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ModelImpl& m = *impl_;
+  const ModelConfig& c = m.info.config;
+  const int64_t C = c.hidden, V = c.vocab;
+  auto check_seq = [&](int64_t i, const char* which, const int32_t* t, int64_t len) {
+    if (len < 2) fail(ErrorCode::Input, "pair " + std::to_string(i) + ": the " + which + " sequence needs at least 2 tokens");
+    if (len > c.max_pos)
+      fail(ErrorCode::Input, "pair " + std::to_string(i) + ": the " + which + " sequence has " + std::to_string(len) +
+                                 " tokens, more than the model's max_position_embeddings (" + std::to_string(c.max_pos) + ")");
+    for (int64_t k = 0; k < len; k++)
+      if (t[k] < 0 || t[k] >= V)
+        fail(ErrorCode::Input, "pair " + std::to_string(i) + ": token id " + std::to_string(t[k]) + " at position " + std::to_string(k) +
+                                   " of the " + which + " sequence is outside the vocabulary [0, " + std::to_string(V) + ")");
+  };
+  std::vector<int64_t> shared(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; i++) {
+    const IgPair& p = pairs[i];
+    check_seq(i, "full", p.full, p.full_len);
+    check_seq(i, "masked", p.masked, p.masked_len);
+    const int64_t R = p.response_len;
+    if (R < 1 || R > std::min(p.full_len, p.masked_len) - 1)
+      fail(ErrorCode::Input, "pair " + std::to_string(i) + ": response_len " + std::to_string(R) + " must be in [1, " +
+                                 std::to_string(std::min(p.full_len, p.masked_len) - 1) + "]");
+    for (int64_t k = 0; k < R; k++)
+      if (p.full[p.full_len - R + k] != p.masked[p.masked_len - R + k])
+        fail(ErrorCode::Input, "pair " + std::to_string(i) + ": the full and masked sequences do not end with the same " + std::to_string(R) +
+                                   " response tokens");
+    int64_t s = 0;
+    while (s < p.full_len && s < p.masked_len && p.full[s] == p.masked[s]) s++;
+    shared[size_t(i)] = s;
+  }
+
+  // Pass 1: every shared prefix once, into cache A of its pair.
+  std::vector<std::unique_ptr<KVCache>> ca, cb;
+  std::vector<int32_t> toks;
+  std::vector<SeqRun> runs;
+  std::vector<int64_t> prefix_row(static_cast<size_t>(n), -1);
+  for (int64_t i = 0; i < n; i++) {
+    const int64_t cap = std::max(pairs[i].full_len, pairs[i].masked_len);
+    ca.push_back(std::make_unique<KVCache>(c, cap));
+    cb.push_back(std::make_unique<KVCache>(c, cap));
+    if (shared[size_t(i)] == 0) continue;
+    prefix_row[size_t(i)] = int64_t(toks.size());
+    runs.push_back({int64_t(toks.size()), shared[size_t(i)], 0, ca.back().get()});
+    toks.insert(toks.end(), pairs[i].full, pairs[i].full + shared[size_t(i)]);
+  }
+  std::vector<float> prefix_h(toks.size() * size_t(C));
+  if (!toks.empty()) m.forward_hidden(toks.data(), int64_t(toks.size()), runs, prefix_h.data());
+  const int64_t kd = c.kv_heads * c.head_dim;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t l = 0; l < c.layers; l++) {
+      const size_t bytes = size_t(shared[size_t(i)] * kd) * sizeof(float);
+      std::memcpy(cb[size_t(i)]->k[size_t(l)].data(), ca[size_t(i)]->k[size_t(l)].data(), bytes);
+      std::memcpy(cb[size_t(i)]->v[size_t(l)].data(), ca[size_t(i)]->v[size_t(l)].data(), bytes);
+    }
+
+  // Pass 2: the full and masked continuations after the prefix.
+  toks.clear();
+  runs.clear();
+  std::vector<int64_t> full_row(static_cast<size_t>(n), -1), masked_row(static_cast<size_t>(n), -1);
+  for (int64_t i = 0; i < n; i++) {
+    const IgPair& p = pairs[i];
+    const int64_t s = shared[size_t(i)];
+    if (p.full_len > s) {
+      full_row[size_t(i)] = int64_t(toks.size());
+      runs.push_back({int64_t(toks.size()), p.full_len - s, s, ca[size_t(i)].get()});
+      toks.insert(toks.end(), p.full + s, p.full + p.full_len);
+    }
+    if (p.masked_len > s) {
+      masked_row[size_t(i)] = int64_t(toks.size());
+      runs.push_back({int64_t(toks.size()), p.masked_len - s, s, cb[size_t(i)].get()});
+      toks.insert(toks.end(), p.masked + s, p.masked + p.masked_len);
+    }
+  }
+  std::vector<float> suffix_h(toks.size() * size_t(C));
+  if (!toks.empty()) m.forward_hidden(toks.data(), int64_t(toks.size()), runs, suffix_h.data());
+
+  // The hidden state at position pos of pair i's full (or masked) sequence.
+  auto hidden_at = [&](int64_t i, bool full, int64_t pos) -> const float* {
+    const int64_t s = shared[size_t(i)];
+    if (pos < s) return &prefix_h[size_t((prefix_row[size_t(i)] + pos) * C)];
+    return &suffix_h[size_t(((full ? full_row : masked_row)[size_t(i)] + pos - s) * C)];
+  };
+  struct Job { int64_t pair, t; };
+  std::vector<Job> jobs;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t t = 0; t < pairs[i].response_len; t++) jobs.push_back({i, t});
+  std::vector<TokenStats> stats(jobs.size());
+  const int64_t chunk = 32;  // row pairs per head pass: 2·chunk × V logits at a time
+  std::vector<float> hbuf(size_t(2 * chunk * C)), logits(size_t(2 * chunk * V));
+  for (size_t j0 = 0; j0 < jobs.size(); j0 += size_t(chunk)) {
+    const int64_t nj = std::min<int64_t>(chunk, int64_t(jobs.size() - j0));
+    for (int64_t j = 0; j < nj; j++) {
+      const Job& jb = jobs[j0 + size_t(j)];
+      const IgPair& p = pairs[jb.pair];
+      // Response token t is predicted from position len − R − 1 + t.
+      std::memcpy(&hbuf[size_t(2 * j * C)], hidden_at(jb.pair, true, p.full_len - p.response_len - 1 + jb.t), sizeof(float) * size_t(C));
+      std::memcpy(&hbuf[size_t((2 * j + 1) * C)], hidden_at(jb.pair, false, p.masked_len - p.response_len - 1 + jb.t), sizeof(float) * size_t(C));
+    }
+    m.head_logits(2 * nj, hbuf.data(), logits.data());
+    m.pool->parallel_for(nj, [&](int64_t j, int) {
+      const Job& jb = jobs[j0 + size_t(j)];
+      const IgPair& p = pairs[jb.pair];
+      stats[j0 + size_t(j)] = token_stats(&logits[size_t(2 * j * V)], &logits[size_t((2 * j + 1) * V)], V,
+                                          p.full[p.full_len - p.response_len + jb.t]);
+    });
+  }
+  size_t at = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const IgPair& p = pairs[i];
+    IgScores& o = out[i];
+    o = IgScores();
+    const int64_t R = p.response_len;
+    IgTokenScores* pt = per_token ? &per_token[i] : nullptr;
+    if (pt) *pt = IgTokenScores();
+    for (int64_t t = 0; t < R; t++, at++) {
+      const TokenStats& s = stats[at];
+      o.ce_full += s.nll_f;
+      o.ce_masked += s.nll_m;
+      o.ig_kl += s.kl;
+      o.ig_js += s.js;
+      o.entropy_full += s.h_f;
+      o.entropy_masked += s.h_m;
+      if (pt) {
+        pt->nll_full.push_back(float(s.nll_f));
+        pt->nll_masked.push_back(float(s.nll_m));
+        pt->kl.push_back(float(s.kl));
+        pt->js.push_back(float(s.js));
+        pt->entropy_full.push_back(float(s.h_f));
+        pt->entropy_masked.push_back(float(s.h_m));
+      }
+    }
+    for (double* v : {&o.ce_full, &o.ce_masked, &o.ig_kl, &o.ig_js, &o.entropy_full, &o.entropy_masked}) *v /= double(R);
+    o.ig_ce = o.ce_masked - o.ce_full;
+    o.n_tokens = R;
+    o.shared_prefix = shared[size_t(i)];
+    o.positions_computed = p.full_len + p.masked_len - shared[size_t(i)];
+  }
+}
+
+}  // namespace kpig
