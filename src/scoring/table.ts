@@ -1,0 +1,135 @@
+/**
+ * `scoreTable`: information gain for every row of an Arrow table of instances with key spans.
+ * Rows are tokenised into full/masked pairs, packed into batches by token budget, scored by the
+ * native engine, and returned as an Arrow table keyed by the input ids. A bad row gets
+ * status 'error' and a message; the rest of its batch is still scored.
+ */
+import { Table, makeVector, vectorFromArray } from 'apache-arrow';
+import { InputError, KpigError } from '../errors/index.js';
+import type { Model } from '../model/model.js';
+import { buildPair, type KeySpan, type MaskMode, type TokenPair } from './mask.js';
+import { scorePairs, type IgScore } from './pairs.js';
+
+export const SCORE_INPUT_COLUMNS = ['task_id', 'instance_id', 'instruction', 'key_spans', 'input', 'output'] as const;
+
+export interface ScoreTableOptions {
+  /** Token budget of one engine call: Σ over its pairs of len(full) + len(masked) (default 16384). */
+  maxTokensPerBatch?: number;
+  maskMode?: MaskMode;
+  placeholder?: string;
+  onProgress?: (p: { rows: number; totalRows: number; tokens: number; elapsedSeconds: number }) => void;
+  signal?: AbortSignal;
+}
+
+function spansOf(value: unknown): KeySpan[] {
+  if (value === null || value === undefined) return [];
+  const items = typeof value === 'object' && value !== null && 'toArray' in value ? (value as { toArray(): unknown[] }).toArray() : (value as unknown[]);
+  return Array.from(items, (s) => {
+    const o = s as { start: unknown; end: unknown };
+    return { start: Number(o.start), end: Number(o.end) };
+  });
+}
+
+/**
+ * Scores every row of `table` (columns task_id, instance_id, instruction, key_spans
+ * list<{start, end}>, input, output) and returns a table with task_id, instance_id, status, error,
+ * ce_full, ce_masked, ig_ce, ig_kl, ig_js, entropy_full, entropy_masked, n_tokens, shared_prefix,
+ * first_diff — one row per input row, in input order.
+ *
+ * @example
+ * const scores = await scoreTable(model, tableFromIPC(readFileSync('instances.arrow')));
+ */
+export async function scoreTable(model: Model, table: Table, options: ScoreTableOptions = {}): Promise<Table> {
+  const names = table.schema.fields.map((f) => f.name);
+  const missing = SCORE_INPUT_COLUMNS.filter((c) => !names.includes(c));
+  if (missing.length) throw new InputError(`missing column(s): ${missing.join(', ')} (the table has: ${names.join(', ')})`);
+  const tok = model.tokenizer;
+  if (!tok) throw new InputError('scoring needs the model tokenizer; load the model with one');
+  const budget = options.maxTokensPerBatch ?? 16384;
+  if (!Number.isInteger(budget) || budget < 2) throw new InputError(`maxTokensPerBatch must be an integer ≥ 2, got ${budget}`);
+  const n = table.numRows;
+  const col = (name: string) => table.getChild(name)!;
+  const [ins, spans, inp, outp] = [col('instruction'), col('key_spans'), col('input'), col('output')];
+  const scores: (IgScore | null)[] = new Array(n).fill(null);
+  const errors: (string | null)[] = new Array(n).fill(null);
+  const firstDiff = new Int32Array(n).fill(-1);
+  const t0 = Date.now();
+  let tokensDone = 0;
+  let rowsDone = 0;
+  const flush = async (batch: { row: number; pair: TokenPair }[]) => {
+    if (batch.length === 0) return;
+    if (options.signal?.aborted) throw new KpigError('E_CANCELLED', `scoring was cancelled after ${rowsDone} rows`);
+    let result: IgScore[] | null = null;
+    try {
+      result = await scorePairs(model, batch.map((b) => ({ full: b.pair.full, masked: b.pair.masked, responseLen: b.pair.responseLen })));
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+    }
+    for (let i = 0; i < batch.length; i++) {
+      const { row, pair } = batch[i];
+      if (result) scores[row] = result[i];
+      else {
+        // Isolate the bad row(s): score this batch's rows one by one.
+        try {
+          scores[row] = (await scorePairs(model, [{ full: pair.full, masked: pair.masked, responseLen: pair.responseLen }]))[0];
+        } catch (err) {
+          if (!(err instanceof InputError)) throw err;
+          errors[row] = err.message.replace(/^pair 0: /, '');
+        }
+      }
+      tokensDone += pair.full.length + pair.masked.length;
+    }
+    rowsDone += batch.length;
+    options.onProgress?.({ rows: rowsDone, totalRows: n, tokens: tokensDone, elapsedSeconds: (Date.now() - t0) / 1000 });
+  };
+  let batch: { row: number; pair: TokenPair }[] = [];
+  let batchTokens = 0;
+  for (let row = 0; row < n; row++) {
+    let pair: TokenPair;
+    try {
+      pair = buildPair(
+        tok,
+        { instruction: String(ins.get(row) ?? ''), keySpans: spansOf(spans.get(row)), input: String(inp.get(row) ?? ''), output: String(outp.get(row) ?? '') },
+        { mode: options.maskMode, placeholder: options.placeholder },
+      );
+      const longest = Math.max(pair.full.length, pair.masked.length);
+      if (longest > model.info.maxPositions)
+        throw new InputError(`the sample has ${longest} tokens, more than the model's context of ${model.info.maxPositions}`);
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      errors[row] = err.message;
+      rowsDone++;
+      continue;
+    }
+    firstDiff[row] = pair.firstDiff;
+    const cost = pair.full.length + pair.masked.length;
+    if (batchTokens + cost > budget && batch.length > 0) {
+      await flush(batch);
+      batch = [];
+      batchTokens = 0;
+    }
+    batch.push({ row, pair });
+    batchTokens += cost;
+  }
+  await flush(batch);
+
+  const num = (get: (s: IgScore) => number) => makeVector(Float64Array.from(scores, (s) => (s ? get(s) : NaN)));
+  const int = (get: (s: IgScore) => number) => makeVector(Int32Array.from(scores, (s) => (s ? get(s) : -1)));
+  const ids = (name: string) => vectorFromArray(Array.from({ length: n }, (_, i) => col(name).get(i)), col(name).type);
+  return new Table({
+    task_id: ids('task_id'),
+    instance_id: ids('instance_id'),
+    status: vectorFromArray(errors.map((e) => (e ? 'error' : 'ok'))),
+    error: vectorFromArray(errors),
+    ce_full: num((s) => s.ceFull),
+    ce_masked: num((s) => s.ceMasked),
+    ig_ce: num((s) => s.igCe),
+    ig_kl: num((s) => s.igKl),
+    ig_js: num((s) => s.igJs),
+    entropy_full: num((s) => s.entropyFull),
+    entropy_masked: num((s) => s.entropyMasked),
+    n_tokens: int((s) => s.nTokens),
+    shared_prefix: int((s) => s.sharedPrefix),
+    first_diff: makeVector(firstDiff),
+  });
+}
