@@ -26,3 +26,4 @@ export { buildPair, maskInstruction, validateSpans } from './scoring/mask.js';
 export type { KeySpan, MaskMode, ScoringRow, TokenPair } from './scoring/mask.js';
 export { scoreTable, SCORE_INPUT_COLUMNS } from './scoring/table.js';
 export type { ScoreTableOptions } from './scoring/table.js';
+export { readScoringChunks, scoreStream } from './scoring/stream.js';

@@ -301,6 +301,58 @@ program
     model.dispose();
   });
 
+program
+  .command('score')
+  .description('information gain of the key parts of every row (full vs key-parts-masked instruction), written as Arrow')
+  .argument('<model-dir>', 'Hugging Face model folder')
+  .requiredOption('--data <file>', 'rows with task_id, instance_id, instruction, key_spans [{start, end}], input, output: .jsonl or .arrow')
+  .requiredOption('--out <file>', 'output Arrow IPC stream (one row per input row, keyed by task_id and instance_id)')
+  .option('--max-tokens-per-batch <n>', 'token budget of one engine call (full + masked tokens)', int('--max-tokens-per-batch', 2), 16384)
+  .option('--chunk-rows <n>', 'JSONL rows read and scored at a time (bounds memory)', int('--chunk-rows', 1), 4096)
+  .option('--mask-mode <mode>', 'replace key spans with the placeholder, or delete them', 'replace')
+  .option('--placeholder <text>', 'text that replaces a key span', '[MASK]')
+  .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+  .option('--json', 'one JSON progress line per chunk on stdout instead of a progress line')
+  .action(async (dir: string, o: Record<string, unknown>) => {
+    const { readScoringChunks, scoreStream } = await import('../scoring/stream.js');
+    if (o.maskMode !== 'replace' && o.maskMode !== 'delete') throw new InvalidArgumentError('--mask-mode must be replace or delete');
+    const model = await Model.load(dir, { threads: o.threads as number | undefined });
+    const controller = new AbortController();
+    process.once('SIGINT', () => controller.abort());
+    const t0 = Date.now();
+    let tokens = 0;
+    let rowsBefore = 0;
+    const tty = process.stderr.isTTY && !o.json;
+    try {
+      const rows = await scoreStream(model, readScoringChunks(o.data as string, o.chunkRows as number), o.out as string, {
+        maxTokensPerBatch: o.maxTokensPerBatch as number,
+        maskMode: o.maskMode as 'replace' | 'delete',
+        placeholder: o.placeholder as string,
+        signal: controller.signal,
+        onProgress: (p) => {
+          const sec = (Date.now() - t0) / 1000;
+          const done = rowsBefore + p.rows;
+          const line = `scored ${done} rows, ${Math.round(done / sec)} samples/s, ${Math.round((tokens + p.tokens) / sec)} tokens/s`;
+          if (tty) process.stderr.write(`\r${line}\x1b[K`);
+          if (p.rows === p.totalRows) {
+            tokens += p.tokens;
+            rowsBefore += p.totalRows;
+            if (o.json) console.log(JSON.stringify({ rows: rowsBefore, tokens, seconds: sec }));
+          }
+        },
+      });
+      if (tty) process.stderr.write('\n');
+      console.error(`kpig: ${rows} rows scored in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${o.out as string}`);
+    } catch (err) {
+      if (err instanceof KpigError && err.code === 'E_CANCELLED') {
+        console.error('\nkpig: interrupted; nothing was written');
+        process.exit(130);
+      }
+      throw err;
+    }
+    model.dispose();
+  });
+
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidArgumentError) {
     console.error(`kpig: ${err.message}`);

@@ -4,7 +4,7 @@
  * native engine, and returned as an Arrow table keyed by the input ids. A bad row gets
  * status 'error' and a message; the rest of its batch is still scored.
  */
-import { Table, makeVector, vectorFromArray } from 'apache-arrow';
+import { Field, RecordBatch, Schema, Struct, Table, Utf8, makeData, makeVector, vectorFromArray, type Vector } from 'apache-arrow';
 import { InputError, KpigError } from '../errors/index.js';
 import type { Model } from '../model/model.js';
 import { buildPair, type KeySpan, type MaskMode, type TokenPair } from './mask.js';
@@ -116,20 +116,26 @@ export async function scoreTable(model: Model, table: Table, options: ScoreTable
   const num = (get: (s: IgScore) => number) => makeVector(Float64Array.from(scores, (s) => (s ? get(s) : NaN)));
   const int = (get: (s: IgScore) => number) => makeVector(Int32Array.from(scores, (s) => (s ? get(s) : -1)));
   const ids = (name: string) => vectorFromArray(Array.from({ length: n }, (_, i) => col(name).get(i)), col(name).type);
-  return new Table({
-    task_id: ids('task_id'),
-    instance_id: ids('instance_id'),
-    status: vectorFromArray(errors.map((e) => (e ? 'error' : 'ok'))),
-    error: vectorFromArray(errors),
-    ce_full: num((s) => s.ceFull),
-    ce_masked: num((s) => s.ceMasked),
-    ig_ce: num((s) => s.igCe),
-    ig_kl: num((s) => s.igKl),
-    ig_js: num((s) => s.igJs),
-    entropy_full: num((s) => s.entropyFull),
-    entropy_masked: num((s) => s.entropyMasked),
-    n_tokens: int((s) => s.nTokens),
-    shared_prefix: int((s) => s.sharedPrefix),
-    first_diff: makeVector(firstDiff),
-  });
+  const columns: [string, Vector][] = [
+    ['task_id', ids('task_id')],
+    ['instance_id', ids('instance_id')],
+    ['status', vectorFromArray(errors.map((e) => (e ? 'error' : 'ok')), new Utf8())],
+    ['error', vectorFromArray(errors, new Utf8())],
+    ['ce_full', num((s) => s.ceFull)],
+    ['ce_masked', num((s) => s.ceMasked)],
+    ['ig_ce', num((s) => s.igCe)],
+    ['ig_kl', num((s) => s.igKl)],
+    ['ig_js', num((s) => s.igJs)],
+    ['entropy_full', num((s) => s.entropyFull)],
+    ['entropy_masked', num((s) => s.entropyMasked)],
+    ['n_tokens', int((s) => s.nTokens)],
+    ['shared_prefix', int((s) => s.sharedPrefix)],
+    ['first_diff', makeVector(firstDiff)],
+  ];
+  // One fixed schema (every field nullable) whatever the chunk holds, so scored chunks can be
+  // appended to one Arrow stream.
+  const schema = new Schema(columns.map(([name, v]) => new Field(name, v.type, true)));
+  const children = columns.map(([, v]) => (v.data.length === 1 ? v.data[0] : makeVector(v.toArray()).data[0]));
+  const data = makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children });
+  return new Table(schema, [new RecordBatch(schema, data)]);
 }

@@ -276,3 +276,56 @@ int64_t argmax_row(const float* x, int64_t V) {
 }
 
 }  // namespace kpig
+
+namespace kpig {
+
+namespace {
+
+struct IgSums {
+  double kl = 0, js = 0, h_f = 0, h_m = 0;
+};
+
+__attribute__((target("avx512f"))) int64_t ig_sums_512(const float* lf, const float* lm, int64_t V, float lse_f, float lse_m, IgSums* out) {
+  __m512 kl = _mm512_setzero_ps(), js = kl, hf = kl, hm = kl;
+  const __m512 sf = _mm512_set1_ps(lse_f), sm = _mm512_set1_ps(lse_m), one = _mm512_set1_ps(1.f), half = _mm512_set1_ps(0.5f);
+  const __m512 ln2 = _mm512_set1_ps(0.693147180559945f);
+  int64_t v = 0;
+  for (; v + 16 <= V; v += 16) {
+    const __m512 a = _mm512_sub_ps(_mm512_loadu_ps(lf + v), sf), b = _mm512_sub_ps(_mm512_loadu_ps(lm + v), sm);
+    const __m512 p = exp512(a), q = exp512(b);
+    const __m512 d = _mm512_sub_ps(a, b);
+    kl = _mm512_fmadd_ps(p, d, kl);
+    hf = _mm512_fnmadd_ps(p, a, hf);
+    hm = _mm512_fnmadd_ps(q, b, hm);
+    // log of the mixture ½(p + q) = max(a, b) + log(1 + e^{−|a−b|}) − ln 2
+    const __m512 ad = _mm512_abs_ps(d);
+    const __m512 lmix = _mm512_sub_ps(_mm512_add_ps(_mm512_max_ps(a, b), log512(_mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), ad))))), ln2);
+    js = _mm512_fmadd_ps(half, _mm512_fmadd_ps(p, _mm512_sub_ps(a, lmix), _mm512_mul_ps(q, _mm512_sub_ps(b, lmix))), js);
+  }
+  out->kl = _mm512_reduce_add_ps(kl);
+  out->js = _mm512_reduce_add_ps(js);
+  out->h_f = _mm512_reduce_add_ps(hf);
+  out->h_m = _mm512_reduce_add_ps(hm);
+  return v;
+}
+
+}  // namespace
+
+IgTokenStats ig_token_stats(const float* lf, const float* lm, int64_t V, int32_t y) {
+  const float lse_f = logsumexp_row(lf, V), lse_m = logsumexp_row(lm, V);
+  IgSums s;
+  const int64_t done = cpu_avx512() ? ig_sums_512(lf, lm, V, lse_f, lse_m, &s) : 0;
+  const double ln2 = 0.6931471805599453;
+  for (int64_t v = done; v < V; v++) {
+    const double a = double(lf[v]) - lse_f, b = double(lm[v]) - lse_m;  // log p, log q
+    const double p = std::exp(a), q = std::exp(b);
+    s.kl += p * (a - b);
+    s.h_f -= p * a;
+    s.h_m -= q * b;
+    const double lmix = std::max(a, b) + std::log1p(std::exp(-std::fabs(a - b))) - ln2;
+    s.js += 0.5 * (p * (a - lmix) + q * (b - lmix));
+  }
+  return {double(lse_f) - double(lf[y]), double(lse_m) - double(lm[y]), s.kl, s.js, s.h_f, s.h_m};
+}
+
+}  // namespace kpig

@@ -44,6 +44,13 @@ void attend_backward_row(const float* q, const float* k, const float* v, int64_t
 float logsumexp_row(const float* x, int64_t V);
 // x(n) ← scale · exp(x − shift)
 void exp_shift_inplace(float* x, int64_t n, float shift, float scale);
+// Information-gain quantities of one response position from its full and masked logit rows:
+// NLLs of y, KL(p‖q), JS(p, q) and both entropies, all in nats. One pass over the vocabulary after
+// the two log-sum-exps.
+struct IgTokenStats {
+  double nll_f, nll_m, kl, js, h_f, h_m;
+};
+IgTokenStats ig_token_stats(const float* lf, const float* lm, int64_t V, int32_t y);
 // Index of the largest logit (first one on ties).
 int64_t argmax_row(const float* x, int64_t V);
 

@@ -13,32 +13,6 @@
 
 namespace kpig {
 
-namespace {
-
-struct TokenStats {
-  double nll_f, nll_m, kl, js, h_f, h_m;
-};
-
-// One response position: the two logit rows lf, lm (V) and the target y.
-TokenStats token_stats(const float* lf, const float* lm, int64_t V, int32_t y) {
-  const double lse_f = logsumexp_row(lf, V), lse_m = logsumexp_row(lm, V);
-  double kl = 0, js = 0, h_f = 0, h_m = 0;
-  const double ln2 = 0.6931471805599453;
-  for (int64_t v = 0; v < V; v++) {
-    const double a = double(lf[v]) - lse_f, b = double(lm[v]) - lse_m;  // log p, log q
-    const double p = std::exp(a), q = std::exp(b);
-    kl += p * (a - b);
-    h_f -= p * a;
-    h_m -= q * b;
-    // log m = log((p + q)/2) = max(a, b) + log1p(exp(−|a − b|)) − ln 2
-    const double lmix = std::max(a, b) + std::log1p(std::exp(-std::fabs(a - b))) - ln2;
-    js += 0.5 * (p * (a - lmix) + q * (b - lmix));
-  }
-  return {lse_f - double(lf[y]), lse_m - double(lm[y]), kl, js, h_f, h_m};
-}
-
-}  // namespace
-
 void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScores* per_token) {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
@@ -127,7 +101,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   std::vector<Job> jobs;
   for (int64_t i = 0; i < n; i++)
     for (int64_t t = 0; t < pairs[i].response_len; t++) jobs.push_back({i, t});
-  std::vector<TokenStats> stats(jobs.size());
+  std::vector<IgTokenStats> stats(jobs.size());
   const int64_t chunk = 32;  // row pairs per head pass: 2·chunk × V logits at a time
   std::vector<float> hbuf(size_t(2 * chunk * C)), logits(size_t(2 * chunk * V));
   for (size_t j0 = 0; j0 < jobs.size(); j0 += size_t(chunk)) {
@@ -143,7 +117,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     m.pool->parallel_for(nj, [&](int64_t j, int) {
       const Job& jb = jobs[j0 + size_t(j)];
       const IgPair& p = pairs[jb.pair];
-      stats[j0 + size_t(j)] = token_stats(&logits[size_t(2 * j * V)], &logits[size_t((2 * j + 1) * V)], V,
+      stats[j0 + size_t(j)] = ig_token_stats(&logits[size_t(2 * j * V)], &logits[size_t((2 * j + 1) * V)], V,
                                           p.full[p.full_len - p.response_len + jb.t]);
     });
   }
@@ -156,7 +130,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     IgTokenScores* pt = per_token ? &per_token[i] : nullptr;
     if (pt) *pt = IgTokenScores();
     for (int64_t t = 0; t < R; t++, at++) {
-      const TokenStats& s = stats[at];
+      const IgTokenStats& s = stats[at];
       o.ce_full += s.nll_f;
       o.ce_masked += s.nll_m;
       o.ig_kl += s.kl;

@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+// Information-gain scoring of B = 8 pairs of T = 256 tokens (instruction 64 with three key-part
+// spans of 3–8 tokens replaced by a mask id, input 96, response 96), as ../shared/peers/torch_kpig.py
+// --task ig builds them, side by side with that tuned PyTorch peer in the same run. Prints samples/s,
+// the ratio, the share of the fp32 matmul floor and peak memory.
+//   node bench/ig-score.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--bf16]
+import { parseArgs } from 'node:util';
+import { Model } from '../dist/model/model.js';
+import { scorePairs } from '../dist/scoring/pairs.js';
+import { benchModel, fmaPeak, rng, timed, torchPeer } from './common.mjs';
+
+const { values: opt } = parseArgs({
+  options: {
+    models: { type: 'string', default: 'gpt2-small,smol-135m-like' },
+    threads: { type: 'string', default: '2' },
+    reps: { type: 'string', default: '5' },
+    'no-peer': { type: 'boolean', default: false },
+    bf16: { type: 'boolean', default: false },
+  },
+});
+const threads = Number(opt.threads);
+const B = 8, L_INSTR = 64, L_INPUT = 96, R = 96, T = L_INSTR + L_INPUT + R;
+const peakGflops = fmaPeak(threads);
+console.log(JSON.stringify({ fp32_fma_peak_gflops: peakGflops, threads }));
+
+/** Matmul FLOPs of what the peer computes: two full forward passes, head on the R predicting rows. */
+function igFlops(info) {
+  const C = info.hiddenSize, F = info.intermediateSize, L = info.numLayers, V = info.vocabSize;
+  const qkv = C * (info.numHeads + 2 * info.numKvHeads) * info.headDim;
+  const mlp = info.arch === 'gpt2' ? 2 * C * F : 3 * C * F;
+  const perToken = L * (qkv + info.numHeads * info.headDim * C + mlp);
+  const attn = L * 2 * 2 * info.numHeads * info.headDim * T * T;
+  return 2 * B * (2 * T * perToken + attn + 2 * R * C * V);
+}
+
+for (const preset of opt.models.split(',')) {
+  const model = await Model.load(await benchModel(preset), { threads, tokenizer: false });
+  if (opt.bf16) model.setMatmulPrecision('bf16');
+  const V = model.info.vocabSize;
+  const next = rng(11);
+  const pairs = Array.from({ length: B }, () => {
+    const full = Array.from({ length: T }, () => next(V - 1));
+    const masked = [...full];
+    for (let s = 0; s < 3; s++) {
+      const len = 3 + next(6), start = next(L_INSTR - len);
+      for (let t = start; t < start + len; t++) masked[t] = V - 1;
+    }
+    return { full, masked, responseLen: R };
+  });
+  let shared = 0;
+  const run = async () => {
+    const s = await scorePairs(model, pairs);
+    shared = s.reduce((a, x) => a + x.sharedPrefix, 0) / B;
+  };
+  const ours = await timed(run, { warmup: 1, reps: Number(opt.reps) });
+  const flops = igFlops(model.info);
+  const line = {
+    model: preset,
+    threads,
+    precision: opt.bf16 ? `bf16 matmuls (${model.info.bf16Isa})` : 'fp32',
+    kpig_sec: +ours.median.toFixed(3),
+    kpig_samples_per_s: +(B / ours.median).toFixed(2),
+    mean_shared_prefix: shared,
+    kpig_floor_share: peakGflops ? +(flops / (peakGflops * 1e9) / ours.median).toFixed(3) : null,
+    kpig_peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+  };
+  model.dispose();
+  if (!opt['no-peer']) {
+    const torch = torchPeer(['--model', preset, '--task', 'ig', '--threads', String(threads), '--reps', opt.reps, ...(opt.bf16 ? ['--bf16'] : [])]);
+    line.torch_sec = torch.sec_median;
+    line.torch_samples_per_s = torch.samples_per_s_median;
+    line.torch_floor_share = peakGflops ? +(flops / (peakGflops * 1e9) / torch.sec_median).toFixed(3) : null;
+    line.torch_peak_rss_mb = torch.peak_rss_MB;
+    line.speedup_vs_torch = +(torch.sec_median / ours.median).toFixed(3);
+  }
+  console.log(JSON.stringify(line));
+}

@@ -1,0 +1,121 @@
+/**
+ * Scoring inputs larger than memory: rows are read a chunk at a time (Arrow IPC record batches or
+ * JSONL lines), scored with {@link scoreTable}, and appended to an Arrow IPC stream on disk. The
+ * output appears under its final name only when complete (temp file + rename).
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { basename, dirname, extname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { finished } from 'node:stream/promises';
+import { Field, Int32, List, RecordBatchReader, RecordBatchStreamWriter, Struct, Table, Utf8, vectorFromArray } from 'apache-arrow';
+import { InputError, KpigIOError } from '../errors/index.js';
+import type { Model } from '../model/model.js';
+import { scoreTable, type ScoreTableOptions } from './table.js';
+
+const SPAN_TYPE = new List(new Field('item', new Struct([new Field('start', new Int32()), new Field('end', new Int32())])));
+
+/** JSONL rows → Arrow tables of `chunkRows` rows with the scoring input columns. */
+async function* jsonlChunks(path: string, chunkRows: number): AsyncGenerator<Table> {
+  const lines = createInterface({ input: createReadStream(path, { encoding: 'utf8' }), crlfDelay: Infinity });
+  let rows: Record<string, unknown>[] = [];
+  let lineNo = 0;
+  const table = () =>
+    new Table({
+      task_id: vectorFromArray(rows.map((r) => String(r.task_id ?? '')), new Utf8()),
+      instance_id: vectorFromArray(rows.map((r) => String(r.instance_id ?? '')), new Utf8()),
+      instruction: vectorFromArray(rows.map((r) => String(r.instruction ?? '')), new Utf8()),
+      key_spans: vectorFromArray(rows.map((r) => r.key_spans as { start: number; end: number }[]), SPAN_TYPE),
+      input: vectorFromArray(rows.map((r) => String(r.input ?? '')), new Utf8()),
+      output: vectorFromArray(rows.map((r) => (Array.isArray(r.output) ? String(r.output[0] ?? '') : String(r.output ?? ''))), new Utf8()),
+    });
+  for await (const line of lines) {
+    lineNo++;
+    if (!line.trim()) continue;
+    let obj: Record<string, unknown>;
+    try {
+      obj = JSON.parse(line);
+    } catch (err) {
+      throw new InputError(`${path}:${lineNo}: not valid JSON: ${(err as Error).message}`);
+    }
+    const missing = ['task_id', 'instance_id', 'instruction', 'key_spans', 'output'].filter((k) => !(k in obj));
+    if (missing.length) throw new InputError(`${path}:${lineNo}: missing field(s) ${missing.join(', ')}`);
+    const spans = obj.key_spans;
+    if (!Array.isArray(spans)) throw new InputError(`${path}:${lineNo}: key_spans must be a list of {start, end}`);
+    obj.key_spans = spans.map((s) => (Array.isArray(s) ? { start: s[0], end: s[1] } : s));
+    rows.push(obj);
+    if (rows.length === chunkRows) {
+      yield table();
+      rows = [];
+    }
+  }
+  if (rows.length) yield table();
+}
+
+/** Arrow IPC (file or stream format) → one table per record batch. */
+async function* arrowChunks(path: string): AsyncGenerator<Table> {
+  let reader;
+  try {
+    reader = await RecordBatchReader.from(createReadStream(path));
+  } catch (err) {
+    throw new InputError(`${path}: not a readable Arrow IPC file: ${(err as Error).message}`);
+  }
+  try {
+    for await (const batch of reader) yield new Table(batch);
+  } catch (err) {
+    throw new InputError(`${path}: corrupt Arrow data: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The scoring input of a file, a chunk at a time: `.jsonl` (`chunkRows` rows per chunk) or Arrow IPC
+ * (`.arrow` / `.arrows` / `.ipc` / `.feather`, one chunk per record batch).
+ *
+ * @example
+ * for await (const chunk of readScoringChunks('instances.jsonl')) console.log(chunk.numRows);
+ */
+export function readScoringChunks(path: string, chunkRows = 4096): AsyncGenerator<Table> {
+  const ext = extname(path).toLowerCase();
+  if (ext === '.jsonl' || ext === '.ndjson') return jsonlChunks(path, chunkRows);
+  if (['.arrow', '.arrows', '.ipc', '.feather'].includes(ext)) return arrowChunks(path);
+  throw new InputError(`${path}: unknown input format '${ext}' (use .jsonl or .arrow)`);
+}
+
+/**
+ * Scores chunks as they come and appends each scored chunk to an Arrow IPC stream at `outPath`.
+ * Memory stays bounded by one chunk. Resolves with the number of rows written (one per input row).
+ *
+ * @example
+ * const rows = await scoreStream(model, readScoringChunks('big.jsonl'), 'scores.arrow');
+ */
+export async function scoreStream(
+  model: Model,
+  chunks: AsyncIterable<Table>,
+  outPath: string,
+  options: ScoreTableOptions & { onChunk?: (rowsDone: number) => void } = {},
+): Promise<number> {
+  const temp = join(dirname(outPath), `.${basename(outPath)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const file = createWriteStream(temp);
+  const writer = new RecordBatchStreamWriter();
+  writer.pipe(file);
+  let rows = 0;
+  try {
+    for await (const chunk of chunks) {
+      const scored = await scoreTable(model, chunk, options);
+      for (const batch of scored.batches) writer.write(batch);
+      rows += scored.numRows;
+      options.onChunk?.(rows);
+    }
+    writer.finish();
+    await finished(file);
+    await rename(temp, outPath);
+  } catch (err) {
+    writer.finish();
+    await finished(file).catch(() => undefined);
+    await rm(temp, { force: true });
+    if (err instanceof InputError || (err as { code?: string }).code?.startsWith?.('E_')) throw err;
+    throw new KpigIOError(`scoring into ${outPath} failed: ${(err as Error).message}`, { cause: err });
+  }
+  return rows;
+}

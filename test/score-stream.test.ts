@@ -1,0 +1,91 @@
+// `kpig score` over files: JSONL and Arrow input read a chunk at a time, an Arrow IPC stream out
+// with exactly one row per input row, and clear errors for bad files.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tableFromIPC, tableToIPC } from 'apache-arrow';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Model } from '../src/model/model.js';
+import { readScoringChunks, scoreStream } from '../src/scoring/stream.js';
+import { ModelDir } from './support/models.js';
+
+const dirs = new ModelDir();
+const root = mkdtempSync(join(tmpdir(), 'kpig-score-'));
+afterAll(() => {
+  dirs.cleanup();
+  rmSync(root, { recursive: true, force: true });
+});
+
+function rows(n: number) {
+  const labels = ['yes', 'no', 'maybe'];
+  return Array.from({ length: n }, (_, i) => {
+    const a = labels[i % 3], b = labels[(i + 1) % 3];
+    const instruction = `Answer "${a}" or "${b}".`;
+    return {
+      task_id: `t${i % 7}`,
+      instance_id: `i${i}`,
+      instruction,
+      key_spans: [[8, 8 + a.length + 2], [instruction.indexOf(`"${b}"`), instruction.indexOf(`"${b}"`) + b.length + 2]],
+      input: `case ${i}`,
+      output: i % 11 === 5 ? '' : a, // every 11th row has an empty response: an error row
+    };
+  });
+}
+
+describe('kpig score', () => {
+  let model: string;
+  beforeAll(async () => {
+    model = await dirs.make({ preset: 'gpt2-nano', seed: 4, config: { vocab_size: 259 } });
+  });
+
+  it('scores JSONL in chunks into an Arrow stream with one row per input row', () => {
+    const data = join(root, 'rows.jsonl');
+    const input = rows(2500);
+    writeFileSync(data, input.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const out = join(root, 'scores.arrow');
+    const r = spawnSync(process.execPath, ['dist/cli/main.js', 'score', model, '--data', data, '--out', out, '--chunk-rows', '700', '--json'], { encoding: 'utf8' });
+    expect(r.stderr).toContain('2500 rows scored');
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l).rows)).toEqual([700, 1400, 2100, 2500]);
+    const table = tableFromIPC(readFileSync(out));
+    expect(table.numRows).toBe(2500);
+    const ids = table.getChild('instance_id')!.toArray() as string[];
+    expect(Array.from(ids)).toEqual(input.map((x) => x.instance_id));
+    const status = Array.from(table.getChild('status')!.toArray() as string[]);
+    expect(status.filter((s) => s === 'error')).toHaveLength(input.filter((x) => x.output === '').length);
+    const kl = table.getChild('ig_kl')!.toArray() as Float64Array;
+    expect(status.every((s, i) => (s === 'ok') === Number.isFinite(kl[i]))).toBe(true);
+  });
+
+  it('reads Arrow input batch by batch and agrees with JSONL input', async () => {
+    const m = await Model.load(model);
+    const jsonl = join(root, 'few.jsonl');
+    writeFileSync(jsonl, rows(40).map((r) => JSON.stringify(r)).join('\n'));
+    const chunks = [];
+    for await (const c of readScoringChunks(jsonl, 15)) chunks.push(c);
+    expect(chunks.map((c) => c.numRows)).toEqual([15, 15, 10]);
+    const arrowIn = join(root, 'few.arrow');
+    const { Table } = await import('apache-arrow');
+    writeFileSync(arrowIn, tableToIPC(new Table(chunks.flatMap((c) => c.batches)), 'stream'));
+    const a = join(root, 'a.arrow'), b = join(root, 'b.arrow');
+    expect(await scoreStream(m, readScoringChunks(jsonl, 15), a)).toBe(40);
+    expect(await scoreStream(m, readScoringChunks(arrowIn), b)).toBe(40);
+    const ta = tableFromIPC(readFileSync(a)), tb = tableFromIPC(readFileSync(b));
+    expect(Array.from(tb.getChild('ig_ce')!.toArray() as Float64Array)).toEqual(Array.from(ta.getChild('ig_ce')!.toArray() as Float64Array));
+    m.dispose();
+  });
+
+  it('fails clearly on a corrupt Arrow file and bad JSONL, leaving no output', async () => {
+    const m = await Model.load(model);
+    const bad = join(root, 'corrupt.arrow');
+    writeFileSync(bad, Buffer.from('ARROW1\0\0garbage that is not arrow at all'));
+    const out = join(root, 'never.arrow');
+    await expect(scoreStream(m, readScoringChunks(bad), out)).rejects.toThrow(/corrupt\.arrow: (not a readable Arrow IPC file|corrupt Arrow data)/);
+    const jsonl = join(root, 'bad.jsonl');
+    writeFileSync(jsonl, JSON.stringify(rows(1)[0]) + '\n{"task_id": "x"}\n');
+    await expect(scoreStream(m, readScoringChunks(jsonl), out)).rejects.toThrow(`${jsonl}:2: missing field(s) instance_id, instruction, key_spans, output`);
+    expect(existsSync(out)).toBe(false);
+    m.dispose();
+  });
+});
