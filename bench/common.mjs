@@ -1,7 +1,7 @@
 // Shared pieces of the benchmarks: bench models (cached in the temp folder), timing, the PyTorch
 // peer (../shared/peers/torch_kpig.py) run in the same benchmark run, and peak RSS of a child.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { cpSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { mkdtempSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -73,4 +73,30 @@ export function fmaPeak(threads) {
   const r = spawnSync(exe, [], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
   const vals = [...r.stdout.matchAll(/AVX-512 FP32 FMA\s*:\s*([\d.]+)/g)].map((m) => Number(m[1]));
   return vals.length ? Math.max(...vals) : null;
+}
+
+/**
+ * The onnxruntime-node peer (../shared/peers/node/ort_ig.cjs) on the IG batch of torch_kpig.py:
+ * the peers folder is copied to a writable scratch folder once (the export writes beside it),
+ * the ONNX graph exported once (gigabytes for the 124M shapes), then timed. `ortModules` is a
+ * node_modules folder holding onnxruntime-node (install it in a scratch folder with
+ * `ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node@1.30.0`).
+ */
+export function ortPeer(model, threads, reps, ortModules) {
+  const scratch = join(tmpdir(), 'kpig-bench-peers');
+  const peers = join(scratch, 'peers');
+  if (!existsSync(join(peers, 'torch_kpig.py'))) cpSync(peersDir, peers, { recursive: true });
+  const dir = join(peers, 'out', 'onnx', model);
+  if (!existsSync(join(dir, 'ig.onnx'))) {
+    const py = torchPython();
+    const r = spawnSync(py, [join(peers, 'export_onnx.py'), '--model', model], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (r.status !== 0) throw new Error(`export_onnx.py --model ${model} failed:\n${r.stderr}`);
+  }
+  const r = spawnSync(process.execPath, [join(peers, 'node', 'ort_ig.cjs'), '--dir', dir, '--threads', String(threads), '--graph', 'ig', '--warmup', '1', '--reps', String(reps)], {
+    encoding: 'utf8',
+    env: { ...process.env, NODE_PATH: ortModules },
+    maxBuffer: 1 << 26,
+  });
+  if (r.status !== 0) throw new Error(`ort_ig.cjs failed:\n${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop());
 }

@@ -3,11 +3,13 @@
 // spans of 3–8 tokens replaced by a mask id, input 96, response 96), as ../shared/peers/torch_kpig.py
 // --task ig builds them, side by side with that tuned PyTorch peer in the same run. Prints samples/s,
 // the ratio, the share of the fp32 matmul floor and peak memory.
-//   node bench/ig-score.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--bf16]
+// With --ort-modules <node_modules holding onnxruntime-node>, the onnxruntime-node peer runs too and
+// the ratio is taken against the faster peer.
+//   node bench/ig-score.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--bf16] [--ort-modules DIR]
 import { parseArgs } from 'node:util';
 import { Model } from '../dist/model/model.js';
 import { scorePairs } from '../dist/scoring/pairs.js';
-import { benchModel, fmaPeak, rng, timed, torchPeer } from './common.mjs';
+import { benchModel, fmaPeak, ortPeer, rng, timed, torchPeer } from './common.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -16,6 +18,7 @@ const { values: opt } = parseArgs({
     reps: { type: 'string', default: '5' },
     'no-peer': { type: 'boolean', default: false },
     bf16: { type: 'boolean', default: false },
+    'ort-modules': { type: 'string' },
   },
 });
 const threads = Number(opt.threads);
@@ -35,7 +38,6 @@ function igFlops(info) {
 
 for (const preset of opt.models.split(',')) {
   const model = await Model.load(await benchModel(preset), { threads, tokenizer: false });
-  if (opt.bf16) model.setMatmulPrecision('bf16');
   const V = model.info.vocabSize;
   const next = rng(11);
   const pairs = Array.from({ length: B }, () => {
@@ -47,6 +49,15 @@ for (const preset of opt.models.split(',')) {
     }
     return { full, masked, responseLen: R };
   });
+  // The bf16 mode's deviation from fp32 on the same pairs.
+  let deviation = null;
+  if (opt.bf16) {
+    const fp32 = await scorePairs(model, pairs);
+    model.setMatmulPrecision('bf16');
+    const bf16 = await scorePairs(model, pairs);
+    const worst = (k) => Math.max(...fp32.map((s, i) => Math.abs(s[k] - bf16[i][k])));
+    deviation = { ig_ce: +worst('igCe').toExponential(2), ig_kl: +worst('igKl').toExponential(2), ig_js: +worst('igJs').toExponential(2), ce_full: +worst('ceFull').toExponential(2) };
+  }
   let shared = 0;
   const run = async () => {
     const s = await scorePairs(model, pairs);
@@ -63,6 +74,7 @@ for (const preset of opt.models.split(',')) {
     mean_shared_prefix: shared,
     kpig_floor_share: peakGflops ? +(flops / (peakGflops * 1e9) / ours.median).toFixed(3) : null,
     kpig_peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    ...(deviation ? { bf16_max_abs_deviation_from_fp32: deviation } : {}),
   };
   model.dispose();
   if (!opt['no-peer']) {
@@ -72,6 +84,16 @@ for (const preset of opt.models.split(',')) {
     line.torch_floor_share = peakGflops ? +(flops / (peakGflops * 1e9) / torch.sec_median).toFixed(3) : null;
     line.torch_peak_rss_mb = torch.peak_rss_MB;
     line.speedup_vs_torch = +(torch.sec_median / ours.median).toFixed(3);
+    let fastest = torch.sec_median;
+    if (opt['ort-modules'] && !opt.bf16) {
+      const ort = ortPeer(preset, threads, Number(opt.reps), opt['ort-modules']);
+      line.ort_sec = ort.sec_median;
+      line.ort_samples_per_s = ort.samples_per_s_median;
+      line.ort_peak_rss_mb = ort.peak_rss_MB;
+      line.speedup_vs_ort = +(ort.sec_median / ours.median).toFixed(3);
+      fastest = Math.min(fastest, ort.sec_median);
+    }
+    line.speedup_vs_faster_peer = +(fastest / ours.median).toFixed(3);
   }
   console.log(JSON.stringify(line));
 }
