@@ -143,14 +143,49 @@ const Isa& pick_isa() {
 
 constexpr int64_t KC = 256;
 
+// dst row c (8 floats, stride ld_dst) = column c of the 8 × 8 block at src (rows of stride ld_src).
+__attribute__((target("avx2")))
+void transpose8x8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld_src), r2 = _mm256_loadu_ps(src + 2 * ld_src),
+         r3 = _mm256_loadu_ps(src + 3 * ld_src), r4 = _mm256_loadu_ps(src + 4 * ld_src), r5 = _mm256_loadu_ps(src + 5 * ld_src),
+         r6 = _mm256_loadu_ps(src + 6 * ld_src), r7 = _mm256_loadu_ps(src + 7 * ld_src);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+         t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+         t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+         u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+         u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + ld_dst, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+bool cpu_avx2() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return yes;
+}
+
 // Packs rows [i0, i0+mc) × cols [k0, k0+kc) of A into MR-row panels, k-major, zero-padded.
 void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* out) {
   for (int64_t p = 0; p < mc; p += mr) {
     int64_t rows = std::min<int64_t>(mr, mc - p);
     if (a_cs == 1) {  // row-major A: read each row's k run contiguously, scatter into the panel
+      int64_t kdone = 0;
+      if (mr == 8 && rows == 8 && cpu_avx2()) {  // whole 8 × 8 blocks by register transposes
+        const float* src = A + (i0 + p) * a_rs + k0;
+        for (; kdone + 8 <= kc; kdone += 8) transpose8x8(src + kdone, a_rs, out + kdone * 8, 8);
+      }
       for (int64_t r = 0; r < rows; r++) {
         const float* src = A + (i0 + p + r) * a_rs + k0;
-        for (int64_t k = 0; k < kc; k++) out[k * mr + r] = src[k];
+        for (int64_t k = kdone; k < kc; k++) out[k * mr + r] = src[k];
       }
       for (int64_t r = rows; r < mr; r++)
         for (int64_t k = 0; k < kc; k++) out[k * mr + r] = 0.f;
@@ -179,7 +214,16 @@ void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, 
       continue;
     }
     if (b_rs == 1) {  // B stored transposed (N, K): read each column's k run contiguously
-      for (int64_t j = 0; j < cols; j++) {
+      int64_t jdone = 0;
+      if (cpu_avx2())  // 8 columns × 8 k at a time by register transposes
+        for (; jdone + 8 <= cols; jdone += 8) {
+          const float* src = B + (j0 + p + jdone) * b_cs + k0;
+          int64_t k = 0;
+          for (; k + 8 <= kc; k += 8) transpose8x8(src + k, b_cs, out + k * nr + jdone, nr);
+          for (; k < kc; k++)
+            for (int64_t j = 0; j < 8; j++) out[k * nr + jdone + j] = src[j * b_cs + k];
+        }
+      for (int64_t j = jdone; j < cols; j++) {
         const float* src = B + (j0 + p + j) * b_cs + k0;
         for (int64_t k = 0; k < kc; k++) out[k * nr + j] = src[k];
       }
