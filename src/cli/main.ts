@@ -4,7 +4,7 @@
  * one clear line (the typed error's message) and exit with status 1, or 2 for usage errors.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KpigError, KpigIOError } from '../errors/index.js';
@@ -319,6 +319,10 @@ program
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
     const controller = new AbortController();
     process.once('SIGINT', () => controller.abort());
+    // Rows in a JSONL input, for the ETA (one cheap pass over the file).
+    let totalRows = 0;
+    if (/\.(jsonl|ndjson)$/i.test(o.data as string))
+      for await (const chunk of createReadStream(o.data as string)) for (const b of chunk as Buffer) if (b === 10) totalRows++;
     const t0 = Date.now();
     let tokens = 0;
     let rowsBefore = 0;
@@ -332,7 +336,8 @@ program
         onProgress: (p) => {
           const sec = (Date.now() - t0) / 1000;
           const done = rowsBefore + p.rows;
-          const line = `scored ${done} rows, ${Math.round(done / sec)} samples/s, ${Math.round((tokens + p.tokens) / sec)} tokens/s`;
+          const eta = totalRows > done ? ` ETA ${duration(((totalRows - done) * sec) / done)}` : '';
+          const line = `scored ${done}${totalRows ? `/${totalRows}` : ''} rows, ${Math.round(done / sec)} samples/s, ${Math.round((tokens + p.tokens) / sec)} tokens/s${eta}`;
           if (tty) process.stderr.write(`\r${line}\x1b[K`);
           if (p.rows === p.totalRows) {
             tokens += p.tokens;
