@@ -53,17 +53,7 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   dx.resize(size_t(T * C));
   norm_backward(acts.x_final, w.norm_w, acts.mean_f, acts.rstd_f, dh.data(), dx.data(), false, w.g_norm_w, w.g_norm_b);
 
-  std::vector<float> rope;
-  if (!gpt2) {
-    rope.resize(size_t(T * D));
-    const int64_t half = D / 2;
-    for (int64_t r = 0; r < T; r++)
-      for (int64_t i = 0; i < half; i++) {
-        double a = double(acts.pos[size_t(r)]) * std::pow(c.rope_theta, -2.0 * double(i) / double(D));
-        rope[size_t(r * D + i)] = float(std::cos(a));
-        rope[size_t(r * D + half + i)] = float(std::sin(a));
-      }
-  }
+  const std::vector<float> rope = gpt2 ? std::vector<float>() : rope_table(c, acts.pos);
   int64_t max_len = 0;
   for (const SeqRun& s : seqs) max_len = std::max(max_len, s.len);
   std::vector<std::vector<float>>& scratch = ws.scores;

@@ -24,7 +24,7 @@ void ModelImpl::head_logits(int64_t M, const float* hidden, float* logits) {
 
 // cos/sin tables (T, D) of every row's position; angles in double, since pos·θ^(−2i/D) loses
 // precision in float32 at long positions.
-static std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& pos) {
+std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& pos) {
   const int64_t D = c.head_dim, half = D / 2, T = int64_t(pos.size());
   std::vector<float> rope(size_t(T * D));
   for (int64_t r = 0; r < T; r++)

@@ -157,4 +157,7 @@ class ModelImpl {
 
 std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOptions& options);
 
+// RoPE cos/sin tables (T, D) for the rows' positions: cos then sin of pos·θ^(−2i/D), i < D/2.
+std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& pos);
+
 }  // namespace kpig
