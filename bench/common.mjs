@@ -100,3 +100,16 @@ export function ortPeer(model, threads, reps, ortModules) {
   if (r.status !== 0) throw new Error(`ort_ig.cjs failed:\n${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop());
 }
+
+/**
+ * Matmul FLOPs of one forward pass of a T-token sequence with the LM head on R rows: the
+ * projections and MLP of every token, attention over the full T × T, and the head.
+ */
+export function forwardMatmulFlops(info, T, R) {
+  const C = info.hiddenSize, F = info.intermediateSize, L = info.numLayers, V = info.vocabSize;
+  const qkv = C * (info.numHeads + 2 * info.numKvHeads) * info.headDim;
+  const mlp = info.arch === 'gpt2' ? 2 * C * F : 3 * C * F;
+  const perToken = L * (qkv + info.numHeads * info.headDim * C + mlp);
+  const attn = L * 2 * 2 * info.numHeads * info.headDim * T * T; // q·kᵀ and p·v
+  return 2 * T * perToken + attn + 2 * R * C * V;
+}

@@ -9,7 +9,7 @@
 import { parseArgs } from 'node:util';
 import { Model } from '../dist/model/model.js';
 import { scorePairs } from '../dist/scoring/pairs.js';
-import { benchModel, fmaPeak, ortPeer, rng, timed, torchPeer } from './common.mjs';
+import { benchModel, fmaPeak, forwardMatmulFlops, ortPeer, rng, timed, torchPeer } from './common.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -27,14 +27,7 @@ const peakGflops = fmaPeak(threads);
 console.log(JSON.stringify({ fp32_fma_peak_gflops: peakGflops, threads }));
 
 /** Matmul FLOPs of what the peer computes: two full forward passes, head on the R predicting rows. */
-function igFlops(info) {
-  const C = info.hiddenSize, F = info.intermediateSize, L = info.numLayers, V = info.vocabSize;
-  const qkv = C * (info.numHeads + 2 * info.numKvHeads) * info.headDim;
-  const mlp = info.arch === 'gpt2' ? 2 * C * F : 3 * C * F;
-  const perToken = L * (qkv + info.numHeads * info.headDim * C + mlp);
-  const attn = L * 2 * 2 * info.numHeads * info.headDim * T * T;
-  return 2 * B * (2 * T * perToken + attn + 2 * R * C * V);
-}
+const igFlops = (info) => 2 * B * forwardMatmulFlops(info, T, R);
 
 for (const preset of opt.models.split(',')) {
   const model = await Model.load(await benchModel(preset), { threads, tokenizer: false });

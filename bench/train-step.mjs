@@ -7,7 +7,7 @@
 //   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--bf16]
 import { parseArgs } from 'node:util';
 import { Model, nativeOf, packSequences } from '../dist/model/model.js';
-import { benchModel, fmaPeak, rng, timed, torchPeer } from './common.mjs';
+import { benchModel, fmaPeak, forwardMatmulFlops, rng, timed, torchPeer } from './common.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -25,14 +25,7 @@ const peakGflops = fmaPeak(threads);
 console.log(JSON.stringify({ fp32_fma_peak_gflops: peakGflops, threads }));
 
 /** Matmul FLOPs of forward + backward (3× forward), head on the R response-predicting rows. */
-function trainFlops(info) {
-  const C = info.hiddenSize, F = info.intermediateSize, L = info.numLayers, V = info.vocabSize;
-  const qkv = C * (info.numHeads + 2 * info.numKvHeads) * info.headDim;
-  const mlp = info.arch === 'gpt2' ? 2 * C * F : 3 * C * F;
-  const perToken = L * (qkv + info.numHeads * info.headDim * C + mlp);
-  const attn = L * 2 * 2 * info.numHeads * info.headDim * T * T; // q·kᵀ and p·v over the full T × T
-  return 3 * (2 * B * T * perToken + B * attn + 2 * B * R * C * V);
-}
+const trainFlops = (info) => 3 * B * forwardMatmulFlops(info, T, R);
 
 for (const preset of opt.models.split(',')) {
   const model = await Model.load(await benchModel(preset), { threads, tokenizer: false });
