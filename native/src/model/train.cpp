@@ -60,7 +60,7 @@ uint64_t splitmix64(uint64_t& s) {
 
 void ModelImpl::rebuild_registry() {
   const ModelConfig& c = info.config;
-  const int64_t C = c.hidden, F = c.ffn, qd = c.heads * c.head_dim, kd = c.kv_heads * c.head_dim;
+  const int64_t C = c.hidden;
   std::vector<TensorRef> reg;
   if (c.arch == Arch::GPT2) {
     add_ref(reg, "transformer.wte.weight", {c.vocab, C}, w.tok_emb.data(), maybe(w.g_tok_emb), true);
@@ -90,7 +90,6 @@ void ModelImpl::rebuild_registry() {
       }
       add_ref(reg, p + "post_attention_layernorm.weight", {C}, L.norm2_w.data(), maybe(L.g_norm2_w), false);
     }
-    (void)F, (void)qd, (void)kd;
   }
   if (c.arch == Arch::GPT2) {
     add_ref(reg, "transformer.ln_f.weight", {C}, w.norm_w.data(), maybe(w.g_norm_w), false);
