@@ -12,35 +12,11 @@ import { PRESETS, isPresetName, type ConfigOverrides } from '../model/config.js'
 import { Model } from '../model/model.js';
 import { createRandomModel, type WeightsDtype } from '../model/writer.js';
 import { ByteTokenizer, writeByteTokenizer } from '../tokenizer/index.js';
+import { bytes, count, duration, int } from './util.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
   version: string;
 };
-
-function int(name: string, min: number) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}`);
-    return n;
-  };
-}
-
-function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
-}
-
-function count(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
-  return String(n);
-}
 
 const program = new Command()
   .name('kpig')
@@ -173,12 +149,6 @@ program
     await writeByteTokenizer(made.dir);
     console.log(`wrote ${made.dir}: ${opts.preset}, ${count(made.parameters)} parameters, ${opts.dtype}, ${made.files.join(', ')}, kpig-tokenizer.json`);
   });
-
-function duration(sec: number): string {
-  if (!Number.isFinite(sec)) return '?';
-  const m = Math.floor(sec / 60), s = Math.round(sec % 60);
-  return m > 0 ? `${m}m${String(s).padStart(2, '0')}s` : `${s}s`;
-}
 
 program
   .command('train')
@@ -357,6 +327,8 @@ program
     }
     model.dispose();
   });
+
+// Subcommands that live in their own files.
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidArgumentError) {
