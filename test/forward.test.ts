@@ -2,7 +2,7 @@
 // streamed log-probs, sharded and half-precision checkpoints, and a responsive event loop.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Model } from '../src/model/model.js';
-import { referenceLogits } from './support/reference-forward.js';
+import { loadReferenceModel, referenceHidden, referenceLogits } from './support/reference-forward.js';
 import { ModelDir, tokens } from './support/models.js';
 
 const dirs = new ModelDir();
@@ -46,6 +46,18 @@ describe.each([
     const packedLast = await model.logits([SEQS[1], SEQS[3], SEQS[0], SEQS[2]]);
     expect(maxDiff(packedFirst[0], alone[0])).toBe(0);
     expect(maxDiff(packedLast[3], alone[0])).toBe(0);
+  });
+
+  it('embeds a sequence as the mean of its final-normed hidden states', async () => {
+    const ref = await loadReferenceModel(dir);
+    const C = model.info.hiddenSize;
+    const ours = await model.embed(SEQS);
+    for (let s = 0; s < SEQS.length; s++) {
+      const h = referenceHidden(ref, SEQS[s]);
+      const mean = new Float64Array(C);
+      for (let t = 0; t < SEQS[s].length; t++) for (let c = 0; c < C; c++) mean[c] += h[t * C + c] / SEQS[s].length;
+      expect(maxDiff(ours[s], mean)).toBeLessThan(1e-4);
+    }
   });
 
   it('streams teacher-forced log-probs equal to log-softmax of the logits', async () => {

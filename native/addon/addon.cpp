@@ -136,6 +136,24 @@ class ForwardWorker : public PromiseWorker {
   std::vector<float> out_;
 };
 
+class EmbedWorker : public PromiseWorker {
+ public:
+  EmbedWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> tokens, std::vector<int32_t> offsets)
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), offsets_(std::move(offsets)) {}
+  void Run() override {
+    kpig::PackedBatch b = batch_of(tokens_, offsets_);
+    m_->validate(b);
+    out_.resize(size_t(b.n_seqs) * size_t(m_->info().config.hidden));
+    m_->forward_mean_hidden(b, out_.data());
+  }
+  Napi::Value Result(Napi::Env env) override { return external_array(env, std::move(out_)); }
+
+ private:
+  std::shared_ptr<kpig::Model> m_;
+  std::vector<int32_t> tokens_, offsets_;
+  std::vector<float> out_;
+};
+
 class TrainWorker : public PromiseWorker {
  public:
   TrainWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> tokens, std::vector<int32_t> offsets,
@@ -311,6 +329,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("forward", &ModelWrap::Forward),
+                        InstanceMethod("embed", &ModelWrap::Embed),
                         InstanceMethod("generate", &ModelWrap::Generate), InstanceMethod("dispose", &ModelWrap::Dispose),
                         InstanceMethod("trainFull", &ModelWrap::TrainFull), InstanceMethod("loraAdd", &ModelWrap::LoraAdd),
                         InstanceMethod("loraMerge", &ModelWrap::LoraMerge),
@@ -376,6 +395,20 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("bf16Isa", mi.bf16_isa);
     o.Set("threads", mi.threads);
     return o;
+  }
+
+  // embed(tokens: Int32Array, offsets: Int32Array) → Promise<Float32Array>: (S × C) mean-pooled
+  //   final-normed hidden states, one row per sequence.
+  Napi::Value Embed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = model(env);
+    std::vector<int32_t> tokens = int32_arg(info, 0, "tokens");
+    std::vector<int32_t> offsets = int32_arg(info, 1, "offsets");
+    check_packing(env, tokens, offsets);
+    auto* w = new EmbedWorker(env, m, std::move(tokens), std::move(offsets));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
   }
 
   // forward(tokens: Int32Array, offsets: Int32Array, targets: Int32Array | null)

@@ -174,6 +174,23 @@ export class Model {
   }
 
   /**
+   * One embedding per sequence: the mean over its positions of the final-normed hidden states (what
+   * Hugging Face returns as `last_hidden_state`), `hiddenSize` floats each. InsCL compares
+   * instructions with these.
+   *
+   * @example
+   * const [a, b] = await model.embed([tok.encode('Classify the review.'), tok.encode('Answer yes or no.')]);
+   */
+  async embed(sequences: ArrayLike<ArrayLike<number>> | PackedSequences): Promise<Float32Array[]> {
+    const packed = isPacked(sequences) ? sequences : packSequences(sequences);
+    const flat = await native(() => this.#handle().embed(packed.tokens, packed.offsets));
+    const C = this.info.hiddenSize;
+    const out: Float32Array[] = [];
+    for (let s = 0; s + 1 < packed.offsets.length; s++) out.push(flat.subarray(s * C, (s + 1) * C));
+    return out;
+  }
+
+  /**
    * Batched greedy decoding with a KV cache. Prompts are strings (encoded with the model's
    * tokenizer) or token ids. Stops per prompt on EOS, a stop string, `maxNewTokens` or a full context.
    *

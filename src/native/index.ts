@@ -123,6 +123,7 @@ export interface NativeModel {
     perToken: boolean,
   ): Promise<NativeIgColumns>;
   forward(tokens: Int32Array, offsets: Int32Array, targets: Int32Array | null): Promise<Float32Array>;
+  embed(tokens: Int32Array, offsets: Int32Array): Promise<Float32Array>;
   generate(
     tokens: Int32Array,
     offsets: Int32Array,

@@ -89,6 +89,16 @@ export function referenceForward(model: ReferenceModel, tokens: number[]): Float
   return linear(model, s.tied ? embedding : 'lm_head', hidden, tokens.length, s.hidden, s.vocab); // (T, V)
 }
 
+/**
+ * (T, C) final-normed hidden states of one sequence (the input of the LM head).
+ *
+ * @example
+ * const h = referenceHidden(await loadReferenceModel('out/llama-nano'), [1, 2, 3]);
+ */
+export function referenceHidden(model: ReferenceModel, tokens: number[]): Float64Array {
+  return model.shape.arch === 'gpt2' ? gpt2Hidden(model, tokens) : llamaHidden(model, tokens);
+}
+
 async function readWeights(modelDir: string): Promise<Map<string, StoredTensor>> {
   let files = ['model.safetensors'];
   try {

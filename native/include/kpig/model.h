@@ -158,6 +158,9 @@ class Model {
   // logprobs: (T) log p(targets[t] | tokens of its sequence up to t); targets[t] < 0 gives 0.
   // Streams the LM head over row chunks: never holds (T, V) logits.
   void forward_logprobs(const PackedBatch& batch, const int32_t* targets, float* logprobs);
+  // embeddings: (S, C) the mean over each sequence's rows of the final-normed hidden states (the
+  // `last_hidden_state` Hugging Face returns), one row per sequence.
+  void forward_mean_hidden(const PackedBatch& batch, float* embeddings);
   // Greedy decoding of every prompt in the batch with a per-sequence KV cache.
   GenerateResult generate(const PackedBatch& prompts, const GenerateOptions& options);
 

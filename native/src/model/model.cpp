@@ -88,6 +88,22 @@ void Model::forward_logprobs(const PackedBatch& b, const int32_t* targets, float
   }
 }
 
+void Model::forward_mean_hidden(const PackedBatch& b, float* embeddings) {
+  std::lock_guard<std::mutex> lock(mu_);
+  validate(b);
+  ModelImpl& m = *impl_;
+  const int64_t C = m.info.config.hidden;
+  std::vector<float> hidden(size_t(b.n_tokens * C));  // (T, C)
+  m.forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden.data());
+  for (int64_t s = 0; s < b.n_seqs; s++) {
+    const int64_t t0 = b.offsets[s], t1 = b.offsets[s + 1];
+    std::vector<double> sum(size_t(C), 0.0);  // double: the mean of a long sequence stays exact to float
+    for (int64_t t = t0; t < t1; t++)
+      for (int64_t c = 0; c < C; c++) sum[size_t(c)] += hidden[size_t(t * C + c)];
+    for (int64_t c = 0; c < C; c++) embeddings[s * C + c] = float(sum[size_t(c)] / double(t1 - t0));
+  }
+}
+
 GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions& opt) {
   std::lock_guard<std::mutex> lock(mu_);
   validate(prompts);
