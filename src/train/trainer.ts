@@ -65,6 +65,14 @@ export interface StepOutcome {
   weightedTokens: number;
 }
 
+/** Options of {@link Trainer.trainStep}. */
+export interface StepOptions {
+  /** Divide Σ w·NLL by this instead of Σ |w| (e.g. the number of samples when the weights already hold per-sample means). */
+  normalizer?: number;
+  /** Runs after the gradients are accumulated and before the optimizer update (regularisers add their gradient here). */
+  beforeOptimizer?: () => void | Promise<void>;
+}
+
 export interface TrainSummary {
   steps: number;
   losses: number[];
@@ -253,15 +261,16 @@ export class Trainer {
    * const r = await trainer.trainStep(batch, 1e-4);
    * if (r.skipped) console.warn('non-finite gradients: step skipped');
    */
-  async trainStep(sequences: TrainingSequence[], lr: number, signal?: AbortSignal): Promise<StepOutcome> {
+  async trainStep(sequences: TrainingSequence[], lr: number, signal?: AbortSignal, options: StepOptions = {}): Promise<StepOutcome> {
     if (!(lr >= 0)) throw new InputError(`lr must be ≥ 0, got ${lr}`);
-    const r = await this.#step_(sequences, lr, this.#step, signal);
+    if (options.normalizer !== undefined && !(options.normalizer > 0)) throw new InputError(`normalizer must be > 0, got ${options.normalizer}`);
+    const r = await this.#step_(sequences, lr, this.#step, signal, options);
     this.#losses.push(r.loss);
     this.#step++;
     return r;
   }
 
-  async #step_(picked: TrainingSequence[], lr: number, step: number, signal?: AbortSignal): Promise<StepOutcome & { tokens: number }> {
+  async #step_(picked: TrainingSequence[], lr: number, step: number, signal?: AbortSignal, options: StepOptions = {}): Promise<StepOutcome & { tokens: number }> {
     const o = this.options;
     const nat = nativeOf(this.model);
     let norm = 0;
@@ -271,6 +280,7 @@ export class Trainer {
         norm += Math.abs(w);
         if (w !== 0) weightedTokens++;
       }
+    if (norm > 0 && options.normalizer !== undefined) norm = options.normalizer;
     let loss = 0;
     let tokens = 0;
     const micros = Math.ceil(picked.length / o.batchSize);
@@ -293,6 +303,7 @@ export class Trainer {
       nat.zeroGrad();
       return { loss, lr, gradNorm: 0, skipped: true, weightedTokens, tokens };
     }
+    await options.beforeOptimizer?.();
     const r = await nat.optimizerStep({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm });
     return { loss, lr, gradNorm: r.gradNorm, skipped: r.skipped || !Number.isFinite(loss), weightedTokens, tokens };
   }

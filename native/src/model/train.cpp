@@ -362,13 +362,17 @@ void Model::write_tensor(const std::string& name, const std::string& kind, const
   const size_t n = size_t(t.numel());
   if (kind == "param") {
     std::memcpy(t.data, in, n * 4);
+  } else if (kind == "grad") {
+    // Regularisers computed outside the engine (EWC's penalty) add their gradient here.
+    if (!t.grad) fail(ErrorCode::Input, "tensor '" + name + "' does not train, so it has no gradient");
+    std::memcpy(t.grad, in, n * 4);
   } else if (kind == "exp_avg" || kind == "exp_avg_sq") {
     if (!t.grad) fail(ErrorCode::Input, "tensor '" + name + "' does not train, so it has no optimizer state");
     AdamState& st = m.adam[name];
     if (st.m.size() != n) st.m.assign(n, 0.f), st.v.assign(n, 0.f);
     std::memcpy((kind == "exp_avg" ? st.m : st.v).data(), in, n * 4);
   } else {
-    fail(ErrorCode::Input, "cannot write tensor kind '" + kind + "' (param, exp_avg, exp_avg_sq)");
+    fail(ErrorCode::Input, "cannot write tensor kind '" + kind + "' (param, grad, exp_avg, exp_avg_sq)");
   }
 }
 

@@ -1,0 +1,207 @@
+/**
+ * Replay strategies behind one small interface: at the start of stage t a strategy looks at the
+ * tasks trained so far and returns the replay set (`plan`), and may ask the trainer for a loss term
+ * (the KPIG objective, EWC, LwF). The run engine supplies scoring, embedding and generation
+ * through the context, so a strategy is plain data logic and a user can add their own.
+ */
+import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
+import { InputError } from '../errors/index.js';
+import { deriveSeed, mulberry32, sampleWithoutReplacement } from '../random/rng.js';
+import type { StrategyConfig } from '../pipeline/config.js';
+import { insclAllocation, kpigAllocation, lowestIndices } from './allocate.js';
+import { insInfo, offlineTags } from './insinfo.js';
+import { cosineCost, emd } from './ot.js';
+
+/** One training example of a stage: an instance of a task, asked with one of its instructions. */
+export interface PlanItem {
+  task_id: string;
+  instance_id: string;
+  instruction_id: string;
+  /** `current`: the stage's task; `replay`: an earlier task; `lwf`: the old model's own answer. */
+  role: 'current' | 'replay' | 'lwf';
+  /** The target, when it is not the instance's first output (LwF's old-model answers). */
+  target?: string;
+}
+
+/** Per previous task: what the strategy measured and how many replay slots it gave. */
+export interface TaskAllocation {
+  task_id: string;
+  count: number;
+  /** KPIG: the task IG; InsCL: the Wasserstein distance to the current task. */
+  score: number | null;
+}
+
+/** Scores of one buffer item (KPIG), kept in the run directory as `ig.arrow`. */
+export interface ItemScore {
+  task_id: string;
+  instance_id: string;
+  instruction_id: string;
+  ig_ce: number;
+  ig_kl: number;
+  ig_js: number;
+  ce_full: number;
+  ce_masked: number;
+}
+
+export interface ReplayPlan {
+  replay: PlanItem[];
+  allocation: TaskAllocation[];
+  scores?: ItemScore[];
+  /** The softmax temperature KPIG used, for the record. */
+  tau?: number;
+}
+
+/** What the engine gives a strategy at the start of a stage. */
+export interface StrategyContext {
+  /** 1-based stage number; stage t trains `task`. */
+  stage: number;
+  task: string;
+  /** Tasks trained in stages 1..t−1, in order. */
+  previous: readonly string[];
+  set: TaskSet;
+  config: StrategyConfig;
+  seed: number;
+  /** Train instances of a task that may be replayed (capped at `config.bufferSize`). */
+  buffer(task: string): InstanceRecord[];
+  /** The instruction an instance is asked with (seed or a diversity variant). */
+  instructionFor(task: string, instanceId: string): InstructionRecord;
+  /** All instructions of a task that training uses, with the share of instances using each. */
+  instructionShares(task: string): Array<{ instruction: InstructionRecord; share: number }>;
+  /** IG of items under the current model. */
+  scoreItems(items: PlanItem[]): Promise<ItemScore[]>;
+  /** Mean-pooled embeddings of instruction texts under the current model. */
+  embed(texts: string[]): Promise<Float32Array[]>;
+}
+
+export interface Strategy {
+  readonly name: string;
+  plan(ctx: StrategyContext): Promise<ReplayPlan>;
+  /** The loss term the trainer adds: KPIG's IG hinge, EWC's penalty, LwF's distillation. */
+  readonly loss?: 'kpig' | 'ewc' | 'lwf';
+  /** Multitask: every seen task's data is trained again at each stage. */
+  readonly joint?: boolean;
+}
+
+function itemsOf(ctx: StrategyContext, task: string, instances: InstanceRecord[]): PlanItem[] {
+  return instances.map((x) => ({ task_id: task, instance_id: x.instance_id, instruction_id: ctx.instructionFor(task, x.instance_id).instruction_id, role: 'replay' }));
+}
+
+/** `m` instances per previous task, uniformly without replacement (seeded per stage and task). */
+export async function randomPlan(ctx: StrategyContext, perTask = ctx.config.m): Promise<ReplayPlan> {
+  const replay: PlanItem[] = [];
+  const allocation: TaskAllocation[] = [];
+  for (const task of ctx.previous) {
+    const picked = sampleWithoutReplacement(ctx.buffer(task), perTask, mulberry32(deriveSeed(ctx.seed, 'random-replay', ctx.stage, task)));
+    replay.push(...itemsOf(ctx, task, picked));
+    allocation.push({ task_id: task, count: picked.length, score: null });
+  }
+  return { replay, allocation };
+}
+
+const igOf = (s: ItemScore, which: StrategyConfig['ig']) => (which === 'ce' ? s.ig_ce : which === 'kl' ? s.ig_kl : s.ig_js);
+
+/**
+ * KPIG replay (DESIGN.md §1): score every buffer item of every previous task with the current
+ * model; task IG = mean item IG; budget m·(t−1) split by `n_k ∝ exp(−IG_k/τ)`; within task k the
+ * `n_k` items with the lowest IG.
+ */
+export async function kpigPlan(ctx: StrategyContext): Promise<ReplayPlan> {
+  if (ctx.previous.length === 0) return { replay: [], allocation: [] };
+  const buffers = ctx.previous.map((task) => itemsOf(ctx, task, ctx.buffer(task)));
+  const scores = await ctx.scoreItems(buffers.flat());
+  const perTask: ItemScore[][] = [];
+  let at = 0;
+  for (const b of buffers) {
+    perTask.push(scores.slice(at, at + b.length));
+    at += b.length;
+  }
+  const taskIg = perTask.map((s) => (s.length ? s.reduce((a, x) => a + igOf(x, ctx.config.ig), 0) / s.length : 0));
+  const budget = ctx.config.m * ctx.previous.length;
+  const { counts, tau } = kpigAllocation(taskIg, budget, { tau: ctx.config.tau ?? undefined, caps: buffers.map((b) => b.length) });
+  const replay: PlanItem[] = [];
+  ctx.previous.forEach((task, k) => {
+    for (const i of lowestIndices(perTask[k].map((s) => igOf(s, ctx.config.ig)), counts[k])) replay.push(buffers[k][i]);
+  });
+  return {
+    replay,
+    allocation: ctx.previous.map((task, k) => ({ task_id: task, count: counts[k], score: taskIg[k] })),
+    scores,
+    tau,
+  };
+}
+
+/**
+ * InsCL replay: W_j = exact Wasserstein distance (cost 1 − cos of instruction embeddings,
+ * instance-share weights) between the current task's instructions and task j's; α = m·(t−1) slots
+ * split as α_j = W_j/ΣW·α; within task j each slot picks an instruction with probability ∝ InsInfo
+ * (offline tags over the pool of previous instructions) and an instance uniformly without replacement.
+ */
+export async function insclPlan(ctx: StrategyContext): Promise<ReplayPlan> {
+  if (ctx.previous.length === 0) return { replay: [], allocation: [] };
+  const sharesOf = (task: string) => ctx.instructionShares(task);
+  const cur = sharesOf(ctx.task);
+  const curEmb = await ctx.embed(cur.map((c) => c.instruction.text));
+  const distances: number[] = [];
+  const prevShares = ctx.previous.map(sharesOf);
+  for (const shares of prevShares) {
+    const emb = await ctx.embed(shares.map((s) => s.instruction.text));
+    distances.push(emd(cur.map((c) => c.share), shares.map((s) => s.share), cosineCost(curEmb, emb)));
+  }
+  const buffers = ctx.previous.map((task) => ctx.buffer(task));
+  const alpha = ctx.config.m * ctx.previous.length;
+  const counts = insclAllocation(distances, alpha, buffers.map((b) => b.length));
+  const pool = prevShares.flat().map((s) => s.instruction);
+  const info = insInfo(pool.map((ins) => offlineTags(ins.text, ins.key_spans)));
+  const infoOf = new Map(pool.map((ins, i) => [ins.instruction_id, info[i]]));
+  const replay: PlanItem[] = [];
+  ctx.previous.forEach((task, k) => {
+    const rnd = mulberry32(deriveSeed(ctx.seed, 'inscl-replay', ctx.stage, task));
+    const instances = sampleWithoutReplacement(buffers[k], counts[k], rnd);
+    const ins = prevShares[k].map((s) => s.instruction);
+    const w = ins.map((x) => infoOf.get(x.instruction_id) ?? 0);
+    const total = w.reduce((a, b) => a + b, 0);
+    for (const x of instances) {
+      let pick = 0;
+      if (total > 0) {
+        let r = rnd() * total;
+        while (pick < w.length - 1 && r >= w[pick]) r -= w[pick++];
+      } else pick = Math.floor(rnd() * ins.length);
+      replay.push({ task_id: task, instance_id: x.instance_id, instruction_id: ins[pick].instruction_id, role: 'replay' });
+    }
+  });
+  return { replay, allocation: ctx.previous.map((task, k) => ({ task_id: task, count: counts[k], score: distances[k] })) };
+}
+
+const noReplay = async (ctx: StrategyContext): Promise<ReplayPlan> => ({ replay: [], allocation: ctx.previous.map((t) => ({ task_id: t, count: 0, score: null })) });
+
+/**
+ * The built-in strategy a config names (`none`, `random`, `multitask`, `kpig`, `inscl`, `ewc`,
+ * `lwf`), with KPIG's ablation switches applied.
+ *
+ * @example
+ * const s = builtinStrategy({ ...config.strategy, name: 'kpig' });
+ */
+export function builtinStrategy(config: StrategyConfig): Strategy {
+  switch (config.name) {
+    case 'none':
+      return { name: 'none', plan: noReplay };
+    case 'random':
+      return { name: 'random', plan: (ctx) => randomPlan(ctx) };
+    case 'multitask':
+      return { name: 'multitask', plan: noReplay, joint: true };
+    case 'kpig':
+      return {
+        name: 'kpig',
+        plan: (ctx) => (config.igReplay ? kpigPlan(ctx) : randomPlan(ctx)),
+        loss: config.igObjective ? 'kpig' : undefined,
+      };
+    case 'inscl':
+      return { name: 'inscl', plan: insclPlan };
+    case 'ewc':
+      return { name: 'ewc', plan: noReplay, loss: 'ewc' };
+    case 'lwf':
+      return { name: 'lwf', plan: noReplay, loss: 'lwf' };
+    default:
+      throw new InputError(`unknown strategy '${(config as { name: string }).name}'`);
+  }
+}
