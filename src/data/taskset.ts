@@ -19,6 +19,13 @@ export type KeySpanKind = 'label' | 'format' | 'length' | 'entity' | 'other';
 
 export type TaskKind = 'classification' | 'generation';
 
+/** A demonstration shipped with a task (SuperNI's `Positive Examples`). */
+export interface TaskExample {
+  input: string;
+  output: string;
+  explanation: string;
+}
+
 export interface TaskRecord {
   task_id: string;
   kind: TaskKind;
@@ -27,6 +34,11 @@ export interface TaskRecord {
   /** Where the task came from (`superni`, `jsonl`, `arrow`, `parquet`, `synth`). */
   source: string;
   categories: string[];
+  /**
+   * Demonstrations from the source (SuperNI `Positive Examples`); absent when there are none. They
+   * fix the casing of detected labels and feed the concretizing rewrite.
+   */
+  examples?: TaskExample[];
 }
 
 /** Where an instruction text came from: the seed, or one of the diversity rewrites. */
