@@ -43,7 +43,7 @@ const PRIORITY: Record<KeySpanKind, number> = { label: 5, length: 4, format: 3, 
 
 // Words that end a bare list item: list joiners, clause openers and verbs that follow a list.
 const STOP_WORDS = new Set(
-  'and or as but nor if based depending according since because so then that which who when where while whether for to with from by of in on at is are be was were should must can will would the a an each every your their this these those it its'.split(' '),
+  'and or as into onto than using after before but nor if based depending according since because so then that which who when where while whether for to with from by of in on at is are be was were should must can will would the a an each every your their this these those it its'.split(' '),
 );
 
 const QUOTE_RE = /"([^"\n]{1,40}?)"|“([^”\n]{1,40}?)”|(?<![\p{L}\p{N}])'([^'\n]{1,40}?)'(?![\p{L}\p{N}])|‘([^’\n]{1,40}?)’|\\?\*([^*\n]{1,40}?)\\?\*/gu;
@@ -170,7 +170,7 @@ function sentenceAt(text: string, pos: number): [number, number] {
   return [start, text.length];
 }
 
-const ANSWER_WORDS = /\b(?:answer|answers|label|labels|classify|classified|output|outputs|return|respond|response|reply|class|is either)\b/iu;
+const ANSWER_WORDS = /\b(?:answers?|label(?:s|led|ed)?|mark(?:ed)?|tag(?:ged)?|classif(?:y|ied)|categori[sz]ed?|outputs?|return|respond|response|reply|class|is either)\b/iu;
 const LENGTH_WORD = /^(?:short|brief|concise|succinct|long)$/iu;
 
 // "in a few words" and "one word only" always bound the answer; "one sentence" alone may describe the input.
