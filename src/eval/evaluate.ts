@@ -1,0 +1,125 @@
+/**
+ * `evaluateModel`: batched greedy generation on the test (or train) instances of chosen tasks,
+ * scored per instance. Generation stops at the first newline or EOS because every SuperNI
+ * reference output is a single line; the prediction is the generated text before the stop, with
+ * surrounding whitespace removed.
+ */
+import { renderPrompt } from '../data/instructions.js';
+import type { InstanceRecord, Split, TaskRecord, TaskSet } from '../data/taskset.js';
+import { CancelledError, InputError } from '../errors/index.js';
+import type { Model } from '../model/model.js';
+import { scorePrediction, type PredictionRow } from './predictions.js';
+
+export interface EvaluateOptions {
+  /** Tasks to evaluate, in this order (default: every task of the set). */
+  tasks?: string[];
+  /** Which instances (default 'test'). */
+  split?: Split;
+  /** At most this many instances per task, the first ones in set order (default: all). */
+  maxInstancesPerTask?: number;
+  /** Most generated tokens per instance (default 64). */
+  maxNewTokens?: number;
+  /** Prompts per generation call (default 8). */
+  batchSize?: number;
+  /** The instruction shown for a task (default: the text of its `<task_id>/seed` instruction). */
+  instructionFor?: (task: TaskRecord) => string;
+  signal?: AbortSignal;
+  /** Called after every batch with instances done and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+function positiveInt(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v < 1) throw new InputError(`evaluateModel: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** The last `n` tokens of a prompt, still opening with BOS when it did. */
+function keepTail(prompt: number[], n: number, bos: number | null): number[] {
+  if (bos !== null && prompt[0] === bos && n > 1) return [bos, ...prompt.slice(prompt.length - n + 1)];
+  return prompt.slice(prompt.length - n);
+}
+
+/**
+ * Generates an answer for every selected instance with the SuperNI prompt
+ * (`renderPrompt({instruction, input, output: ''})`) and scores it: ROUGE-L and exact match
+ * against the instance's outputs, validity against the task's label set. Rows come back task by
+ * task in instance order. Prompts longer than the model's context (less the generated tokens)
+ * keep their last tokens, where the input and "Output:" are.
+ *
+ * @throws InputError for an unknown task, a task without a seed instruction (and no
+ *   `instructionFor`), or a task with no instance in the split
+ * @throws CancelledError when `signal` aborts
+ * @example
+ * const rows = await evaluateModel(model, set, { tasks: stream.held_out, maxInstancesPerTask: 100 });
+ * await writePredictions('eval.arrow', rows, { fingerprint: taskSetFingerprint(set) });
+ */
+export async function evaluateModel(model: Model, set: TaskSet, options: EvaluateOptions = {}): Promise<PredictionRow[]> {
+  const split = options.split ?? 'test';
+  if (split !== 'test' && split !== 'train') throw new InputError(`evaluateModel: split must be 'test' or 'train', got '${String(split)}'`);
+  const maxNewTokens = options.maxNewTokens ?? 64;
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new InputError(`evaluateModel: maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+  const batchSize = positiveInt('batchSize', options.batchSize, 8);
+  const cap = options.maxInstancesPerTask === undefined ? Infinity : positiveInt('maxInstancesPerTask', options.maxInstancesPerTask, 1);
+  const tok = model.tokenizer;
+  if (!tok) throw new InputError('evaluateModel: the model has no tokenizer; load it with one');
+
+  const taskById = new Map(set.tasks.map((t) => [t.task_id, t]));
+  const taskIds = options.tasks ?? set.tasks.map((t) => t.task_id);
+  const unknown = taskIds.filter((t) => !taskById.has(t));
+  if (unknown.length) throw new InputError(`evaluateModel: unknown task(s) ${unknown.join(', ')} (the task set has ${set.tasks.length} tasks)`);
+  const seeds = new Map(set.instructions.filter((i) => i.origin === 'seed' && i.instruction_id === `${i.task_id}/seed`).map((i) => [i.task_id, i.text]));
+  const byTask = new Map<string, InstanceRecord[]>(taskIds.map((t) => [t, []]));
+  for (const r of set.instances) {
+    const list = byTask.get(r.task_id);
+    if (list && r.split === split && list.length < cap) list.push(r);
+  }
+  const empty = taskIds.filter((t) => byTask.get(t)!.length === 0);
+  if (empty.length) throw new InputError(`evaluateModel: task(s) ${empty.join(', ')} have no '${split}' instances; every evaluated task needs at least one`);
+
+  interface Job {
+    task: TaskRecord;
+    inst: InstanceRecord;
+    prompt: number[];
+  }
+  const budget = model.info.maxPositions - maxNewTokens;
+  if (budget < 1) throw new InputError(`evaluateModel: maxNewTokens ${maxNewTokens} leaves no room for a prompt in the model's context of ${model.info.maxPositions}`);
+  const jobs: Job[] = [];
+  for (const id of taskIds) {
+    const task = taskById.get(id)!;
+    let instruction: string;
+    if (options.instructionFor) instruction = options.instructionFor(task);
+    else {
+      const seed = seeds.get(id);
+      if (seed === undefined) throw new InputError(`evaluateModel: task '${id}' has no seed instruction '${id}/seed'; pass instructionFor`);
+      instruction = seed;
+    }
+    for (const inst of byTask.get(id)!) {
+      const prompt = tok.encode(renderPrompt({ instruction, input: inst.input, output: '' }), { addSpecialTokens: true });
+      jobs.push({ task, inst, prompt: prompt.length > budget ? keepTail(prompt, budget, tok.bosId) : prompt });
+    }
+  }
+
+  // Batches of similar prompt length waste less of the batched decoder; rows go back in job order.
+  const order = jobs.map((_, i) => i).sort((x, y) => jobs[x].prompt.length - jobs[y].prompt.length || x - y);
+  const texts = new Array<string>(jobs.length);
+  let done = 0;
+  for (let b = 0; b < order.length; b += batchSize) {
+    if (options.signal?.aborted) throw new CancelledError(`evaluation was cancelled after ${done} of ${jobs.length} instances`);
+    const batch = order.slice(b, b + batchSize);
+    const gens = await model.generate(
+      batch.map((i) => jobs[i].prompt),
+      { maxNewTokens, stop: ['\n'], signal: options.signal },
+    );
+    batch.forEach((i, k) => (texts[i] = gens[k].text.trim()));
+    done += batch.length;
+    options.onProgress?.(done, jobs.length);
+  }
+  return jobs.map((j, i) => ({
+    task_id: j.task.task_id,
+    instance_id: j.inst.instance_id,
+    prediction: texts[i],
+    references: [...j.inst.outputs],
+    ...scorePrediction(texts[i], j.inst.outputs, j.task.label_set),
+  }));
+}
