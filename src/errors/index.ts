@@ -13,6 +13,7 @@ export type KpigErrorCode =
   | 'E_INPUT' // bad arguments to an API call (token ids, lengths, options)
   | 'E_ADDON' // the native addon could not be loaded
   | 'E_CANCELLED' // the caller cancelled a long call
+  | 'E_ENDPOINT' // a remote endpoint (an LLM server) failed, timed out or answered malformed data
   | 'E_INTERNAL'; // a bug: please report
 
 export class KpigError extends Error {
@@ -77,6 +78,13 @@ export class AddonLoadError extends KpigError {
 export class CancelledError extends KpigError {
   constructor(message = 'the operation was cancelled') {
     super('E_CANCELLED', message);
+  }
+}
+
+/** A remote endpoint (an OpenAI-compatible LLM server) kept failing after its retries, or refused the request. */
+export class EndpointError extends KpigError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_ENDPOINT', message, options);
   }
 }
 
