@@ -12,6 +12,7 @@ import { PRESETS, isPresetName, type ConfigOverrides } from '../model/config.js'
 import { Model } from '../model/model.js';
 import { createRandomModel, type WeightsDtype } from '../model/writer.js';
 import { ByteTokenizer, writeByteTokenizer } from '../tokenizer/index.js';
+import { registerRun } from './run.js';
 import { bytes, count, duration, int } from './util.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
@@ -329,6 +330,7 @@ program
   });
 
 // Subcommands that live in their own files.
+registerRun(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidArgumentError) {

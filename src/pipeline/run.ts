@@ -1,0 +1,604 @@
+/**
+ * The stage loop of a continual run. For each seen task t: plan the replay set with the strategy
+ * (IG scoring, embeddings, old-model answers as needed), train on current + replay data with the
+ * strategy's loss term, checkpoint, evaluate every seen and held-out task, and record it all in the
+ * run directory. Every file is written atomically and every random draw is a function of the seed,
+ * the stage and the step, so a killed run resumed from its last checkpoint ends with the same
+ * numbers as an uninterrupted one.
+ *
+ * Run directory:
+ *   config.json environment.json status.json results.json
+ *   base/eval.arrow                        the base model on every task
+ *   stage-NN/plan.arrow ig.arrow           the stage's training items; KPIG's buffer scores
+ *   stage-NN/train.jsonl                   one line per optimizer step
+ *   stage-NN/checkpoint/                   latest in-stage checkpoint (removed when the stage ends)
+ *   stage-NN/final/ ewc.safetensors        end-of-stage weights (+ AdamW state); EWC's Fisher
+ *   stage-NN/eval.arrow done.json          evaluation after the stage; written last
+ */
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Float64, Table, Utf8, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
+import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
+import { tokenizeExample, type TrainingSequence } from '../data/instructions.js';
+import { CancelledError, InputError, KpigIOError } from '../errors/index.js';
+import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
+import { Model, nativeOf } from '../model/model.js';
+import { readSafetensors, toFloat32, writeSafetensors } from '../model/safetensors.js';
+import { deriveSeed, mulberry32, shuffled } from '../random/rng.js';
+import { builtinStrategy, type ItemScore, type PlanItem, type ReplayPlan, type Strategy, type StrategyContext } from '../replay/strategy.js';
+import { maskInstruction } from '../scoring/mask.js';
+import { scorePairs } from '../scoring/pairs.js';
+import { saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
+import { learningRate } from '../train/schedule.js';
+import { Trainer } from '../train/trainer.js';
+import { checkRunInputs, RunConfigError, type RunConfig } from './config.js';
+import { evaluateStage, readStageScores, type StageScores } from './evaluate.js';
+import { loadTaskSet } from './taskset.js';
+
+export type RunEvent =
+  | { type: 'start'; stages: number; resumedFrom: number | null }
+  | { type: 'phase'; stage: number; phase: 'plan' | 'train' | 'eval'; detail?: string }
+  | { type: 'step'; stage: number; task: string; step: number; totalSteps: number; loss: number; ig: number | null; tokensPerSecond: number; etaSeconds: number }
+  | { type: 'eval-progress'; stage: number; done: number; total: number }
+  | { type: 'stage'; stage: number; task: string; seconds: number; replay: number; trainItems: number; steps: number; meanLoss: number; seenRougeL: number; heldOutRougeL: number; heldOutVScore: number | null }
+  | { type: 'done'; runDir: string; seconds: number };
+
+export interface RunOptions {
+  /** Continue the run in `runDir` from its last completed step. */
+  resume?: boolean;
+  /** Start over in a non-empty run directory. */
+  overwrite?: boolean;
+  /** A strategy object instead of the config's built-in one (a user's own strategy). */
+  strategy?: Strategy;
+  signal?: AbortSignal;
+  onEvent?: (e: RunEvent) => void;
+  /** The task set itself, instead of reading the config's `data` folder (pipelines that hold it in memory). */
+  taskSet?: TaskSet;
+  /** Stop (as if killed) after this many optimizer steps in this process: for tests of resume. */
+  stopAfterSteps?: number;
+}
+
+export interface RunResult {
+  runDir: string;
+  /** a[t][j]: ROUGE-L of task j (seen then held out) after stage t (t = 0: the base model). */
+  matrix: number[][];
+  tasks: string[];
+  stages: StageScores[];
+}
+
+const pad = (t: number) => `stage-${String(t).padStart(2, '0')}`;
+
+function packageVersion(): string {
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** The stream of a run: explicit, or a named stream of the task set; checked against the set. */
+export function resolveStream(config: RunConfig, set: TaskSet): { seen: string[]; held_out: string[] } {
+  let stream: { seen: string[]; held_out: string[] };
+  if (typeof config.stream === 'string') {
+    const named = config.stream === 'default' ? set.streams[0] : set.streams.find((s) => s.name === config.stream);
+    if (!named)
+      throw new RunConfigError('stream', `the task set has no stream '${config.stream}' (streams: ${set.streams.map((s) => s.name).join(', ') || 'none'})`);
+    stream = { seen: [...named.seen], held_out: [...named.held_out] };
+  } else stream = config.stream;
+  const known = new Set(set.tasks.map((t) => t.task_id));
+  for (const t of [...stream.seen, ...stream.held_out]) if (!known.has(t)) throw new RunConfigError('stream', `task '${t}' is not in the task set ${config.data}`);
+  const both = stream.seen.filter((t) => stream.held_out.includes(t));
+  if (both.length) throw new RunConfigError('stream', `task '${both[0]}' is both seen and held out`);
+  const dup = stream.seen.find((t, i) => stream.seen.indexOf(t) !== i);
+  if (dup) throw new RunConfigError('stream.seen', `task '${dup}' appears twice`);
+  for (const t of stream.seen)
+    if (!set.instances.some((x) => x.task_id === t && x.split === 'train')) throw new RunConfigError('stream.seen', `task '${t}' has no training instances`);
+  for (const t of [...stream.seen, ...stream.held_out])
+    if (!set.instructions.some((x) => x.task_id === t && x.origin === 'seed')) throw new RunConfigError('stream', `task '${t}' has no seed instruction`);
+  return stream;
+}
+
+function planTable(items: PlanItem[]): Table {
+  return new Table({
+    task_id: vectorFromArray(items.map((x) => x.task_id), new Utf8()),
+    instance_id: vectorFromArray(items.map((x) => x.instance_id), new Utf8()),
+    instruction_id: vectorFromArray(items.map((x) => x.instruction_id), new Utf8()),
+    role: vectorFromArray(items.map((x) => x.role), new Utf8()),
+    target: vectorFromArray(items.map((x) => x.target ?? null), new Utf8()),
+  });
+}
+
+function readPlan(bytes: Uint8Array): PlanItem[] {
+  const t = tableFromIPC(bytes);
+  const col = (n: string) => t.getChild(n)!;
+  return Array.from({ length: t.numRows }, (_, i) => {
+    const item: PlanItem = { task_id: col('task_id').get(i), instance_id: col('instance_id').get(i), instruction_id: col('instruction_id').get(i), role: col('role').get(i) };
+    const target = col('target').get(i);
+    if (target !== null) item.target = target;
+    return item;
+  });
+}
+
+function scoresTable(scores: ItemScore[]): Table {
+  const f = (get: (s: ItemScore) => number) => vectorFromArray(scores.map(get), new Float64());
+  return new Table({
+    task_id: vectorFromArray(scores.map((s) => s.task_id), new Utf8()),
+    instance_id: vectorFromArray(scores.map((s) => s.instance_id), new Utf8()),
+    instruction_id: vectorFromArray(scores.map((s) => s.instruction_id), new Utf8()),
+    ig_ce: f((s) => s.ig_ce),
+    ig_kl: f((s) => s.ig_kl),
+    ig_js: f((s) => s.ig_js),
+    ce_full: f((s) => s.ce_full),
+    ce_masked: f((s) => s.ce_masked),
+  });
+}
+
+/** A sequence whose weights give the per-sample mean token CE times `scale` (prompt weights 0). */
+function sampleSequence(model: Model, instruction: string, input: string, output: string, maxLength: number, scale: number): TrainingSequence | null {
+  const seq = tokenizeExample(model.tokenizer!, { instruction, input, output }, maxLength);
+  if (!seq) return null;
+  const n = seq.weights.reduce((a, w) => a + (w !== 0 ? 1 : 0), 0);
+  return { tokens: seq.tokens, weights: seq.weights.map((w) => (w * scale) / n) };
+}
+
+class RunState {
+  readonly instances = new Map<string, InstanceRecord>();
+  readonly instructionsByTask = new Map<string, InstructionRecord[]>();
+  readonly instructionById = new Map<string, InstructionRecord>();
+
+  constructor(
+    readonly config: RunConfig,
+    readonly set: TaskSet,
+    readonly useVariants: boolean,
+  ) {
+    for (const x of set.instances) this.instances.set(`${x.task_id}\u0000${x.instance_id}`, x);
+    for (const ins of set.instructions) {
+      this.instructionById.set(ins.instruction_id, ins);
+      const list = this.instructionsByTask.get(ins.task_id) ?? [];
+      list.push(ins);
+      this.instructionsByTask.set(ins.task_id, list);
+    }
+  }
+
+  instance(task: string, id: string): InstanceRecord {
+    const x = this.instances.get(`${task}\u0000${id}`);
+    if (!x) throw new InputError(`task '${task}' has no instance '${id}'`);
+    return x;
+  }
+
+  /** Instructions training uses for a task: the seed, plus the rewrites when diversity is on. */
+  trainingInstructions(task: string): InstructionRecord[] {
+    const all = this.instructionsByTask.get(task) ?? [];
+    const seed = all.filter((x) => x.origin === 'seed');
+    return this.useVariants ? [...seed, ...all.filter((x) => x.origin !== 'seed')] : seed;
+  }
+
+  instructionFor(task: string, instanceId: string): InstructionRecord {
+    const list = this.trainingInstructions(task);
+    return list[deriveSeed(this.config.seed, 'instruction', task, instanceId) % list.length];
+  }
+
+  trainInstances(task: string): InstanceRecord[] {
+    return this.set.instances.filter((x) => x.task_id === task && x.split === 'train');
+  }
+
+  /** The current task's training instances of a stage (a seeded subset when capped). */
+  stageInstances(task: string): InstanceRecord[] {
+    const all = this.trainInstances(task);
+    const cap = this.config.train.maxInstances;
+    if (cap === 0 || all.length <= cap) return all;
+    return shuffled(all, mulberry32(deriveSeed(this.config.seed, 'stage-instances', task))).slice(0, cap);
+  }
+
+  buffer(task: string): InstanceRecord[] {
+    const all = this.stageInstances(task);
+    const cap = this.config.strategy.bufferSize;
+    return cap === 0 || all.length <= cap ? all : all.slice(0, cap);
+  }
+}
+
+/**
+ * Runs (or resumes) a continual run into `runDir`.
+ *
+ * @example
+ * const result = await runContinual(loadRunConfig('runs/kpig.yaml'), 'runs/kpig-1', { onEvent: console.log });
+ * console.log(result.matrix);
+ */
+export async function runContinual(config: RunConfig, runDir: string, options: RunOptions = {}): Promise<RunResult> {
+  const t0 = Date.now();
+  const emit = options.onEvent ?? (() => {});
+  checkRunInputs(config, { needData: !options.taskSet });
+  const set = options.taskSet ?? (await loadTaskSet(config.data));
+  const stream = resolveStream(config, set);
+  const strategy = options.strategy ?? builtinStrategy(config.strategy);
+  if (config.strategy.m < 0) throw new RunConfigError('strategy.m', 'must be ≥ 0');
+
+  // The run directory: fresh, or resumed with the same config.
+  await prepareRunDir(runDir, config, options);
+  const state = new RunState(config, set, strategy.name === 'kpig' && config.strategy.diversity);
+  const T = stream.seen.length;
+  const tasks = [...stream.seen, ...stream.held_out];
+
+  const model = await Model.load(config.model, { threads: config.threads || undefined });
+  if (!model.tokenizer) throw new RunConfigError('model', `${config.model} has no tokenizer`);
+  try {
+    const trainer = new Trainer(model, {
+      mode: config.train.mode,
+      lora: { rank: config.train.loraRank, alpha: config.train.loraAlpha, ...(config.train.loraTargets ? { targets: config.train.loraTargets } : {}) },
+      lr: config.train.lr,
+      batchSize: config.train.batchSize,
+      seed: config.seed,
+    });
+    const nat = nativeOf(model);
+
+    // Where to pick up: the last finished stage, and a checkpoint inside the next one.
+    let startStage = 1;
+    for (let t = 1; t <= T; t++) if (existsSync(join(runDir, pad(t), 'done.json'))) startStage = t + 1;
+    if (startStage > 1) await trainer.resume(join(runDir, pad(startStage - 1), 'final'));
+    emit({ type: 'start', stages: T, resumedFrom: startStage > 1 || existsSync(join(runDir, pad(startStage), 'checkpoint')) ? startStage : null });
+    await writeJsonAtomic(join(runDir, 'status.json'), { state: 'running', stages_done: startStage - 1, stages_total: T });
+
+    const stages: StageScores[] = [];
+    if (!existsSync(join(runDir, 'base', 'eval.arrow'))) {
+      emit({ type: 'phase', stage: 0, phase: 'eval', detail: 'base model' });
+      await mkdir(join(runDir, 'base'), { recursive: true });
+      await evaluateStage(model, state.set, tasks, config, join(runDir, 'base', 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: 0, done, total }), options.signal);
+    }
+    let stepsThisProcess = 0;
+    for (let t = startStage; t <= T; t++) {
+      const stageDir = join(runDir, pad(t));
+      await mkdir(stageDir, { recursive: true });
+      const task = stream.seen[t - 1];
+      const previous = stream.seen.slice(0, t - 1);
+      const ts = Date.now();
+
+      // 1. The plan: read back when this stage already made it (resume), else made now.
+      const planPath = join(stageDir, 'plan.arrow');
+      let items: PlanItem[];
+      if (existsSync(planPath)) items = readPlan(await readFile(planPath));
+      else {
+        emit({ type: 'phase', stage: t, phase: 'plan' });
+        items = await makePlan(t, task, previous, state, strategy, model, stageDir, options.signal);
+        await writeFileAtomic(planPath, tableToIPC(planTable(items), 'file'));
+      }
+
+      // 2. Training, from the in-stage checkpoint when there is one.
+      const ckptDir = join(stageDir, 'checkpoint');
+      let stepInStage = 0;
+      if (existsSync(ckptDir)) {
+        await trainer.resume(ckptDir);
+        stepInStage = (JSON.parse(await readFile(join(ckptDir, 'trainer_state.json'), 'utf8')) as { stageStep?: number }).stageStep ?? 0;
+      } else {
+        // A fresh AdamW state for every stage.
+        for (const info of nat.tensors().filter((x) => x.trainable)) {
+          const zeros = new Float32Array(info.shape.reduce((a, b) => a * b, 1));
+          nat.writeTensor(info.name, 'exp_avg', zeros);
+          nat.writeTensor(info.name, 'exp_avg_sq', zeros);
+        }
+        nat.setOptimizerSteps(0);
+      }
+      const ewc = strategy.loss === 'ewc' && t > 1 ? await readEwc(join(runDir, pad(t - 1), 'ewc.safetensors')) : null;
+      emit({ type: 'phase', stage: t, phase: 'train' });
+      const trained = await trainStage({
+        t,
+        task,
+        items,
+        state,
+        model,
+        trainer,
+        strategy,
+        stageDir,
+        startStep: stepInStage,
+        ewc,
+        emit,
+        signal: options.signal,
+        budget: options.stopAfterSteps === undefined ? Infinity : options.stopAfterSteps - stepsThisProcess,
+      });
+      stepsThisProcess += trained.stepsRun;
+      if (trained.interrupted) throw new CancelledError(`the run stopped after ${stepsThisProcess} steps in stage ${t}; resume it with --resume`);
+
+      // 3. End of stage: weights, EWC statistics, evaluation, then done.json.
+      await saveCheckpoint(model, join(stageDir, 'final'), stageState(trainer, config, trained.totalSteps, trained.totalSteps, items.length));
+      if (strategy.loss === 'ewc') await writeEwc(model, state, task, join(stageDir, 'ewc.safetensors'), ewc, config);
+      await rm(ckptDir, { recursive: true, force: true });
+      emit({ type: 'phase', stage: t, phase: 'eval' });
+      const scores = await evaluateStage(model, state.set, tasks, config, join(stageDir, 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: t, done, total }), options.signal);
+      const seconds = (Date.now() - ts) / 1000;
+      const seenNow = stream.seen.slice(0, t);
+      const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+      const byTask = new Map(scores.tasks.map((s) => [s.task_id, s]));
+      const heldV = stream.held_out.map((h) => byTask.get(h)?.v_score).filter((v): v is number => v !== null && v !== undefined);
+      const summary = {
+        stage: t,
+        task,
+        seconds,
+        replay: items.filter((x) => x.role !== 'current').length,
+        trainItems: items.length,
+        steps: trained.totalSteps,
+        meanLoss: mean(trained.losses),
+        seenRougeL: mean(seenNow.map((s) => byTask.get(s)?.rouge_l ?? 0)),
+        heldOutRougeL: mean(stream.held_out.map((s) => byTask.get(s)?.rouge_l ?? 0)),
+        heldOutVScore: heldV.length ? mean(heldV) : null,
+      };
+      await writeJsonAtomic(join(stageDir, 'done.json'), summary);
+      await writeJsonAtomic(join(runDir, 'status.json'), { state: t === T ? 'done' : 'running', stages_done: t, stages_total: T });
+      emit({ type: 'stage', ...summary });
+    }
+    for (let t = 1; t <= T; t++) stages.push(await readStageScores(join(runDir, pad(t), 'eval.arrow'), set));
+    const base = await readStageScores(join(runDir, 'base', 'eval.arrow'), set);
+    const matrix = [base, ...stages].map((s) => tasks.map((task) => s.tasks.find((x) => x.task_id === task)?.rouge_l ?? 0));
+    await writeJsonAtomic(join(runDir, 'results.json'), { metric: 'rouge_l', tasks, seen: stream.seen, held_out: stream.held_out, matrix });
+    emit({ type: 'done', runDir, seconds: (Date.now() - t0) / 1000 });
+    return { runDir, matrix, tasks, stages: [base, ...stages] };
+  } catch (err) {
+    if (!(err instanceof CancelledError)) {
+      try {
+        await writeJsonAtomic(join(runDir, 'status.json'), { state: 'failed', error: (err as Error).message });
+      } catch {
+        // the original error matters more than a status file that could not be written
+      }
+    }
+    throw err;
+  } finally {
+    model.dispose();
+  }
+}
+
+async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions): Promise<void> {
+  const cfgPath = join(runDir, 'config.json');
+  if (options.resume) {
+    if (!existsSync(cfgPath)) throw new InputError(`${runDir} is not a run directory (no config.json) to resume`);
+    const before = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    if (JSON.stringify(before) !== JSON.stringify(config))
+      throw new InputError(`${runDir}: the config differs from the one the run started with; resume with the run's own config.json`);
+    return;
+  }
+  if (existsSync(runDir) && readdirSync(runDir).length > 0) {
+    if (!options.overwrite) throw new KpigIOError(`${runDir} is not empty: resume it with --resume, or pass --force to start over`);
+    await rm(runDir, { recursive: true, force: true });
+  }
+  await mkdir(runDir, { recursive: true });
+  await writeJsonAtomic(cfgPath, config);
+  await writeJsonAtomic(join(runDir, 'environment.json'), {
+    kpig_version: packageVersion(),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    threads: config.threads || cpus().length,
+    seed: config.seed,
+    device: 'cpu',
+    effective_batch: config.train.batchSize,
+    started: new Date().toISOString(),
+  });
+}
+
+function stageState(trainer: Trainer, config: RunConfig, stageStep: number, totalSteps: number, dataSize: number): TrainerState & { stageStep: number } {
+  return { version: 1, step: trainer.step, totalSteps, seed: config.seed, mode: config.train.mode, lora: trainer.lora, dataSize, losses: [], stageStep };
+}
+
+async function makePlan(t: number, task: string, previous: string[], state: RunState, strategy: Strategy, model: Model, stageDir: string, signal?: AbortSignal): Promise<PlanItem[]> {
+  const config = state.config;
+  const current: PlanItem[] = [];
+  const seen = strategy.joint ? [...previous, task] : [task];
+  for (const k of seen)
+    for (const x of state.stageInstances(k))
+      current.push({ task_id: k, instance_id: x.instance_id, instruction_id: state.instructionFor(k, x.instance_id).instruction_id, role: 'current' });
+  const ctx: StrategyContext = {
+    stage: t,
+    task,
+    previous,
+    set: state.set,
+    config: config.strategy,
+    seed: config.seed,
+    buffer: (k) => state.buffer(k),
+    instructionFor: (k, id) => state.instructionFor(k, id),
+    instructionShares: (k) => {
+      const list = state.trainingInstructions(k);
+      const counts = new Map<string, number>();
+      const xs = state.stageInstances(k);
+      for (const x of xs) {
+        const id = state.instructionFor(k, x.instance_id).instruction_id;
+        counts.set(id, (counts.get(id) ?? 0) + 1);
+      }
+      return list.filter((ins) => counts.has(ins.instruction_id)).map((ins) => ({ instruction: ins, share: counts.get(ins.instruction_id)! / xs.length }));
+    },
+    scoreItems: (items) => scoreItems(model, state, items, signal),
+    embed: (texts) => model.embed(texts.map((x) => model.tokenizer!.encode(x, { addSpecialTokens: true }))),
+  };
+  const plan: ReplayPlan = previous.length || strategy.joint ? await strategy.plan(ctx) : { replay: [], allocation: [] };
+  if (plan.scores) await writeFileAtomic(join(stageDir, 'ig.arrow'), tableToIPC(scoresTable(plan.scores), 'file'));
+  await writeJsonAtomic(join(stageDir, 'allocation.json'), { allocation: plan.allocation, tau: plan.tau ?? null });
+  const items = [...current, ...plan.replay];
+  if (strategy.loss === 'lwf' && t > 1) {
+    // LwF for a generative model: the old model's own greedy answers to the new task's prompts,
+    // trained alongside (sequence-level distillation).
+    const cur = current.filter((x) => x.task_id === task);
+    const prompts = cur.map((x) => renderFor(state, x));
+    const gens = await model.generate(prompts, { maxNewTokens: config.eval.maxNewTokens, stop: ['\n'], signal });
+    cur.forEach((x, i) => {
+      const text = (gens[i].text ?? '').trim();
+      if (text) items.push({ ...x, role: 'lwf', target: text });
+    });
+  }
+  return items;
+}
+
+function renderFor(state: RunState, item: PlanItem): string {
+  const x = state.instance(item.task_id, item.instance_id);
+  const ins = state.instructionById.get(item.instruction_id)!;
+  return `Definition: ${ins.text}\n\n${x.input ? `Input: ${x.input}\n` : ''}Output: `;
+}
+
+async function scoreItems(model: Model, state: RunState, items: PlanItem[], signal?: AbortSignal): Promise<ItemScore[]> {
+  const tok = model.tokenizer!;
+  const out: ItemScore[] = [];
+  const batch = 32;
+  for (let i = 0; i < items.length; i += batch) {
+    if (signal?.aborted) throw new CancelledError('scoring was cancelled');
+    const chunk = items.slice(i, i + batch);
+    const pairs = chunk.map((it) => {
+      const x = state.instance(it.task_id, it.instance_id);
+      const ins = state.instructionById.get(it.instruction_id)!;
+      const full = tokenizeExample(tok, { instruction: ins.text, input: x.input, output: x.outputs[0] }, Infinity)!;
+      const masked = tokenizeExample(tok, { instruction: maskInstruction(ins.text, ins.key_spans), input: x.input, output: x.outputs[0] }, Infinity)!;
+      const responseLen = full.weights.filter((w) => w !== 0).length;
+      return { full: full.tokens, masked: masked.tokens, responseLen };
+    });
+    const scores = await scorePairs(model, pairs);
+    chunk.forEach((it, k) => {
+      const s = scores[k];
+      out.push({ task_id: it.task_id, instance_id: it.instance_id, instruction_id: it.instruction_id, ig_ce: s.igCe, ig_kl: s.igKl, ig_js: s.igJs, ce_full: s.ceFull, ce_masked: s.ceMasked });
+    });
+  }
+  return out;
+}
+
+interface EwcState {
+  fisher: Map<string, Float32Array>;
+  anchor: Map<string, Float32Array>;
+}
+
+async function readEwc(path: string): Promise<EwcState> {
+  const st = await readSafetensors(path);
+  const fisher = new Map<string, Float32Array>(), anchor = new Map<string, Float32Array>();
+  for (const [name, t] of st.tensors) {
+    if (name.startsWith('fisher/')) fisher.set(name.slice(7), toFloat32(t));
+    else if (name.startsWith('anchor/')) anchor.set(name.slice(7), toFloat32(t));
+  }
+  return { fisher, anchor };
+}
+
+/**
+ * EWC statistics after a stage: the diagonal empirical Fisher E[g²] of the trainable weights over
+ * `fisherSamples` instances of the task just learned (one backward pass per instance), added to
+ * the previous tasks' (online EWC), and the weights now as the anchor.
+ */
+async function writeEwc(model: Model, state: RunState, task: string, path: string, previous: EwcState | null, config: RunConfig): Promise<void> {
+  const nat = nativeOf(model);
+  const trainable = nat.tensors().filter((x) => x.trainable);
+  const fisher = new Map<string, Float32Array>();
+  for (const info of trainable) fisher.set(info.name, previous?.fisher.get(info.name)?.slice() ?? new Float32Array(info.shape.reduce((a, b) => a * b, 1)));
+  const xs = state.stageInstances(task).slice(0, config.strategy.fisherSamples);
+  nat.zeroGrad();
+  for (const x of xs) {
+    const ins = state.instructionFor(task, x.instance_id);
+    const seq = sampleSequence(model, ins.text, x.input, x.outputs[0], config.train.maxLength, 1);
+    if (!seq) continue;
+    await nat.trainAccumulate(Int32Array.from(seq.tokens), Int32Array.from([0, seq.tokens.length]), Float32Array.from(seq.weights), 0, false);
+    for (const info of trainable) {
+      const g = nat.readTensor(info.name, 'grad');
+      const f = fisher.get(info.name)!;
+      for (let i = 0; i < g.length; i++) f[i] += (g[i] * g[i]) / xs.length;
+    }
+    nat.zeroGrad();
+  }
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  for (const info of trainable) {
+    tensors[`fisher/${info.name}`] = { dtype: 'F32', shape: info.shape, data: fisher.get(info.name)! };
+    tensors[`anchor/${info.name}`] = { dtype: 'F32', shape: info.shape, data: nat.readTensor(info.name, 'param') };
+  }
+  await writeSafetensors(path, tensors);
+}
+
+interface StageTraining {
+  t: number;
+  task: string;
+  items: PlanItem[];
+  state: RunState;
+  model: Model;
+  trainer: Trainer;
+  strategy: Strategy;
+  stageDir: string;
+  startStep: number;
+  ewc: EwcState | null;
+  emit: (e: RunEvent) => void;
+  signal?: AbortSignal;
+  budget: number;
+}
+
+async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losses: number[]; stepsRun: number; interrupted: boolean }> {
+  const { config } = s.state;
+  const tc = config.train;
+  const nat = nativeOf(s.model);
+  const bs = tc.batchSize;
+  const perEpoch = Math.ceil(s.items.length / bs);
+  const totalSteps = perEpoch * tc.epochs;
+  const logPath = join(s.stageDir, 'train.jsonl');
+  // The log keeps exactly the steps the checkpoint covers; later lines were lost with the process.
+  let log: string[] = [];
+  if (existsSync(logPath)) log = (await readFile(logPath, 'utf8')).split('\n').filter(Boolean).slice(0, s.startStep);
+  const losses = log.map((l) => (JSON.parse(l) as { loss: number }).loss);
+  const useKpig = s.strategy.loss === 'kpig';
+  const lambda = config.strategy.lambda, gamma = config.strategy.gamma;
+  const lwfScale = config.strategy.lwfLambda;
+  const t0 = Date.now();
+  let tokens = 0;
+  let stepsRun = 0;
+  for (let step = s.startStep; step < totalSteps; step++) {
+    if (s.signal?.aborted) throw new CancelledError(`the run was cancelled in stage ${s.t} at step ${step}`);
+    if (stepsRun >= s.budget) return { totalSteps, losses, stepsRun, interrupted: true };
+    const epoch = Math.floor(step / perEpoch);
+    const order = shuffled(
+      s.items.map((_, i) => i),
+      mulberry32(deriveSeed(config.seed, 'order', s.t, epoch)),
+    );
+    const picked = order.slice((step % perEpoch) * bs, (step % perEpoch + 1) * bs).map((i) => s.items[i]);
+    const seqs: TrainingSequence[] = [];
+    let igSum = 0, igN = 0;
+    // The KPIG objective needs each sample's IG under the current weights to know whether its hinge is active.
+    const kpigItems = useKpig ? picked.filter((x) => x.role !== 'lwf' && (s.state.instructionById.get(x.instruction_id)?.key_spans.length ?? 0) > 0) : [];
+    const igs = kpigItems.length ? await scoreItems(s.model, s.state, kpigItems, s.signal) : [];
+    const igOf = new Map(kpigItems.map((x, i) => [x, igs[i].ig_ce]));
+    for (const it of picked) {
+      const x = s.state.instance(it.task_id, it.instance_id);
+      const ins = s.state.instructionById.get(it.instruction_id)!;
+      const target = it.target ?? x.outputs[0];
+      const scale = it.role === 'lwf' ? lwfScale : 1;
+      const ig = igOf.get(it);
+      if (ig !== undefined) {
+        igSum += ig;
+        igN++;
+      }
+      if (ig !== undefined && ig < gamma) {
+        // L = CE_full + λ·(γ − (CE_masked − CE_full)) = (1+λ)·CE_full − λ·CE_masked + λγ
+        const full = sampleSequence(s.model, ins.text, x.input, target, tc.maxLength, 1 + lambda);
+        const masked = sampleSequence(s.model, maskInstruction(ins.text, ins.key_spans), x.input, target, tc.maxLength, -lambda);
+        if (full && masked) seqs.push(full, masked);
+        else if (full) seqs.push(full);
+      } else {
+        const seq = sampleSequence(s.model, ins.text, x.input, target, tc.maxLength, scale);
+        if (seq) seqs.push(seq);
+      }
+    }
+    const lr = learningRate(step, { lr: tc.lr, totalSteps, warmupSteps: tc.warmupSteps, schedule: tc.schedule });
+    const r = await s.trainer.trainStep(seqs, lr, s.signal, {
+      normalizer: picked.length,
+      beforeOptimizer: s.ewc ? () => addEwcGradient(nat, s.ewc!, config.strategy.ewcLambda) : undefined,
+    });
+    stepsRun++;
+    tokens += seqs.reduce((a, q) => a + q.tokens.length, 0);
+    losses.push(r.loss);
+    const sec = (Date.now() - t0) / 1000;
+    const entry = { stage: s.t, step: step + 1, loss: r.loss, ig: igN ? igSum / igN : null, lr, tokens: seqs.reduce((a, q) => a + q.tokens.length, 0), tokens_per_s: sec > 0 ? tokens / sec : 0 };
+    log.push(JSON.stringify(entry));
+    s.emit({ type: 'step', stage: s.t, task: s.task, step: step + 1, totalSteps, loss: r.loss, ig: entry.ig, tokensPerSecond: entry.tokens_per_s, etaSeconds: (sec / stepsRun) * (totalSteps - step - 1) });
+    if (tc.checkpointEvery > 0 && (step + 1) % tc.checkpointEvery === 0 && step + 1 < totalSteps) {
+      await writeFileAtomic(logPath, log.join('\n') + '\n');
+      await saveCheckpoint(s.model, join(s.stageDir, 'checkpoint'), stageState(s.trainer, config, step + 1, totalSteps, s.items.length));
+    }
+  }
+  await writeFileAtomic(logPath, log.join('\n') + (log.length ? '\n' : ''));
+  return { totalSteps, losses, stepsRun, interrupted: false };
+}
+
+/** EWC's penalty gradient λ·F⊙(θ − θ*), added to the accumulated gradients before the update. */
+function addEwcGradient(nat: ReturnType<typeof nativeOf>, ewc: EwcState, lambda: number): void {
+  for (const [name, f] of ewc.fisher) {
+    const anchor = ewc.anchor.get(name)!;
+    const p = nat.readTensor(name, 'param');
+    const g = nat.readTensor(name, 'grad');
+    for (let i = 0; i < g.length; i++) g[i] += lambda * f[i] * (p[i] - anchor[i]);
+    nat.writeTensor(name, 'grad', g);
+  }
+}
+
