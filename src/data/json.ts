@@ -86,19 +86,21 @@ function errorOffset(text: string): number {
 
 /**
  * Parses `text` (a leading BOM is ignored) or throws an {@link InputError} naming `path`, the line
- * and column of the first syntax error, and the parser's own message.
+ * and column of the first syntax error, and the parser's own message. `firstLine` is the line
+ * number of the text's first line (for one line of a JSONL file).
  *
  * @example
- * parseJson('{"a": 1,}', 'task1.json'); // InputError: task1.json:1:9: not valid JSON: …
+ * parseJson('{"a": 1,}', 'task1.json');        // InputError: task1.json:1:9: not valid JSON: …
+ * parseJson('{oops}', 'rows.jsonl', 12);       // InputError: rows.jsonl:12:2: not valid JSON: …
  */
-export function parseJson(text: string, path: string): unknown {
+export function parseJson(text: string, path: string, firstLine = 1): unknown {
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   try {
     return JSON.parse(body);
   } catch (err) {
     const pos = errorOffset(body);
     const before = body.slice(0, pos);
-    const where = `${path}:${before.split('\n').length}:${pos - before.lastIndexOf('\n')}`;
+    const where = `${path}:${before.split('\n').length + firstLine - 1}:${pos - before.lastIndexOf('\n')}`;
     throw new InputError(`${where}: not valid JSON: ${(err as Error).message}`, { cause: err });
   }
 }
