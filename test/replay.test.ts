@@ -127,3 +127,40 @@ describe('random replay', () => {
     expect(chi2).toBeLessThan(27.9);
   });
 });
+
+describe('LLM tagger', () => {
+  it('asks an OpenAI-compatible endpoint for tags, caches them, and retries a malformed answer', async () => {
+    const { createServer } = await import('node:http');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { ChatClient } = await import('../src/llm/client.js');
+    const { llmTags } = await import('./../src/replay/insinfo.js');
+    let calls = 0;
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        calls++;
+        const prompt = JSON.parse(body).messages[1].content as string;
+        // The first answer is not the JSON asked for; the client must retry, not cache it.
+        const content = calls === 1 ? 'tags: yes/no' : JSON.stringify({ tags: prompt.includes('yes') ? ['Yes/No answer', 'sentiment', 'sentiment'] : ['math'] });
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ choices: [{ message: { role: 'assistant', content } }] }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const cacheDir = mkdtempSync(join(tmpdir(), 'kpig-tags-'));
+    try {
+      const client = new ChatClient({ baseUrl: `http://127.0.0.1:${port}/v1`, model: 'm', apiKey: 'k', cacheDir, backoffMs: 1, maxRetries: 2 });
+      expect(await llmTags(client, 'Answer "yes" or "no".')).toEqual(['yes/no answer', 'sentiment']);
+      expect(calls).toBe(2);
+      expect(await llmTags(client, 'Answer "yes" or "no".')).toEqual(['yes/no answer', 'sentiment']);
+      expect(calls).toBe(2); // from the cache
+    } finally {
+      server.close();
+      rmSync(cacheDir, { recursive: true, force: true });
+    }
+  });
+});

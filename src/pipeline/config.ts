@@ -32,6 +32,8 @@ export interface StrategyConfig {
   fisherSamples: number;
   /** LwF: weight of the old model's own answers on the new task's prompts. */
   lwfLambda: number;
+  /** InsCL: where instruction tags come from (`llm`: the OpenAI-compatible endpoint of KPIG_LLM_* env). */
+  tagger: 'offline' | 'llm';
 }
 
 export interface TrainConfig {
@@ -84,6 +86,7 @@ const DEFAULT_STRATEGY: Omit<StrategyConfig, 'name'> = {
   ewcLambda: 1000,
   fisherSamples: 32,
   lwfLambda: 0.5,
+  tagger: 'offline',
 };
 
 const DEFAULT_TRAIN: TrainConfig = {
@@ -196,6 +199,7 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
     ewcLambda: num(st.ewcLambda, 'strategy.ewcLambda', where, { min: 0 }),
     fisherSamples: num(st.fisherSamples, 'strategy.fisherSamples', where, { min: 1, int: true }),
     lwfLambda: num(st.lwfLambda, 'strategy.lwfLambda', where, { min: 0 }),
+    tagger: choice(st.tagger, ['offline', 'llm'] as const, 'strategy.tagger', where),
   };
   const t = raw.train === undefined ? {} : raw.train;
   if (!isObject(t)) throw new RunConfigError('train', 'must be a mapping', where);

@@ -29,6 +29,8 @@ import { Model, nativeOf } from '../model/model.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../model/safetensors.js';
 import { deriveSeed, mulberry32, shuffled } from '../random/rng.js';
 import { builtinStrategy, type ItemScore, type PlanItem, type ReplayPlan, type Strategy, type StrategyContext } from '../replay/strategy.js';
+import { ChatClient } from '../llm/client.js';
+import { llmTags } from '../replay/insinfo.js';
 import { maskInstruction } from '../scoring/mask.js';
 import { scorePairs } from '../scoring/pairs.js';
 import { saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
@@ -404,6 +406,7 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
     },
     scoreItems: (items) => scoreItems(model, state, items, signal),
     embed: (texts) => model.embed(texts.map((x) => model.tokenizer!.encode(x, { addSpecialTokens: true }))),
+    tags: config.strategy.tagger === 'llm' ? llmTagger(join(dirname(stageDir), 'llm-cache')) : undefined,
   };
   const plan: ReplayPlan = previous.length || strategy.joint ? await strategy.plan(ctx) : { replay: [], allocation: [] };
   if (plan.scores) await writeFileAtomic(join(stageDir, 'ig.arrow'), tableToIPC(scoresTable(plan.scores), 'file'));
@@ -421,6 +424,12 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
     });
   }
   return items;
+}
+
+/** InsCL tags from the endpoint in KPIG_LLM_* (cached in the run directory, so a resumed run asks nothing). */
+function llmTagger(cacheDir: string): (ins: InstructionRecord) => Promise<string[]> {
+  const client = new ChatClient({ cacheDir });
+  return (ins) => llmTags(client, ins.text);
 }
 
 function renderFor(state: RunState, item: PlanItem): string {

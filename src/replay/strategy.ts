@@ -71,6 +71,8 @@ export interface StrategyContext {
   scoreItems(items: PlanItem[]): Promise<ItemScore[]>;
   /** Mean-pooled embeddings of instruction texts under the current model. */
   embed(texts: string[]): Promise<Float32Array[]>;
+  /** InsCL tags of an instruction (offline by default; an LLM annotator when configured). */
+  tags?(instruction: InstructionRecord): Promise<string[]>;
 }
 
 export interface Strategy {
@@ -151,7 +153,9 @@ export async function insclPlan(ctx: StrategyContext): Promise<ReplayPlan> {
   const alpha = ctx.config.m * ctx.previous.length;
   const counts = insclAllocation(distances, alpha, buffers.map((b) => b.length));
   const pool = prevShares.flat().map((s) => s.instruction);
-  const info = insInfo(pool.map((ins) => offlineTags(ins.text, ins.key_spans)));
+  const tags: string[][] = [];
+  for (const ins of pool) tags.push(ctx.tags ? await ctx.tags(ins) : offlineTags(ins.text, ins.key_spans));
+  const info = insInfo(tags);
   const infoOf = new Map(pool.map((ins, i) => [ins.instruction_id, info[i]]));
   const replay: PlanItem[] = [];
   ctx.previous.forEach((task, k) => {
