@@ -179,6 +179,18 @@ export interface TaskSummary {
   v_score: number | null;
 }
 
+function summary(task_id: string, g: readonly PredictionRow[]): TaskSummary {
+  const mean = (f: (r: PredictionRow) => number) => g.reduce((s, r) => s + f(r), 0) / g.length;
+  const judged = g.filter((r) => r.valid !== null);
+  return {
+    task_id,
+    n: g.length,
+    rouge_l: mean((r) => r.rouge_l),
+    exact_match: mean((r) => r.exact_match),
+    v_score: judged.length ? judged.filter((r) => r.valid).length / judged.length : null,
+  };
+}
+
 /**
  * Per-task means of prediction rows, in the order of `set.tasks`, for the tasks that have rows.
  * Every row must name a task and an instance of `set`, so rows from another task set are caught.
@@ -197,18 +209,22 @@ export function summarizeTasks(rows: readonly PredictionRow[], set: TaskSet): Ta
       throw new InputError(`prediction for instance '${r.instance_id}' of task '${r.task_id}', which the task set does not have: the predictions belong to another task set`);
     g.push(r);
   }
-  const out: TaskSummary[] = [];
-  for (const [task_id, g] of groups) {
-    if (g.length === 0) continue;
-    const mean = (f: (r: PredictionRow) => number) => g.reduce((s, r) => s + f(r), 0) / g.length;
-    const judged = g.filter((r) => r.valid !== null);
-    out.push({
-      task_id,
-      n: g.length,
-      rouge_l: mean((r) => r.rouge_l),
-      exact_match: mean((r) => r.exact_match),
-      v_score: judged.length ? judged.filter((r) => r.valid).length / judged.length : null,
-    });
+  return [...groups].filter(([, g]) => g.length > 0).map(([task, g]) => summary(task, g));
+}
+
+/**
+ * Per-task means of prediction rows without a task set to check them against (as a run report
+ * reads them), in the order tasks first appear.
+ *
+ * @example
+ * const byTask = summarizeRows(await readPredictions('run/base/eval.arrow'));
+ */
+export function summarizeRows(rows: readonly PredictionRow[]): TaskSummary[] {
+  const groups = new Map<string, PredictionRow[]>();
+  for (const r of rows) {
+    let g = groups.get(r.task_id);
+    if (!g) groups.set(r.task_id, (g = []));
+    g.push(r);
   }
-  return out;
+  return [...groups].map(([task, g]) => summary(task, g));
 }

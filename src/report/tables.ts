@@ -1,0 +1,176 @@
+/**
+ * The report's content as plain tables and lines, shared by the Markdown and the HTML renderers so
+ * the two never disagree. Scores are shown ×100 with two decimals; "–" marks a value that was not
+ * measured or is undefined.
+ */
+import type { RunData } from './run.js';
+
+export interface TextTable {
+  header: string[];
+  rows: string[][];
+}
+
+/** ×100 with two decimals, or "–". */
+export function pct(x: number | null | undefined): string {
+  return x === null || x === undefined || !Number.isFinite(x) ? '–' : (100 * x).toFixed(2);
+}
+
+function plain(x: number | null | undefined, digits: number): string {
+  return x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);
+}
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+
+/** One line on the run's state, e.g. "done: 3 of 3 stages" or "interrupted: 1 of 3 stages finished". */
+export function statusLine(run: RunData): string {
+  const finished = run.stages.filter((s) => s.complete).length;
+  const state = run.status?.state ?? 'unknown';
+  const label = state === 'running' ? 'running or interrupted' : state;
+  return `${label}: ${finished} of ${run.stagesTotal} stage${run.stagesTotal === 1 ? '' : 's'} finished`;
+}
+
+/** Facts about the run: strategy, seed, versions, machine. */
+export function runFacts(run: RunData): [string, string][] {
+  const env = run.environment ?? {};
+  const facts: [string, string][] = [
+    ['directory', run.dir],
+    ['status', statusLine(run)],
+    ['strategy', run.strategy ?? '–'],
+    ['seed', String(run.config?.seed ?? env.seed ?? '–')],
+    ['seen tasks (stream order)', run.seen.join(', ') || '–'],
+    ['held-out tasks', run.heldOut.join(', ') || '–'],
+  ];
+  if (env.kpig_version) facts.push(['kpig', String(env.kpig_version)]);
+  if (env.node) facts.push(['node', String(env.node)]);
+  if (env.cpu) facts.push(['cpu', `${String(env.cpu)}${env.threads ? `, ${String(env.threads)} threads` : ''}`]);
+  if (run.fingerprint) facts.push(['task-set fingerprint', `${run.fingerprint.slice(0, 16)}…`]);
+  return facts;
+}
+
+const stageLabel = (run: RunData, t: number) => (t === 0 ? 'base' : `stage ${t}`);
+
+/** The stage × task ROUGE-L matrix: seen tasks, then held-out tasks marked "(held-out)". */
+export function matrixTable(run: RunData): TextTable {
+  return {
+    header: ['after', 'trained task', ...run.seen, ...run.heldOut.map((h) => `${h} (held-out)`)],
+    rows: run.matrix.map((row, t) => [
+      stageLabel(run, t),
+      t === 0 ? '–' : run.stages[t - 1]?.task_id ?? '–',
+      ...row.map(pct),
+      ...run.heldOutMatrix[t].map(pct),
+    ]),
+  };
+}
+
+/** AP, BWT, FWT (both conventions), forgetting, relative gain. */
+export function metricsTable(run: RunData): TextTable {
+  const m = run.metrics;
+  return {
+    header: ['stages', 'AP', 'BWT', 'FWT (raw)', 'FWT (vs base)', 'forgetting', 'relative gain (%)'],
+    rows: [
+      [
+        m ? `1–${m.stages} of ${run.stagesTotal}` : `0 of ${run.stagesTotal}`,
+        pct(m?.ap),
+        pct(m?.bwt),
+        pct(m?.fwtRaw),
+        pct(m?.fwtVsBase),
+        pct(m?.forgetting),
+        plain(m?.relativeGain, 2),
+      ],
+    ],
+  };
+}
+
+/** Per evaluated model (base, each stage): AP over the tasks seen so far, P-score, V-scores. */
+export interface StagePoint {
+  stage: number;
+  ap: number | null;
+  p: number | null;
+  pRetention: number | null;
+  vHeldOut: number | null;
+  vSeen: number | null;
+}
+
+/** The per-stage curves behind the stage table and the "scores per stage" plot. */
+export function stagePoints(run: RunData): StagePoint[] {
+  const evals = [run.base, ...run.stages.map((s) => s.eval)];
+  return evals.map((e, t) => {
+    const row = run.matrix[t].slice(0, t);
+    return {
+      stage: t,
+      ap: t > 0 && e && row.every((x) => x !== null) ? mean(row as number[]) : null,
+      p: e?.p.mean ?? null,
+      pRetention: e?.p.retention ?? null,
+      vHeldOut: e?.vHeldOut.mean ?? null,
+      vSeen: e?.vSeen.mean ?? null,
+    };
+  });
+}
+
+export function stageTable(run: RunData): TextTable {
+  return {
+    header: ['after', 'AP (seen so far)', 'P-score (held-out)', 'P retention vs base', 'V-score (held-out)', 'V-score (seen)'],
+    rows: stagePoints(run).map((p) => [stageLabel(run, p.stage), pct(p.ap), pct(p.p), plain(p.pRetention, 3), pct(p.vHeldOut), pct(p.vSeen)]),
+  };
+}
+
+/** Per stage: optimizer steps, loss and IG (means over the stage's steps), throughput, time. */
+export function trainingTable(run: RunData): TextTable {
+  return {
+    header: ['stage', 'task', 'steps', 'mean loss', 'last loss', 'mean IG', 'tokens/s', 'seconds', 'finished'],
+    rows: run.stages.map((s) => {
+      const igs = s.steps.map((x) => x.ig).filter((x): x is number => x !== null);
+      const seconds = typeof s.done?.seconds === 'number' ? s.done.seconds : null;
+      return [
+        String(s.stage),
+        s.task_id ?? '–',
+        String(s.steps.length),
+        plain(mean(s.steps.map((x) => x.loss)), 4),
+        plain(s.steps.at(-1)?.loss, 4),
+        plain(mean(igs), 4),
+        plain(mean(s.steps.map((x) => x.tokens_per_s)), 0),
+        plain(seconds, 1),
+        s.complete ? 'yes' : 'no',
+      ];
+    }),
+  };
+}
+
+/** One row per run: its final metrics, for comparing runs. */
+export function comparisonTable(runs: RunData[]): TextTable {
+  return {
+    header: ['run', 'strategy', 'stages', 'AP', 'BWT', 'FWT (raw)', 'FWT (vs base)', 'forgetting', 'relative gain (%)', 'P-score', 'P retention', 'V-score (held-out)', 'V-score (seen)'],
+    rows: runs.map((run) => {
+      const m = run.metrics;
+      const last = m ? stagePoints(run)[m.stages] : null;
+      return [
+        run.name,
+        run.strategy ?? '–',
+        `${run.evaluatedStages} of ${run.stagesTotal}`,
+        pct(m?.ap),
+        pct(m?.bwt),
+        pct(m?.fwtRaw),
+        pct(m?.fwtVsBase),
+        pct(m?.forgetting),
+        plain(m?.relativeGain, 2),
+        pct(last?.p),
+        plain(last?.pRetention, 3),
+        pct(last?.vHeldOut),
+        pct(last?.vSeen),
+      ];
+    }),
+  };
+}
+
+/** What the numbers mean, in the words of docs/eval.md. */
+export const DEFINITIONS: [string, string][] = [
+  ['Score matrix', 'a[t][j] = mean ROUGE-L (SuperNI / rouge-score tokenisation, Porter stemming, best reference) of seen task j on its test instances after stage t; t = 0 is the base model. Shown ×100.'],
+  ['AP', '(1/T) Σ_j a[T][j]: average over the seen tasks after the last evaluated stage T.'],
+  ['BWT', '1/(T−1) Σ_{j<T} (a[T][j] − a[j][j]).'],
+  ['FWT (raw)', '1/(T−1) Σ_{j=2..T} a[j−1][j]: a task’s score just before its own stage.'],
+  ['FWT (vs base)', '1/(T−1) Σ_{j=2..T} (a[j−1][j] − a[0][j]): the same minus the base model’s score.'],
+  ['Forgetting', '1/(T−1) Σ_{j<T} (max_{t∈[j,T−1]} a[t][j] − a[T][j]).'],
+  ['Relative gain', 'InsCL: RG_T = (100/T) Σ_j a[T][j] / u_j, with u_j = a[j][j] (the score right after the task’s own stage) unless an upper bound is given.'],
+  ['P-score', 'Mean ROUGE-L of the held-out tasks over their valid outputs (all outputs for tasks without a label set), macro-averaged over tasks; retention = P / P(base model).'],
+  ['V-score', 'Share of outputs inside the task’s label set (case, surrounding punctuation and spacing ignored), macro-averaged over tasks with a label set.'],
+];
