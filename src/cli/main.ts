@@ -12,6 +12,7 @@ import { PRESETS, isPresetName, type ConfigOverrides } from '../model/config.js'
 import { Model } from '../model/model.js';
 import { createRandomModel, type WeightsDtype } from '../model/writer.js';
 import { ByteTokenizer, writeByteTokenizer } from '../tokenizer/index.js';
+import { registerEval } from './eval.js';
 import { registerRun } from './run.js';
 import { bytes, count, duration, int } from './util.js';
 
@@ -330,6 +331,7 @@ program
   });
 
 // Subcommands that live in their own files.
+registerEval(program);
 registerRun(program);
 
 program.parseAsync().catch((err: unknown) => {
