@@ -12,6 +12,7 @@ import { PRESETS, isPresetName, type ConfigOverrides } from '../model/config.js'
 import { Model } from '../model/model.js';
 import { createRandomModel, type WeightsDtype } from '../model/writer.js';
 import { ByteTokenizer, writeByteTokenizer } from '../tokenizer/index.js';
+import { registerData } from './data.js';
 import { registerEval } from './eval.js';
 import { registerRun } from './run.js';
 import { bytes, count, duration, int } from './util.js';
@@ -331,6 +332,7 @@ program
   });
 
 // Subcommands that live in their own files.
+registerData(program);
 registerEval(program);
 registerRun(program);
 
