@@ -1,9 +1,11 @@
 // evaluateModel end to end on a tiny random model (its answers are junk; what is checked is that
 // every selected instance is generated, stopped and scored correctly), the prediction table on disk,
 // the per-task summary, and bad input: unknown or empty tasks, another task set, a non-prediction file.
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeTaskSet } from '../src/data/store.js';
 import type { TaskSet } from '../src/data/taskset.js';
 import { CancelledError, InputError } from '../src/errors/index.js';
 import { evaluateModel } from '../src/eval/evaluate.js';
@@ -162,5 +164,33 @@ describe('prediction tables: hand-made rows and bad input', () => {
     const path = join(dirs.root, 'empty.arrow');
     await writePredictions(path, [], { fingerprint: taskSetFingerprint(set) });
     expect(await readPredictions(path, { expect: set })).toEqual([]);
+  });
+});
+
+describe('kpig eval (CLI)', () => {
+  const kpig = (...args: string[]) => spawnSync(process.execPath, ['dist/cli/main.js', ...args], { encoding: 'utf8' });
+
+  it('writes the prediction table of a task-set folder and prints the per-task summary', async () => {
+    const data = join(dirs.root, 'cli-tasks');
+    await writeTaskSet(data, set);
+    const out = join(dirs.root, 'cli-preds.arrow');
+    const r = kpig('eval', model.dir, '--data', data, '--out', out, '--tasks', 'task1,task3', '--max-instances', '2', '--max-new-tokens', '6', '--threads', '1', '--json');
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/evaluated 4\/4 instances/);
+    const summary = JSON.parse(r.stdout) as { rows: number; tasks: { task_id: string; n: number }[] };
+    expect(summary.rows).toBe(4);
+    expect(summary.tasks.map((t) => [t.task_id, t.n])).toEqual([['task1', 2], ['task3', 2]]);
+    const rows = await readPredictions(out, { expect: set });
+    expect(rows.map((x) => x.instance_id)).toEqual(['task1-2', 'task1-3', 'task3-2', 'task3-3']);
+    for (const x of rows) expect(x.rouge_l).toBe(rougeL(x.prediction, x.references));
+  });
+
+  it('an empty test split is one clear error line', async () => {
+    const data = join(dirs.root, 'cli-no-test');
+    await writeTaskSet(data, { ...set, instances: set.instances.filter((r) => !(r.task_id === 'task2' && r.split === 'test')) });
+    const r = kpig('eval', model.dir, '--data', data, '--out', join(dirs.root, 'never.arrow'), '--threads', '1');
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toBe("kpig: evaluateModel: task(s) task2 have no 'test' instances; every evaluated task needs at least one");
+    expect(kpig('eval', model.dir, '--data', data, '--out', 'x.arrow', '--split', 'dev').status).toBe(2);
   });
 });

@@ -6,12 +6,14 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { writeTaskSet } from '../src/data/store.js';
 import { KpigIOError } from '../src/errors/index.js';
 import { COMPARE_PLOTS, RUN_PLOTS } from '../src/report/html.js';
 import { writeReport } from '../src/report/report.js';
 import { readRun } from '../src/report/run.js';
 import { stagePoints } from '../src/report/tables.js';
 import { writeFakeRun } from './support/fake-run.js';
+import { ModelDir } from './support/models.js';
 import { decodePng } from './support/png.js';
 import { tinyTaskSet } from './support/tasks.js';
 
@@ -263,5 +265,48 @@ describe('kpig report (CLI)', () => {
     const bad = spawnSync(process.execPath, ['dist/cli/main.js', 'report', join(root, 'absent')], { encoding: 'utf8' });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/^kpig: run directory .*absent: /);
+  });
+});
+
+describe('a run written by the continual-run engine (kpig run)', () => {
+  const models = new ModelDir();
+  afterAll(() => models.cleanup());
+
+  it('is read without gaps, and after losing its last stage reports it as missing', async (ctx) => {
+    const model = await models.make({ preset: 'llama-nano', seed: 3, config: { vocab_size: 259 } });
+    const data = join(models.root, 'tasks');
+    await writeTaskSet(data, tinyTaskSet());
+    const cfg = join(models.root, 'run.json');
+    writeFileSync(cfg, JSON.stringify({
+      name: 'engine', model, data, stream: 'main', strategy: { name: 'kpig', m: 2 },
+      train: { batchSize: 4, lr: 3e-3, maxLength: 128 }, eval: { maxInstancesPerTask: 2, maxNewTokens: 4, batchSize: 8 }, seed: 1, threads: 1,
+    }));
+    const dir = join(models.root, 'run');
+    const r = spawnSync(process.execPath, ['dist/cli/main.js', 'run', cfg, '-o', dir, '-q'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const run = await readRun(dir);
+    expect(run.missing).toEqual([]);
+    expect(run.problems).toEqual([]);
+    expect(run.seen).toEqual(['task0', 'task1', 'task2']);
+    expect(run.heldOut).toEqual(['task3']);
+    expect(run.evaluatedStages).toBe(3);
+    expect(run.stages.every((s) => s.steps.length > 0 && s.steps.every((x) => x.ig !== null))).toBe(true);
+    expect(run.matrix.flat().every((x) => x !== null && x >= 0 && x <= 1)).toBe(true);
+
+    // As a kill during stage 3 leaves it: no stage-03 results, no results.json, status still running.
+    rmSync(join(dir, 'stage-03'), { recursive: true });
+    rmSync(join(dir, 'results.json'));
+    writeFileSync(join(dir, 'status.json'), JSON.stringify({ state: 'running', stages_done: 2, stages_total: 3 }));
+    const cut = await readRun(dir);
+    expect(cut.seen).toEqual(['task0', 'task1', 'task2']); // the stream, from the task set config.json names
+    expect(cut.missing).toEqual(['stage-03/ (stage 3 of 3, task task2: not started)']);
+    expect(cut.evaluatedStages).toBe(2);
+    const { html } = await writeReport([dir]);
+    if (!CHROMIUM) {
+      console.log('skipped the render: chromium is not installed');
+      ctx.skip();
+    }
+    const { dom } = render(html, join(models.root, 'engine.png'));
+    expect(plotsIn(dom).sort()).toEqual(RUN_PLOTS.map((id) => `${id}#0`).sort());
   });
 });
