@@ -60,3 +60,29 @@ export { distinctN, diversityReport, novelN } from './rewrite/diversity.js';
 export type { DiversityReport } from './rewrite/diversity.js';
 export { chatTemplate, loadPromptTemplate, SEGMENT_CODES, superniTemplate, tokenizePrompt, userTemplate } from './template/index.js';
 export type { ChatTemplateOptions, PromptParts, PromptTemplate, RenderedPrompt, Segment, SegmentRange, TokenizedPrompt } from './template/index.js';
+export { porterStem } from './eval/porter.js';
+export { lcsLength, rougeL, rougeLScore, rougeTokenize } from './eval/rouge.js';
+export type { RougeScore } from './eval/rouge.js';
+export { exactMatch, isValidOutput, normalizeAnswer, normalizeLabel, pScore, vScore } from './eval/metrics.js';
+export type { PScore, ScoredOutput, TaskScores } from './eval/metrics.js';
+export { matrixMetrics } from './eval/matrix.js';
+export type { MatrixMetricOptions, MatrixMetrics, ScoreMatrix } from './eval/matrix.js';
+export {
+  PREDICTIONS_SCHEMA_VERSION,
+  readPredictionFile,
+  readPredictions,
+  scorePrediction,
+  summarizeRows,
+  summarizeTasks,
+  taskSetFingerprint,
+  writePredictions,
+} from './eval/predictions.js';
+export type { PredictionMeta, PredictionRow, TaskSummary } from './eval/predictions.js';
+export { evaluateModel } from './eval/evaluate.js';
+export type { EvaluateOptions } from './eval/evaluate.js';
+export { readRun } from './report/run.js';
+export type { EvalScores, RunData, RunStatus, StageRecord, TrainStep } from './report/run.js';
+export { writeReport } from './report/report.js';
+export type { ReportFiles } from './report/report.js';
+export { renderMarkdown } from './report/markdown.js';
+export { renderHtml } from './report/html.js';
