@@ -77,7 +77,7 @@ export {
   taskSetFingerprint,
   writePredictions,
 } from './eval/predictions.js';
-export type { PredictionMeta, PredictionRow, TaskSummary } from './eval/predictions.js';
+export type { PredictionMeta, PredictionRow, TaskSummary as PredictionTaskSummary } from './eval/predictions.js';
 export { evaluateModel } from './eval/evaluate.js';
 export type { EvaluateOptions } from './eval/evaluate.js';
 export { readRun } from './report/run.js';
