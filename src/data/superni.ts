@@ -112,7 +112,12 @@ export async function readSuperNITask(path: string, options: { labelCoverage?: n
   return { task, definition, instances };
 }
 
-/** The seed instruction of a task, with heuristic key parts unless switched off. */
+/**
+ * The seed instruction record of a task, with heuristic key parts unless switched off.
+ *
+ * @example
+ * seedInstruction('t1', 'Answer "yes" or "no".').key_spans; // [{ start: 7, end: 20, kind: 'label' }]
+ */
 export function seedInstruction(taskId: string, text: string, keyParts: 'heuristic' | 'none' = 'heuristic'): InstructionRecord {
   const spans = keyParts === 'heuristic' ? extractKeyParts(text).spans : [];
   return {

@@ -129,7 +129,12 @@ export class ChatClient {
     return { body, key };
   }
 
-  /** Where the answer to request `key` is cached, or null without a cache. */
+  /**
+   * Where the answer to request `key` is cached, or null without a cache.
+   *
+   * @example
+   * const { key } = await llm.complete(messages); llm.cachePath(key); // '.kpig-cache/llm/3f/3f…json'
+   */
   cachePath(key: string): string | null {
     return this.cacheDir === null ? null : join(this.cacheDir, key.slice(0, 2), `${key}.json`);
   }
