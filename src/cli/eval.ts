@@ -7,7 +7,13 @@ import { KpigError } from '../errors/index.js';
 import { pct } from '../report/tables.js';
 import { duration, int } from './util.js';
 
-/** Adds `kpig eval` and `kpig report` to the program. */
+/**
+ * Adds `kpig eval` and `kpig report` to the program.
+ *
+ * @example
+ * const program = new Command('kpig');
+ * registerEval(program);
+ */
 export function registerEval(program: Command): void {
   program
     .command('eval')

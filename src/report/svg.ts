@@ -4,14 +4,24 @@
  * each plot can be saved on its own. Every <svg> carries `data-plot="<id>"` for tests and scripts.
  */
 
-/** Escapes text for XML content and attribute values. */
+/**
+ * Escapes text for XML content and attribute values.
+ *
+ * @example
+ * esc('a < b & "c"'); // 'a &lt; b &amp; &quot;c&quot;'
+ */
 export function esc(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
 const num = (x: number) => (Number.isInteger(x) ? String(x) : x.toFixed(2));
 
-/** A colour-blind-safe sequential scale (light yellow → green → dark blue) at t ∈ [0, 1]. */
+/**
+ * A colour-blind-safe sequential scale (light yellow → green → dark blue) at t ∈ [0, 1].
+ *
+ * @example
+ * sequentialColor(0); // 'rgb(255,255,217)'
+ */
 export function sequentialColor(t: number): string {
   const stops: [number, number, number][] = [
     [255, 255, 217],
@@ -30,7 +40,12 @@ export function sequentialColor(t: number): string {
 /** Colours of line series, in order (Okabe–Ito). */
 export const SERIES_COLORS = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#000000', '#F0E442'];
 
-/** Tick values covering [lo, hi] at a 1/2/5 × 10^k step. */
+/**
+ * Tick values covering [lo, hi] at a 1/2/5 × 10^k step.
+ *
+ * @example
+ * niceTicks(0, 1); // [0, 0.2, 0.4, 0.6, 0.8, 1]
+ */
 export function niceTicks(lo: number, hi: number, count = 5): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / count;

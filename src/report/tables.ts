@@ -10,7 +10,12 @@ export interface TextTable {
   rows: string[][];
 }
 
-/** ×100 with two decimals, or "–". */
+/**
+ * ×100 with two decimals, or "–".
+ *
+ * @example
+ * pct(0.1234); // '12.34'
+ */
 export function pct(x: number | null | undefined): string {
   return x === null || x === undefined || !Number.isFinite(x) ? '–' : (100 * x).toFixed(2);
 }
@@ -21,7 +26,12 @@ function plain(x: number | null | undefined, digits: number): string {
 
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
 
-/** One line on the run's state, e.g. "done: 3 of 3 stages" or "interrupted: 1 of 3 stages finished". */
+/**
+ * One line on the run's state.
+ *
+ * @example
+ * statusLine(run); // 'running or interrupted: 1 of 3 stages finished'
+ */
 export function statusLine(run: RunData): string {
   const finished = run.stages.filter((s) => s.complete).length;
   const state = run.status?.state ?? 'unknown';
@@ -29,7 +39,12 @@ export function statusLine(run: RunData): string {
   return `${label}: ${finished} of ${run.stagesTotal} stage${run.stagesTotal === 1 ? '' : 's'} finished`;
 }
 
-/** Facts about the run: strategy, seed, versions, machine. */
+/**
+ * Facts about the run: strategy, seed, versions, machine.
+ *
+ * @example
+ * for (const [k, v] of runFacts(run)) console.log(`${k}: ${v}`);
+ */
 export function runFacts(run: RunData): [string, string][] {
   const env = run.environment ?? {};
   const facts: [string, string][] = [
@@ -49,7 +64,12 @@ export function runFacts(run: RunData): [string, string][] {
 
 const stageLabel = (run: RunData, t: number) => (t === 0 ? 'base' : `stage ${t}`);
 
-/** The stage × task ROUGE-L matrix: seen tasks, then held-out tasks marked "(held-out)". */
+/**
+ * The stage × task ROUGE-L matrix: seen tasks, then held-out tasks marked "(held-out)".
+ *
+ * @example
+ * matrixTable(run).rows[0][0]; // 'base'
+ */
 export function matrixTable(run: RunData): TextTable {
   return {
     header: ['after', 'trained task', ...run.seen, ...run.heldOut.map((h) => `${h} (held-out)`)],
@@ -62,7 +82,12 @@ export function matrixTable(run: RunData): TextTable {
   };
 }
 
-/** AP, BWT, FWT (both conventions), forgetting, relative gain. */
+/**
+ * AP, BWT, FWT (both conventions), forgetting, relative gain.
+ *
+ * @example
+ * metricsTable(run).rows[0]; // ['1–3 of 3', '75.00', '-37.50', …]
+ */
 export function metricsTable(run: RunData): TextTable {
   const m = run.metrics;
   return {
@@ -91,7 +116,12 @@ export interface StagePoint {
   vSeen: number | null;
 }
 
-/** The per-stage curves behind the stage table and the "scores per stage" plot. */
+/**
+ * The per-stage curves behind the stage table and the "scores per stage" plot.
+ *
+ * @example
+ * const last = stagePoints(run).at(-1); // { stage: 3, ap, p, pRetention, vHeldOut, vSeen }
+ */
 export function stagePoints(run: RunData): StagePoint[] {
   const evals = [run.base, ...run.stages.map((s) => s.eval)];
   return evals.map((e, t) => {
@@ -107,6 +137,12 @@ export function stagePoints(run: RunData): StagePoint[] {
   });
 }
 
+/**
+ * {@link stagePoints} as a table, ×100.
+ *
+ * @example
+ * stageTable(run).header[2]; // 'P-score (held-out)'
+ */
 export function stageTable(run: RunData): TextTable {
   return {
     header: ['after', 'AP (seen so far)', 'P-score (held-out)', 'P retention vs base', 'V-score (held-out)', 'V-score (seen)'],
@@ -114,7 +150,12 @@ export function stageTable(run: RunData): TextTable {
   };
 }
 
-/** Per stage: optimizer steps, loss and IG (means over the stage's steps), throughput, time. */
+/**
+ * Per stage: optimizer steps, loss and IG (means over the stage's steps), throughput, time.
+ *
+ * @example
+ * trainingTable(run).rows.map((r) => r[3]); // mean loss per stage
+ */
 export function trainingTable(run: RunData): TextTable {
   return {
     header: ['stage', 'task', 'steps', 'mean loss', 'last loss', 'mean IG', 'tokens/s', 'seconds', 'finished'],
@@ -136,7 +177,12 @@ export function trainingTable(run: RunData): TextTable {
   };
 }
 
-/** One row per run: its final metrics, for comparing runs. */
+/**
+ * One row per run: its final metrics, for comparing runs.
+ *
+ * @example
+ * comparisonTable([runA, runB]).rows.map((r) => [r[0], r[3]]); // name and AP of each run
+ */
 export function comparisonTable(runs: RunData[]): TextTable {
   return {
     header: ['run', 'strategy', 'stages', 'AP', 'BWT', 'FWT (raw)', 'FWT (vs base)', 'forgetting', 'relative gain (%)', 'P-score', 'P retention', 'V-score (held-out)', 'V-score (seen)'],
