@@ -62,6 +62,7 @@ function runSection(run: RunData, index: number): string {
     title: 'Per stage: AP, P-score and V-score (×100)',
     xLabel: 'stage (0 = base model)',
     yLabel: 'score ×100',
+    yRange: [0, 100],
     series: [
       { name: 'AP (seen so far)', points: curve((p) => p.ap) },
       { name: 'P-score (held-out)', points: curve((p) => p.p) },
@@ -115,8 +116,8 @@ function runSection(run: RunData, index: number): string {
 function comparison(runs: RunData[]): string {
   const byRun = (get: (p: ReturnType<typeof stagePoints>[number]) => number | null): Series[] =>
     runs.map((run) => ({ name: run.name, points: stagePoints(run).map((p): [number, number | null] => [p.stage, get(p) === null ? null : 100 * get(p)!]) }));
-  const ap = lineChartSvg({ id: 'compare-ap', title: 'AP over the seen tasks so far, per run', xLabel: 'stage', yLabel: 'ROUGE-L ×100', series: byRun((p) => p.ap) });
-  const p = lineChartSvg({ id: 'compare-p', title: 'P-score (held-out), per run', xLabel: 'stage (0 = base model)', yLabel: 'ROUGE-L ×100', series: byRun((x) => x.p) });
+  const ap = lineChartSvg({ id: 'compare-ap', title: 'AP over the seen tasks so far, per run', xLabel: 'stage', yLabel: 'ROUGE-L ×100', yRange: [0, 100], series: byRun((p) => p.ap) });
+  const p = lineChartSvg({ id: 'compare-p', title: 'P-score (held-out), per run', xLabel: 'stage (0 = base model)', yLabel: 'ROUGE-L ×100', yRange: [0, 100], series: byRun((x) => x.p) });
   return `<section id="comparison"><h2>Comparison</h2>${htmlTable(comparisonTable(runs))}<div class="plots">${figure(ap, '')}${figure(p, '')}</div></section>`;
 }
 

@@ -167,8 +167,11 @@ export function lineChartSvg(o: LineChartOptions): string {
   if (x1 === x0) [x0, x1] = [x0 - 1, x1 + 1];
   let [y0, y1] = o.yRange ?? [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
   if (!o.yRange) {
-    const pad = (y1 - y0) * 0.08 || Math.abs(y1) * 0.1 || 1;
-    [y0, y1] = [y0 - pad, y1 + pad];
+    // Pad, then widen to whole tick steps so the axis starts and ends on a labelled tick.
+    const pad = (y1 - y0) * 0.05 || Math.abs(y1) * 0.1 || 1;
+    const ticks = niceTicks(y0 - pad, y1 + pad);
+    const step = ticks.length > 1 ? ticks[1] - ticks[0] : 1;
+    [y0, y1] = [Math.floor((y0 - pad) / step) * step, Math.ceil((y1 + pad) / step) * step];
   }
   const sx = (x: number) => m.left + ((x - x0) / (x1 - x0)) * pw;
   const sy = (y: number) => m.top + ph - ((y - y0) / (y1 - y0)) * ph;
