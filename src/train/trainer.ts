@@ -10,6 +10,7 @@ import { CancelledError, InputError } from '../errors/index.js';
 import { type Model, nativeOf, packSequences } from '../model/model.js';
 import type { TrainingSequence } from '../data/instructions.js';
 import { addLora, loadCheckpoint, loraSettings, saveCheckpoint, type LoraSettings, type TrainerState } from './checkpoint.js';
+import { mulberry32 } from '../random/rng.js';
 import { learningRate, type ScheduleKind } from './schedule.js';
 
 export interface TrainerOptions {
@@ -78,17 +79,6 @@ export interface TrainSummary {
   losses: number[];
   skippedSteps: number[];
   checkpoints: string[];
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The order of the examples in one epoch: a seeded Fisher–Yates shuffle. */
