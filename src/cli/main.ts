@@ -3,7 +3,7 @@
  * The `kpig` command line. Each subcommand is a thin wrapper over the library API; errors print
  * one clear line (the typed error's message) and exit with status 1, or 2 for usage errors.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { createReadStream, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { createRandomModel, type WeightsDtype } from '../model/writer.js';
 import { ByteTokenizer, writeByteTokenizer } from '../tokenizer/index.js';
 import { registerData } from './data.js';
 import { registerEval } from './eval.js';
+import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
 import { bytes, count, duration, int } from './util.js';
 
@@ -25,7 +26,9 @@ const program = new Command()
   .name('kpig')
   .description('Continual instruction tuning with key-part information gain: native engine, CLI and pipeline.')
   .version(pkg.version)
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Commander's own parse errors (bad option values, unknown options) are usage errors: status 2.
+  .exitOverride();
 
 program
   .command('info')
@@ -335,12 +338,14 @@ program
 registerData(program);
 registerEval(program);
 registerRun(program);
+registerDemo(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidArgumentError) {
-    console.error(`kpig: ${err.message}`);
+    console.error(`kpig: ${err.message}`); // thrown by an action
     process.exit(2);
   }
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2); // commander printed the message
   if (err instanceof KpigError) {
     console.error(`kpig: ${err.message}`);
     process.exit(1);

@@ -1,0 +1,67 @@
+// `kpig demo`: bad arguments, an unwritable cache, and Ctrl-C followed by a demo that resumes.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const dir = mkdtempSync(join(tmpdir(), 'kpig-demo-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function kpig(args: string[]) {
+  return spawnSync(process.execPath, ['dist/cli/main.js', ...args], { encoding: 'utf8' });
+}
+
+describe('kpig demo', () => {
+  it('refuses --seeds 0 and an unknown strategy with a usage error', () => {
+    const r = kpig(['demo', '--seeds', '0']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--seeds must be an integer ≥ 1/);
+    const s = kpig(['demo', '--strategies', 'none,magic']);
+    expect(s.status).toBe(2);
+    expect(s.stderr).toMatch(/'magic' is not one of/);
+  });
+
+  it('names an unwritable cache folder', () => {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'not a folder');
+    const r = kpig(['demo', '--quick', '--cache', join(file, 'cache'), '--out', join(dir, 'out-bad')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/cannot write the base-model cache folder .*a-file\/cache/);
+    expect(r.stderr.trim().split('\n').pop()).toMatch(/^kpig: /);
+  });
+
+  it('stops cleanly on Ctrl-C and the next demo resumes', async () => {
+    const out = join(dir, 'out'), cache = join(dir, 'cache');
+    const args = ['dist/cli/main.js', 'demo', '--quick', '--strategies', 'none', '--out', out, '--cache', cache, '--threads', '1', '--json'];
+    const stderr = await new Promise<string>((done, fail) => {
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let buf = '', err = '', sent = false;
+      child.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const lines = buf.split('\n');
+        buf = lines.pop()!;
+        for (const l of lines) {
+          const e = JSON.parse(l);
+          if (!sent && e.type === 'run' && e.event.type === 'stage' && e.event.stage === 1) {
+            sent = true;
+            child.kill('SIGINT');
+          }
+        }
+      });
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      child.on('exit', (code) => (sent && code === 130 ? done(err) : fail(new Error(`exit ${code} before/without SIGINT: ${err}`))));
+    });
+    expect(stderr).toMatch(/interrupted\. Finished stages are kept; run the same command again to resume/);
+    const runDir = join(out, 'seed-0', 'none');
+    expect(existsSync(join(runDir, 'stage-01', 'done.json'))).toBe(true);
+    expect(JSON.parse(readFileSync(join(runDir, 'status.json'), 'utf8')).state).not.toBe('done');
+    const again = kpig(args.slice(1).filter((a) => a !== '--json'));
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/base model reused from/);
+    expect(again.stderr).toMatch(/none \(resuming\)/);
+    expect(again.stdout).toMatch(/\| none \|/);
+    expect(JSON.parse(readFileSync(join(runDir, 'status.json'), 'utf8')).state).toBe('done');
+    expect(existsSync(join(out, 'report', 'report.html'))).toBe(true);
+  });
+});
