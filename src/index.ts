@@ -96,3 +96,5 @@ export { insclAllocation, kpigAllocation, lowestIndices, roundExactSum } from '.
 export { cosineCost, emd } from './replay/ot.js';
 export { insInfo, llmTags, offlineTags } from './replay/insinfo.js';
 export { deriveSeed, mulberry32, sampleWithoutReplacement, shuffled } from './random/rng.js';
+export { BASE_RECIPES, FAMILIES, SUITE_DEFAULTS, SYNTH_VERSION, buildBaseModel, defaultBaseModelCache, generateSuite, mixtureExamples, resolveSuiteOptions } from './synth/index.js';
+export type { BaseModel, BaseModelOptions, BaseModelProgress, BaseModelRecipe, FamilyName, MixtureExample, SuiteOptions, SynthSuite, SynthTaskSpec } from './synth/index.js';
