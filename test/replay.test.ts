@@ -111,6 +111,12 @@ describe('InsCL', () => {
 });
 
 describe('random replay', () => {
+  it('derives a different stream for every seed', () => {
+    const seeds = new Set(Array.from({ length: 1000 }, (_, s) => deriveSeed(s, 'random-replay', 2, 'task0')));
+    expect(seeds.size).toBe(1000);
+    expect(deriveSeed(3, 'a', 1)).not.toBe(deriveSeed(3, 'a', 2));
+  });
+
   it('draws uniformly without replacement', () => {
     const items = Array.from({ length: 10 }, (_, i) => i);
     const hits = new Array(10).fill(0);

@@ -31,8 +31,10 @@ export function mulberry32(seed: number): Rng {
  * const rnd = mulberry32(deriveSeed(0, 'replay', 3, 'task12'));
  */
 export function deriveSeed(seed: number, ...labels: Array<string | number>): number {
-  let h = 0x811c9dc5 ^ (seed >>> 0);
-  for (const ch of `${seed}|${labels.join('|')}`) {
+  // The seed enters only as text: mixing it into the start state as well would cancel against its
+  // own first digit (seeds 0–9 would all hash alike).
+  let h = 0x811c9dc5;
+  for (const ch of `${seed >>> 0}|${labels.join('|')}`) {
     h ^= ch.codePointAt(0)!;
     h = Math.imul(h, 0x01000193) >>> 0;
   }

@@ -64,11 +64,7 @@ export interface SynthSuite {
   options: ResolvedSuiteOptions;
 }
 
-/**
- * The seed of one named stream of draws. The suite's seed goes into the hashed labels rather than
- * into deriveSeed's first argument: there, a one-digit seed and its own digit cancel out in the
- * first FNV step, so seeds 0–9 would all give the same streams.
- */
+/** The seed of one named stream of draws of the suite: its own namespace, then the suite's seed and the labels. */
 function streamSeed(seed: number, ...labels: Array<string | number>): number {
   return deriveSeed(0, 'kpig-synth', seed, ...labels);
 }
