@@ -28,8 +28,8 @@ export interface DemoPreset {
 }
 
 export const DEMO_PRESETS: Readonly<Record<'default' | 'quick', Readonly<DemoPreset>>> = {
-  default: { suite: { seenTasks: 5, heldOutTasks: 3, trainPerTask: 120, testPerTask: 30 }, m: 20, lr: 1e-3, epochs: 1, batchSize: 8, evalPerTask: 30, maxNewTokens: 12 },
-  quick: { suite: { seenTasks: 3, heldOutTasks: 2, trainPerTask: 48, testPerTask: 12 }, m: 8, lr: 1e-3, epochs: 1, batchSize: 8, evalPerTask: 12, maxNewTokens: 12 },
+  default: { suite: { seenTasks: 5, heldOutTasks: 3, trainPerTask: 200, testPerTask: 50 }, m: 20, lr: 1e-3, epochs: 2, batchSize: 8, evalPerTask: 50, maxNewTokens: 24 },
+  quick: { suite: { seenTasks: 4, heldOutTasks: 3, trainPerTask: 100, testPerTask: 30 }, m: 10, lr: 1e-3, epochs: 2, batchSize: 8, evalPerTask: 30, maxNewTokens: 24 },
 };
 
 export const DEMO_STRATEGIES: readonly StrategyName[] = ['none', 'random', 'inscl', 'kpig'];
