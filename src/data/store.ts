@@ -5,7 +5,6 @@
  * pandas (`pyarrow.feather.read_table`), polars (`pl.read_ipc`) and DuckDB read the files as they
  * are. The column-level documentation is docs/data.md.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   Field,
@@ -17,13 +16,13 @@ import {
   Table,
   Utf8,
   makeData,
-  tableFromIPC,
   tableToIPC,
   vectorFromArray,
   type DataType,
   type Vector,
 } from 'apache-arrow';
-import { InputError, KpigIOError } from '../errors/index.js';
+import { InputError } from '../errors/index.js';
+import { readArrowTable } from '../io/arrow.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import {
   TASKSET_SCHEMA_VERSION,
@@ -134,18 +133,7 @@ export async function writeTaskSet(dir: string, set: TaskSet, options: { overwri
 
 async function readTable(dir: string, name: TableName): Promise<Table> {
   const path = join(dir, TASKSET_FILES[name]);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    throw new KpigIOError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  let table: Table;
-  try {
-    table = tableFromIPC(bytes);
-  } catch (err) {
-    throw new InputError(`${path}: not a readable Arrow IPC file: ${(err as Error).message}`, { cause: err });
-  }
+  const table = await readArrowTable(path);
   const version = table.schema.metadata.get('kpig.schema_version');
   if (version === undefined) throw new InputError(`${path}: no kpig.schema_version in the Arrow schema metadata; not a kpig task-set table`);
   if (Number(version) !== TASKSET_SCHEMA_VERSION)

@@ -5,10 +5,10 @@
  * per-task summary every report and score matrix is built from lives here too.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { Bool, Field, Float64, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableFromIPC, tableToIPC, vectorFromArray, type DataType } from 'apache-arrow';
+import { Bool, Field, Float64, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableToIPC, vectorFromArray, type DataType } from 'apache-arrow';
 import type { TaskSet } from '../data/taskset.js';
-import { InputError, KpigIOError } from '../errors/index.js';
+import { InputError } from '../errors/index.js';
+import { readArrowTable } from '../io/arrow.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { exactMatch, isValidOutput } from './metrics.js';
 import { rougeL } from './rouge.js';
@@ -107,18 +107,7 @@ export async function writePredictions(path: string, rows: readonly PredictionRo
  * const { rows, meta } = await readPredictionFile('run/stage-01/eval.arrow');
  */
 export async function readPredictionFile(path: string): Promise<{ rows: PredictionRow[]; meta: PredictionMeta }> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    throw new KpigIOError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  let table: Table;
-  try {
-    table = tableFromIPC(bytes);
-  } catch (err) {
-    throw new InputError(`${path}: not a readable Arrow IPC file: ${(err as Error).message}`, { cause: err });
-  }
+  const table = await readArrowTable(path);
   const md = table.schema.metadata;
   if (md.get('kpig.kind') !== 'predictions') throw new InputError(`${path}: not a kpig prediction table (kpig.kind is ${md.get('kpig.kind') ?? 'missing'})`);
   const version = Number(md.get('kpig.schema_version'));

@@ -20,10 +20,11 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Float64, Table, Utf8, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
+import { Float64, Table, Utf8, tableToIPC, vectorFromArray } from 'apache-arrow';
 import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
 import { tokenizeExample, type TrainingSequence } from '../data/instructions.js';
 import { CancelledError, InputError, KpigIOError } from '../errors/index.js';
+import { readArrowTable } from '../io/arrow.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { Model, nativeOf } from '../model/model.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../model/safetensors.js';
@@ -110,8 +111,8 @@ function planTable(items: PlanItem[]): Table {
   });
 }
 
-function readPlan(bytes: Uint8Array): PlanItem[] {
-  const t = tableFromIPC(bytes);
+async function readPlan(path: string): Promise<PlanItem[]> {
+  const t = await readArrowTable(path);
   const col = (n: string) => t.getChild(n)!;
   return Array.from({ length: t.numRows }, (_, i) => {
     const item: PlanItem = { task_id: col('task_id').get(i), instance_id: col('instance_id').get(i), instruction_id: col('instruction_id').get(i), role: col('role').get(i) };
@@ -257,7 +258,7 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       // 1. The plan: read back when this stage already made it (resume), else made now.
       const planPath = join(stageDir, 'plan.arrow');
       let items: PlanItem[];
-      if (existsSync(planPath)) items = readPlan(await readFile(planPath));
+      if (existsSync(planPath)) items = await readPlan(planPath);
       else {
         emit({ type: 'phase', stage: t, phase: 'plan' });
         items = await makePlan(t, task, previous, state, strategy, model, stageDir, options.signal);
