@@ -214,7 +214,6 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
   const set = options.taskSet ?? (await loadTaskSet(config.data));
   const stream = resolveStream(config, set);
   const strategy = options.strategy ?? builtinStrategy(config.strategy);
-  if (config.strategy.m < 0) throw new RunConfigError('strategy.m', 'must be ≥ 0');
 
   // The run directory: fresh, or resumed with the same config.
   await prepareRunDir(runDir, config, options);
