@@ -177,9 +177,10 @@ function rowsOf(table: Table): Record<string, unknown>[] {
  * console.log(set.tasks.length, set.instances.filter((r) => r.split === 'test').length);
  */
 export async function readTaskSet(dir: string): Promise<TaskSet> {
-  const [tasks, instructions, instances, streams] = await Promise.all(
-    (['tasks', 'instructions', 'instances', 'streams'] as const).map(async (n) => rowsOf(await readTable(dir, n))),
-  );
+  // One table after the other, so that a folder with several bad files always reports the same one.
+  const tables: Record<string, unknown>[][] = [];
+  for (const n of ['tasks', 'instructions', 'instances', 'streams'] as const) tables.push(rowsOf(await readTable(dir, n)));
+  const [tasks, instructions, instances, streams] = tables;
   const set: TaskSet = {
     tasks: tasks.map((r) => {
       const t: TaskRecord = {
