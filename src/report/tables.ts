@@ -82,6 +82,13 @@ export function matrixTable(run: RunData): TextTable {
   };
 }
 
+const MATRIX_HEADER = ['AP', 'BWT', 'FWT (raw)', 'FWT (vs base)', 'forgetting', 'relative gain (%)'];
+
+/** The matrix metrics as table cells, in the order of MATRIX_HEADER. */
+function matrixCells(m: RunData['metrics']): string[] {
+  return [pct(m?.ap), pct(m?.bwt), pct(m?.fwtRaw), pct(m?.fwtVsBase), pct(m?.forgetting), plain(m?.relativeGain, 2)];
+}
+
 /**
  * AP, BWT, FWT (both conventions), forgetting, relative gain.
  *
@@ -91,16 +98,11 @@ export function matrixTable(run: RunData): TextTable {
 export function metricsTable(run: RunData): TextTable {
   const m = run.metrics;
   return {
-    header: ['stages', 'AP', 'BWT', 'FWT (raw)', 'FWT (vs base)', 'forgetting', 'relative gain (%)'],
+    header: ['stages', ...MATRIX_HEADER],
     rows: [
       [
         m ? `1–${m.stages} of ${run.stagesTotal}` : `0 of ${run.stagesTotal}`,
-        pct(m?.ap),
-        pct(m?.bwt),
-        pct(m?.fwtRaw),
-        pct(m?.fwtVsBase),
-        pct(m?.forgetting),
-        plain(m?.relativeGain, 2),
+        ...matrixCells(m),
       ],
     ],
   };
@@ -185,7 +187,7 @@ export function trainingTable(run: RunData): TextTable {
  */
 export function comparisonTable(runs: RunData[]): TextTable {
   return {
-    header: ['run', 'strategy', 'stages', 'AP', 'BWT', 'FWT (raw)', 'FWT (vs base)', 'forgetting', 'relative gain (%)', 'P-score', 'P retention', 'V-score (held-out)', 'V-score (seen)'],
+    header: ['run', 'strategy', 'stages', ...MATRIX_HEADER, 'P-score', 'P retention', 'V-score (held-out)', 'V-score (seen)'],
     rows: runs.map((run) => {
       const m = run.metrics;
       const last = m ? stagePoints(run)[m.stages] : null;
@@ -193,12 +195,7 @@ export function comparisonTable(runs: RunData[]): TextTable {
         run.name,
         run.strategy ?? '–',
         `${run.evaluatedStages} of ${run.stagesTotal}`,
-        pct(m?.ap),
-        pct(m?.bwt),
-        pct(m?.fwtRaw),
-        pct(m?.fwtVsBase),
-        pct(m?.forgetting),
-        plain(m?.relativeGain, 2),
+        ...matrixCells(m),
         pct(last?.p),
         plain(last?.pRetention, 3),
         pct(last?.vHeldOut),
