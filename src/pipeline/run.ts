@@ -148,6 +148,7 @@ class RunState {
   readonly instances = new Map<string, InstanceRecord>();
   readonly instructionsByTask = new Map<string, InstructionRecord[]>();
   readonly instructionById = new Map<string, InstructionRecord>();
+  readonly #stageInstances = new Map<string, InstanceRecord[]>();
 
   constructor(
     readonly config: RunConfig,
@@ -181,16 +182,16 @@ class RunState {
     return list[deriveSeed(this.config.seed, 'instruction', task, instanceId) % list.length];
   }
 
-  trainInstances(task: string): InstanceRecord[] {
-    return this.set.instances.filter((x) => x.task_id === task && x.split === 'train');
-  }
-
-  /** The current task's training instances of a stage (a seeded subset when capped). */
+  /** The current task's training instances of a stage (a seeded subset when capped); the same array on every call. */
   stageInstances(task: string): InstanceRecord[] {
-    const all = this.trainInstances(task);
-    const cap = this.config.train.maxInstances;
-    if (cap === 0 || all.length <= cap) return all;
-    return shuffled(all, mulberry32(deriveSeed(this.config.seed, 'stage-instances', task))).slice(0, cap);
+    let picked = this.#stageInstances.get(task);
+    if (!picked) {
+      const all = this.set.instances.filter((x) => x.task_id === task && x.split === 'train');
+      const cap = this.config.train.maxInstances;
+      picked = cap === 0 || all.length <= cap ? all : shuffled(all, mulberry32(deriveSeed(this.config.seed, 'stage-instances', task))).slice(0, cap);
+      this.#stageInstances.set(task, picked);
+    }
+    return picked;
   }
 
   buffer(task: string): InstanceRecord[] {
@@ -543,14 +544,19 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
   const t0 = Date.now();
   let tokens = 0;
   let stepsRun = 0;
+  let order: number[] = [];
+  let orderEpoch = -1;
   for (let step = s.startStep; step < totalSteps; step++) {
     if (s.signal?.aborted) throw new CancelledError(`the run was cancelled in stage ${s.t} at step ${step}`);
     if (stepsRun >= s.budget) return { totalSteps, losses, stepsRun, interrupted: true };
     const epoch = Math.floor(step / perEpoch);
-    const order = shuffled(
-      s.items.map((_, i) => i),
-      mulberry32(deriveSeed(config.seed, 'order', s.t, epoch)),
-    );
+    if (epoch !== orderEpoch) {
+      order = shuffled(
+        s.items.map((_, i) => i),
+        mulberry32(deriveSeed(config.seed, 'order', s.t, epoch)),
+      );
+      orderEpoch = epoch;
+    }
     const picked = order.slice((step % perEpoch) * bs, (step % perEpoch + 1) * bs).map((i) => s.items[i]);
     const seqs: TrainingSequence[] = [];
     let igSum = 0, igN = 0;
@@ -585,10 +591,11 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
       beforeOptimizer: s.ewc ? () => addEwcGradient(nat, s.ewc!, config.strategy.ewcLambda) : undefined,
     });
     stepsRun++;
-    tokens += seqs.reduce((a, q) => a + q.tokens.length, 0);
+    const stepTokens = seqs.reduce((a, q) => a + q.tokens.length, 0);
+    tokens += stepTokens;
     losses.push(r.loss);
     const sec = (Date.now() - t0) / 1000;
-    const entry = { stage: s.t, step: step + 1, loss: r.loss, ig: igN ? igSum / igN : null, lr, tokens: seqs.reduce((a, q) => a + q.tokens.length, 0), tokens_per_s: sec > 0 ? tokens / sec : 0 };
+    const entry = { stage: s.t, step: step + 1, loss: r.loss, ig: igN ? igSum / igN : null, lr, tokens: stepTokens, tokens_per_s: sec > 0 ? tokens / sec : 0 };
     log.push(JSON.stringify(entry));
     s.emit({ type: 'step', stage: s.t, task: s.task, step: step + 1, totalSteps, loss: r.loss, ig: entry.ig, tokensPerSecond: entry.tokens_per_s, etaSeconds: (sec / stepsRun) * (totalSteps - step - 1) });
     if (tc.checkpointEvery > 0 && (step + 1) % tc.checkpointEvery === 0 && step + 1 < totalSteps) {
