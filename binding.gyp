@@ -11,6 +11,7 @@
         "native/src/cpu/attention.cpp",
         "native/src/cpu/fused_ce.cpp",
         "native/src/cpu/gemm.cpp",
+        "native/src/cpu/gemm_amx.cpp",
         "native/src/cpu/ops.cpp",
         "native/src/model/config.cpp",
         "native/src/model/backward.cpp",

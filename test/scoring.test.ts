@@ -90,6 +90,34 @@ describe('IG scoring', () => {
     model.dispose();
   });
 
+  it('scores with bf16 matmuls within bf16 rounding of fp32, the head packed once across chunks', async () => {
+    const model = await Model.load(await dirs.make({ preset: 'llama-nano', seed: 4 }));
+    // 3 pairs × 40 response tokens: more than one 64-row-pair head chunk, so the packed head is reused.
+    const pairs: IgPairInput[] = [0, 1, 2].map((i) => {
+      const instr = tokens(14, 500, 40 + i), input = tokens(6, 500, 50 + i), resp = tokens(40, 500, 60 + i);
+      const masked = [...instr.slice(0, 2 + i), 3, 3, 3, ...instr.slice(7 + i)];
+      return { full: [...instr, ...input, ...resp], masked: [...masked, ...input, ...resp], responseLen: resp.length };
+    });
+    const fp32 = await scorePairs(model, pairs);
+    model.setMatmulPrecision('bf16');
+    const bf16 = await scorePairs(model, pairs);
+    const [lpFull] = await model.logprobs([pairs[1].full]);
+    model.setMatmulPrecision('fp32');
+    for (let i = 0; i < pairs.length; i++) {
+      for (const k of ['ceFull', 'ceMasked', 'entropyFull', 'entropyMasked'] as const) {
+        expect(Math.abs(bf16[i][k] - fp32[i][k]) / fp32[i][k]).toBeLessThan(1e-2);
+        expect(bf16[i][k]).not.toBe(fp32[i][k]); // the rounding really happened
+      }
+      expect(Math.abs(bf16[i].igCe - fp32[i].igCe)).toBeLessThan(1e-2);
+      expect(Math.abs(bf16[i].igKl - fp32[i].igKl)).toBeLessThan(1e-2);
+    }
+    // A row's bf16 product does not depend on the batch: the streamed log-probs give the same CE.
+    const R = pairs[1].responseLen;
+    const ce = -lpFull.subarray(lpFull.length - R).reduce((a, b) => a + b, 0) / R;
+    expect(Math.abs(ce - bf16[1].ceFull)).toBeLessThan(1e-4);
+    model.dispose();
+  });
+
   it('rejects bad pairs with the pair and the reason', async () => {
     const model = await Model.load(await dirs.make({ preset: 'gpt2-nano', seed: 2 }));
     await expect(scorePairs(model, [{ full: [1, 2, 3, 4], masked: [1, 5, 3, 9], responseLen: 1 }])).rejects.toThrow(

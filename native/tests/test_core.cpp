@@ -1,6 +1,7 @@
 // C++ unit tests of the core that need no model: the strided GEMM against a plain triple loop for
 // every operand layout and edge size, the safetensors reader on well-formed and malformed files,
-// the JSON reader and the thread pool. ctest runs it once per ISA (KPIG_ISA=avx2 | scalar).
+// the JSON reader and the thread pool. ctest runs it once per ISA (KPIG_ISA=avx2 | scalar) and once
+// with the AVX512_BF16 kernel in place of AMX (KPIG_BF16_ISA=avx512_bf16).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "../src/core/safetensors.h"
 #include "../src/core/threadpool.h"
 #include "../src/cpu/gemm.h"
+#include "../src/cpu/gemm_amx.h"
 #include "kpig/error.h"
 
 static int g_pass = 0, g_fail = 0;
@@ -76,26 +78,48 @@ static void test_gemm_bf16() {
   };
   check(kpig::f32_to_bf16(1.0f) == 0x3F80 && kpig::f32_to_bf16(1.00390625f) == 0x3F80 && kpig::f32_to_bf16(1.01171875f) == 0x3F82,
         "bf16 rounding is to nearest even");
-  const int sizes[][3] = {{8, 32, 16}, {17, 45, 301}, {130, 70, 513}, {3, 100, 7}};
+  // Sizes cross every blocking edge of the AMX and AVX512_BF16 drivers (32-row/column tiles, 32-k
+  // steps, 512-k blocks, 256-row and 1024-column blocks).
+  const int sizes[][3] = {{8, 32, 16}, {17, 45, 301}, {130, 70, 513}, {3, 100, 7}, {300, 1100, 1030}};
   for (auto& sz : sizes) {
     const int M = sz[0], N = sz[1], K = sz[2];
-    std::vector<float> A(size_t(M) * K), B(size_t(N) * K), C(size_t(M) * N);
-    for (auto& v : A) v = nd(rng);
-    for (auto& v : B) v = nd(rng);
-    kpig::gemm(&pool, M, N, K, A.data(), K, 1, B.data(), 1, K, C.data(), N, false);
-    double worst = 0;
-    for (int i = 0; i < M; i++)
-      for (int j = 0; j < N; j++) {
-        double ref = 0, mag = 0;
-        for (int k = 0; k < K; k++) {
-          const double p = double(round(A[size_t(i) * K + k])) * double(round(B[size_t(j) * K + k]));
-          ref += p;
-          mag += std::fabs(p);
+    for (int layout = 0; layout < 4; layout++) {
+      const bool ta = layout & 1, tb = layout & 2;
+      // A is (M,K) row-major or stored transposed (K,M); B is (K,N) row-major or stored (N,K).
+      const int64_t a_rs = ta ? 1 : K, a_cs = ta ? M : 1, b_rs = tb ? 1 : N, b_cs = tb ? K : 1;
+      std::vector<float> A(size_t(M) * K), B(size_t(N) * K), C0(size_t(M) * N);
+      for (auto& v : A) v = nd(rng);
+      for (auto& v : B) v = nd(rng);
+      for (auto& v : C0) v = nd(rng);
+      for (int accumulate = 0; accumulate < 2; accumulate++) {
+        std::vector<float> C = C0;
+        kpig::gemm(&pool, M, N, K, A.data(), a_rs, a_cs, B.data(), b_rs, b_cs, C.data(), N, accumulate);
+        // B packed once (the LM head's path): the same products, bit for bit.
+        kpig::PackedB packed;
+        packed.pack(&pool, K, N, B.data(), b_rs, b_cs);
+        check(packed.empty() == !kpig::amx_available(), "a packed B exists exactly when AMX runs the bf16 matmuls");
+        if (!packed.empty()) {
+          std::vector<float> Cp = C0;
+          kpig::gemm_packed(&pool, M, A.data(), a_rs, a_cs, packed, Cp.data(), N, accumulate);
+          check(Cp == C, "bf16 gemm with B packed once " + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) +
+                             " layout " + std::to_string(layout) + " acc " + std::to_string(accumulate));
         }
-        worst = std::max(worst, std::fabs(C[size_t(i) * N + j] - ref) / (mag + 1e-30));
+        double worst = 0;
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < N; j++) {
+            double ref = accumulate ? C0[size_t(i) * N + j] : 0.0, mag = std::fabs(ref);
+            for (int k = 0; k < K; k++) {
+              const double p = double(round(A[i * a_rs + k * a_cs])) * double(round(B[k * b_rs + j * b_cs]));
+              ref += p;
+              mag += std::fabs(p);
+            }
+            worst = std::max(worst, std::fabs(C[size_t(i) * N + j] - ref) / (mag + 1e-30));
+          }
+        check(worst < 1e-5, std::string("bf16 gemm (") + kpig::gemm_bf16_isa() + ") " + std::to_string(M) + "x" + std::to_string(N) +
+                                "x" + std::to_string(K) + " layout " + std::to_string(layout) + " acc " + std::to_string(accumulate) +
+                                " err " + std::to_string(worst));
       }
-    check(worst < 1e-5, std::string("bf16 gemm (") + kpig::gemm_bf16_isa() + ") " + std::to_string(M) + "x" + std::to_string(N) + "x" +
-                            std::to_string(K) + " err " + std::to_string(worst));
+    }
   }
 }
 

@@ -259,7 +259,7 @@ export class Model {
 
   /**
    * Matmul precision of every later call: 'bf16' rounds both matmul inputs to bfloat16 and
-   * accumulates in float32 (AVX512_BF16 where the CPU has it; see `info.bf16Isa`), with weights,
+   * accumulates in float32 (AMX tiles or AVX512_BF16 where the CPU has them; see `info.bf16Isa`), with weights,
    * activations and optimizer state in float32 (mixed precision); 'fp32' (default) is exact float32.
    *
    * @example

@@ -35,7 +35,10 @@ export interface NativeModelInfo {
   files: string[];
   notes: string[];
   isa: string;
-  /** How bf16 matmuls run here: 'avx512_bf16' (hardware) or 'emulated' (rounded inputs, fp32 kernel). */
+  /**
+   * How bf16 matmuls run here: 'amx' (AMX tiles), 'avx512_bf16' (`vdpbf16ps`) or 'emulated'
+   * (rounded inputs, fp32 kernel). KPIG_BF16_ISA=avx512_bf16|emulated picks a lower one.
+   */
   bf16Isa: string;
   threads: number;
 }

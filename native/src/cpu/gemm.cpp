@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../core/threadpool.h"
+#include "gemm_amx.h"
 
 namespace kpig {
 
@@ -117,8 +118,10 @@ void kernel_bf16(int64_t kp, const uint32_t* a, const uint16_t* b, float* c, int
 bool has_bf16_kernel() {
   static const bool yes = [] {
     const char* force = std::getenv("KPIG_ISA");
+    const char* force16 = std::getenv("KPIG_BF16_ISA");
     __builtin_cpu_init();
-    return !(force && (std::string(force) == "scalar" || std::string(force) == "avx2")) && __builtin_cpu_supports("avx512f") &&
+    return !(force && (std::string(force) == "scalar" || std::string(force) == "avx2")) &&
+           !(force16 && std::string(force16) == "emulated") && __builtin_cpu_supports("avx512f") &&
            __builtin_cpu_supports("avx512bf16");
   }();
   return yes;
@@ -294,7 +297,7 @@ thread_local Scratch tl_scratch;
 }  // namespace
 
 const char* gemm_isa() { return pick_isa().name; }
-const char* gemm_bf16_isa() { return has_bf16_kernel() ? "avx512_bf16" : "emulated"; }
+const char* gemm_bf16_isa() { return amx_available() ? "amx" : has_bf16_kernel() ? "avx512_bf16" : "emulated"; }
 
 uint16_t f32_to_bf16(float x) {
   uint32_t u;
@@ -313,6 +316,10 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
     return;
   }
   const bool bf16 = pool && pool->matmul_bf16;
+  if (bf16 && amx_available()) {
+    gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
+    return;
+  }
   const bool bf16_hw = bf16 && has_bf16_kernel();
   const Isa& isa = bf16_hw ? avx512_isa() : pick_isa();
   const int mr = isa.mr, nr = isa.nr;

@@ -14,8 +14,8 @@ class ThreadPool;
 
 //
 // With the pool's bf16 setting on (ThreadPool::matmul_bf16), both operands are rounded to bfloat16
-// (round to nearest even) and the products accumulate in float32: AVX512_BF16 `vdpbf16ps` where the
-// CPU has it, otherwise the same rounding followed by the float32 kernel.
+// (round to nearest even) and the products accumulate in float32: AMX tiles (TDPBF16PS) where the CPU
+// has them, else AVX512_BF16 `vdpbf16ps`, else the same rounding followed by the float32 kernel.
 void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K,
           const float* A, int64_t a_rs, int64_t a_cs,
           const float* B, int64_t b_rs, int64_t b_cs,
@@ -24,7 +24,8 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K,
 // float32 → bfloat16 bits, round to nearest even (NaN stays NaN).
 uint16_t f32_to_bf16(float x);
 
-// "avx512_bf16" or "emulated": how bf16 matmuls run on this CPU.
+// "amx", "avx512_bf16" or "emulated": how bf16 matmuls run on this CPU. KPIG_BF16_ISA=avx512_bf16 or
+// emulated forces a lower path (KPIG_ISA=avx2|scalar implies emulated).
 const char* gemm_bf16_isa();
 
 // y(M,N) = x(M,K) · W(N,K)ᵀ + bias(N): a linear layer with nn.Linear's (out, in) weight layout.

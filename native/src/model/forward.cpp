@@ -17,8 +17,14 @@ void ModelImpl::parallel_rows(int64_t n, int64_t grain, const std::function<void
   pool->parallel_for(tasks, [&](int64_t t, int) { fn(t * grain, std::min(n, (t + 1) * grain)); });
 }
 
-void ModelImpl::head_logits(int64_t M, const float* hidden, float* logits) {
+void ModelImpl::pack_head(PackedB& out) {
   const ModelConfig& c = info.config;
+  out.pack(pool.get(), c.hidden, c.vocab, w.head_ptr(), 1, c.hidden);
+}
+
+void ModelImpl::head_logits(int64_t M, const float* hidden, float* logits, const PackedB* packed) {
+  const ModelConfig& c = info.config;
+  if (packed && !packed->empty()) return gemm_packed(pool.get(), M, hidden, c.hidden, 1, *packed, logits, c.vocab, false);
   gemm(pool.get(), M, c.vocab, c.hidden, hidden, c.hidden, 1, w.head_ptr(), 1, c.hidden, logits, c.vocab, false);
 }
 

@@ -104,6 +104,8 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   std::vector<IgTokenStats> stats(jobs.size());
   const int64_t chunk = 64;  // row pairs per head pass: 2·chunk × V logits at a time
   std::vector<float> hbuf(size_t(2 * chunk * C)), logits(size_t(2 * chunk * V));
+  PackedB head;
+  if (jobs.size() > size_t(chunk)) m.pack_head(head);
   for (size_t j0 = 0; j0 < jobs.size(); j0 += size_t(chunk)) {
     const int64_t nj = std::min<int64_t>(chunk, int64_t(jobs.size() - j0));
     for (int64_t j = 0; j < nj; j++) {
@@ -113,7 +115,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
       std::memcpy(&hbuf[size_t(2 * j * C)], hidden_at(jb.pair, true, p.full_len - p.response_len - 1 + jb.t), sizeof(float) * size_t(C));
       std::memcpy(&hbuf[size_t((2 * j + 1) * C)], hidden_at(jb.pair, false, p.masked_len - p.response_len - 1 + jb.t), sizeof(float) * size_t(C));
     }
-    m.head_logits(2 * nj, hbuf.data(), logits.data());
+    m.head_logits(2 * nj, hbuf.data(), logits.data(), &head);
     m.pool->parallel_for(nj, [&](int64_t j, int) {
       const Job& jb = jobs[j0 + size_t(j)];
       const IgPair& p = pairs[jb.pair];

@@ -10,6 +10,7 @@
 
 #include "../../include/kpig/model.h"
 #include "../core/threadpool.h"
+#include "../cpu/gemm_amx.h"
 
 namespace kpig {
 
@@ -150,7 +151,11 @@ class ModelImpl {
   // Backward from dh(T, C), the gradient of the final-normed hidden states; accumulates gradients.
   void backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, std::vector<float>& dh);
   // logits(M, V) = hidden(M, C) · headᵀ
-  void head_logits(int64_t M, const float* hidden, float* logits);
+  // logits(M, V) = hidden(M, C) · headᵀ; with packed (from pack_head, used when not empty) the head
+  // is not repacked on every call.
+  void head_logits(int64_t M, const float* hidden, float* logits, const PackedB* packed = nullptr);
+  // The head packed once for many head_logits calls (bf16 matmuls on AMX; empty otherwise).
+  void pack_head(PackedB& out);
   // Runs fn(r0, r1) over row ranges in parallel.
   void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 };

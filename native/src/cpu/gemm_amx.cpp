@@ -1,0 +1,358 @@
+// bf16 matmuls on Intel AMX: both operands rounded to bfloat16 (round to nearest even) while they
+// are packed, products accumulated in float32 by TDPBF16PS. A 32 × 32 block of C lives in four
+// 16 × 16 float32 tiles; each step over 32 k values loads two A tiles (16 rows × 32 bf16) and two
+// B tiles (16 k-pairs × 16 columns × 2, the "VNNI" layout) and issues four tile multiplies.
+// Legend: KT = 32 k values per tile step; a micro-panel is 32 rows of A or 32 columns of B.
+#include "gemm_amx.h"
+
+// GCC 12 reports its own _mm512_undefined_* placeholders (self-initialised) as uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "../core/threadpool.h"
+#include "gemm.h"
+
+namespace kpig {
+
+namespace {
+
+constexpr int64_t KT = 32;           // k values per tile step
+constexpr int64_t TILE = 16 * 32;    // bf16 elements in one 16 × 64-byte tile
+constexpr int64_t KC = 512;          // k values per packed block
+constexpr int64_t MC = 256;          // rows of A per packed block (8 micro-panels)
+constexpr int64_t NC = 1024;         // columns of B per packed block (32 micro-panels)
+
+// Linux keeps AMX tile data off until the process asks for it (ARCH_REQ_XCOMP_PERM).
+bool request_amx() {
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+struct TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Every tile 16 rows × 64 bytes: tiles 0–3 hold C, 4–5 A, 6–7 B.
+__attribute__((target("amx-tile"))) void configure_tiles() {
+  thread_local bool done = false;
+  if (done) return;
+  alignas(64) TileConfig cfg;
+  for (int t = 0; t < 8; t++) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  // The intrinsic does not tell the compiler it reads cfg: without this barrier the stores above
+  // are dropped as dead.
+  __asm__ volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+  done = true;
+}
+
+class AlignedBf16 {
+ public:
+  ~AlignedBf16() { std::free(p_); }
+  uint16_t* get(size_t n) {
+    if (n > n_) {
+      std::free(p_);
+      p_ = static_cast<uint16_t*>(std::aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64));
+      if (!p_) throw std::bad_alloc();
+      n_ = n;
+    }
+    return p_;
+  }
+
+ private:
+  uint16_t* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+struct AmxScratch {
+  AlignedBf16 b;
+};
+thread_local AmxScratch tl_amx;
+
+// Mask of the first n (≤ 16) lanes.
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+// 16 floats from p (the first n of them; the rest 0) and 16 more from p + 16 (next n2) → 32 bf16.
+__attribute__((target("avx512f,avx512bf16"))) inline __m512i to_bf16_32(const float* p, int64_t n) {
+  const __m512 lo = _mm512_maskz_loadu_ps(lanes(n), p);
+  const __m512 hi = n > 16 ? _mm512_maskz_loadu_ps(lanes(n - 16), p + 16) : _mm512_setzero_ps();
+  return __m512i(_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+// 16 × 16 transpose of 32-bit lanes: row i of the result is lane i of r[0..15].
+__attribute__((target("avx512f"))) void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // r[4b + q] now holds, in each 128-bit lane L, elements q (of the 4) of rows 4b..4b+3 of lane L.
+  for (int i = 0; i < 16; i += 8)
+    for (int q = 0; q < 4; q++) {
+      t[i + q] = _mm512_shuffle_i32x4(r[i + q], r[i + 4 + q], 0x88);      // lanes 0,2 of each
+      t[i + 4 + q] = _mm512_shuffle_i32x4(r[i + q], r[i + 4 + q], 0xDD);  // lanes 1,3 of each
+    }
+  for (int q = 0; q < 4; q++) {
+    r[q] = _mm512_shuffle_i32x4(t[q], t[8 + q], 0x88);           // 128-bit lane 0
+    r[8 + q] = _mm512_shuffle_i32x4(t[q], t[8 + q], 0xDD);       // lane 1
+    r[4 + q] = _mm512_shuffle_i32x4(t[4 + q], t[12 + q], 0x88);  // lane 2
+    r[12 + q] = _mm512_shuffle_i32x4(t[4 + q], t[12 + q], 0xDD); // lane 3
+  }
+}
+
+// Packs 32-row micro-panel p of A (rows 32p … 32p+31, all K) as kt_n steps of two tiles (rows 0–15,
+// 16–31) of 16 rows × 32 bf16. Rows past M and k past K are zero.
+__attribute__((target("avx512f,avx512bf16")))
+void pack_a_panel(const float* A, int64_t a_rs, int64_t a_cs, int64_t M, int64_t K, int64_t p, uint16_t* panel) {
+  const int64_t kt_n = (K + KT - 1) / KT;
+  for (int64_t r = 0; r < 32; r++) {
+    uint16_t* dst_row = panel + (r / 16) * TILE + (r % 16) * KT;
+    const int64_t i = 32 * p + r;
+    if (i >= M) {
+      for (int64_t kt = 0; kt < kt_n; kt++) _mm512_store_si512(dst_row + kt * 2 * TILE, _mm512_setzero_si512());
+      continue;
+    }
+    if (a_rs == 1 && a_cs != 1) break;  // column-major A: packed below, 16 rows at a time
+    const float* src = A + i * a_rs;
+    for (int64_t kt = 0; kt < kt_n; kt++) {
+      const int64_t n = std::min(KT, K - kt * KT);
+      uint16_t* dst = dst_row + kt * 2 * TILE;
+      if (a_cs == 1) {
+        _mm512_store_si512(dst, to_bf16_32(src + kt * KT, n));
+      } else {
+        int64_t k = 0;
+        for (; k < n; k++) dst[k] = f32_to_bf16(src[(kt * KT + k) * a_cs]);
+        for (; k < KT; k++) dst[k] = 0;
+      }
+    }
+  }
+  if (!(a_rs == 1 && a_cs != 1)) return;
+  // A(i, k) = A[i + k·a_cs] (a transposed operand, as in weight gradients): each k holds 16 rows
+  // contiguously; two 16 × 16 transposes give 16 rows × 32 k.
+  for (int64_t half = 0; half < 2; half++) {
+    const int64_t i0 = 32 * p + 16 * half, rows = std::max<int64_t>(0, std::min<int64_t>(16, M - i0));
+    for (int64_t kt = 0; kt < kt_n; kt++) {
+      const int64_t n = std::min(KT, K - kt * KT);
+      __m512i lo[16], hi[16];
+      for (int64_t k = 0; k < 16; k++) {
+        lo[k] = k < n && rows ? _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes(rows), A + i0 + (kt * KT + k) * a_cs)) : _mm512_setzero_si512();
+        hi[k] = k + 16 < n && rows ? _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes(rows), A + i0 + (kt * KT + k + 16) * a_cs))
+                                   : _mm512_setzero_si512();
+      }
+      transpose16(lo);
+      transpose16(hi);
+      uint16_t* dst = panel + kt * 2 * TILE + half * TILE;
+      for (int r = 0; r < 16; r++)
+        _mm512_store_si512(dst + r * KT, __m512i(_mm512_cvtne2ps_pbh(_mm512_castsi512_ps(hi[r]), _mm512_castsi512_ps(lo[r]))));
+    }
+  }
+}
+
+// Packs k [k0, k0+kc) × columns [j0, j0+nc) of B into 32-column micro-panels: for each k step, two
+// tiles (columns 0–15, 16–31), tile row q holding (B(2q, j), B(2q+1, j)) for its 16 columns.
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, int64_t j0, int64_t nc, uint16_t* out) {
+  const int64_t kt_n = (kc + KT - 1) / KT;
+  // Interleaves the two 16-value halves of 32 bf16: (a0 b0 a1 b1 …).
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
+                                              5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (int64_t p = 0; p < nc; p += 32)
+    for (int64_t kt = 0; kt < kt_n; kt++)
+      for (int64_t half = 0; half < 2; half++) {
+        uint16_t* tile = out + ((p / 32) * kt_n + kt) * 2 * TILE + half * TILE;
+        const int64_t jb = p + half * 16, cols = std::max<int64_t>(0, std::min<int64_t>(16, nc - jb));
+        const int64_t kb = kt * KT, kn = std::min(KT, kc - kb);
+        if (b_rs == 1 && cols > 0) {  // B(k, j) = B[j·b_cs + k]: each column's k run is contiguous
+          __m512i r[16];
+          for (int64_t j = 0; j < 16; j++)
+            r[j] = j < cols ? to_bf16_32(B + (j0 + jb + j) * b_cs + k0 + kb, kn) : _mm512_setzero_si512();
+          transpose16(r);
+          for (int q = 0; q < 16; q++) _mm512_store_si512(tile + q * 32, r[q]);
+          continue;
+        }
+        if (b_cs == 1 && cols > 0) {  // row-major B: two k rows of 16 columns per tile row
+          for (int64_t q = 0; q < 16; q++) {
+            const float* src = B + (k0 + kb + 2 * q) * b_rs + j0 + jb;
+            const __m512 lo = 2 * q < kn ? _mm512_maskz_loadu_ps(lanes(cols), src) : _mm512_setzero_ps();
+            const __m512 hi = 2 * q + 1 < kn ? _mm512_maskz_loadu_ps(lanes(cols), src + b_rs) : _mm512_setzero_ps();
+            _mm512_store_si512(tile + q * 32, _mm512_permutexvar_epi16(interleave, __m512i(_mm512_cvtne2ps_pbh(hi, lo))));
+          }
+          continue;
+        }
+        for (int64_t q = 0; q < 16; q++)
+          for (int64_t j = 0; j < 16; j++)
+            for (int64_t e = 0; e < 2; e++) {
+              const int64_t k = 2 * q + e;
+              tile[q * 32 + j * 2 + e] = (j < cols && k < kn) ? f32_to_bf16(B[(k0 + kb + k) * b_rs + (j0 + jb + j) * b_cs]) : 0;
+            }
+      }
+}
+
+// C(32, 32) (=|+=) A panel · B panel over kt_n tile steps. ldc_bytes = row stride of c in bytes.
+__attribute__((target("amx-tile,amx-bf16")))
+void kernel(int64_t kt_n, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, bool acc) {
+  const int64_t stride = ldc * int64_t(sizeof(float));
+  if (acc) {
+    _tile_loadd(0, c, stride);
+    _tile_loadd(1, c + 16, stride);
+    _tile_loadd(2, c + 16 * ldc, stride);
+    _tile_loadd(3, c + 16 * ldc + 16, stride);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t kt = 0; kt < kt_n; kt++, a += 2 * TILE, b += 2 * TILE) {
+    _tile_loadd(4, a, 64);
+    _tile_loadd(5, a + TILE, 64);
+    _tile_loadd(6, b, 64);
+    _tile_loadd(7, b + TILE, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, stride);
+  _tile_stored(1, c + 16, stride);
+  _tile_stored(2, c + 16 * ldc, stride);
+  _tile_stored(3, c + 16 * ldc + 16, stride);
+}
+
+}  // namespace
+
+bool amx_available() {
+  static const bool yes = [] {
+    const char* force = std::getenv("KPIG_BF16_ISA");
+    const char* isa = std::getenv("KPIG_ISA");
+    if ((force && std::string(force) != "amx") || (isa && (std::string(isa) == "scalar" || std::string(isa) == "avx2"))) return false;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512bf16"))
+      return false;
+    unsigned eax, ebx, ecx, edx;
+    __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
+    const bool amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;
+    return amx_bf16 && amx_tile && request_amx();
+  }();
+  return yes;
+}
+
+namespace {
+
+// The driver. With prepacked (a whole B in pack_b's layout over all of K and N, 32-column panels
+// of kt_all steps) no task packs B.
+void run_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
+             int64_t b_rs, int64_t b_cs, const uint16_t* prepacked, float* C, int64_t ldc, bool accumulate) {
+  // A is packed once, whole, shared by every task; then each task (a column block and a range of
+  // rows) packs its B block once per k block and sweeps its rows.
+  const int64_t panels = (M + 31) / 32, kt_all = (K + KT - 1) / KT, panel_size = kt_all * 2 * TILE;
+  thread_local AlignedBf16 packed_a;
+  uint16_t* pa = packed_a.get(size_t(panels * panel_size));
+  auto pack = [&](int64_t p, int) { pack_a_panel(A, a_rs, a_cs, M, K, p, pa + p * panel_size); };
+  if (pool && panels > 1) pool->parallel_for(panels, pack);
+  else for (int64_t p = 0; p < panels; p++) pack(p, 0);
+
+  const int nthreads = pool ? pool->size() : 1;
+  const int64_t nb = (N + NC - 1) / NC;
+  int64_t mb = nb >= 2 * nthreads ? 1 : (2 * nthreads + nb - 1) / nb;
+  mb = std::max<int64_t>(1, std::min(mb, panels));
+  const int64_t rows_per = ((M + mb - 1) / mb + 31) / 32 * 32;
+  auto body = [&](int64_t task, int) {
+    const int64_t ib = task % mb, jb = task / mb;
+    const int64_t r0 = ib * rows_per, r1 = std::min(M, r0 + rows_per);
+    const int64_t j0 = jb * NC, nc = std::min(NC, N - j0);
+    if (r0 >= r1) return;
+    configure_tiles();
+    AmxScratch& s = tl_amx;
+    const int64_t nc_pad = (nc + 31) / 32 * 32;
+    alignas(64) float tile[32 * 32];
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min(KC, K - k0), kt_n = (kc + KT - 1) / KT;
+      const bool acc = accumulate || k0 > 0;
+      // B micro-panel jp of this block and its distance to the next one.
+      const uint16_t* pb;
+      int64_t panel_step;
+      if (prepacked) {
+        pb = prepacked + (j0 / 32) * kt_all * 2 * TILE + (k0 / KT) * 2 * TILE;
+        panel_step = kt_all * 2 * TILE;
+      } else {
+        uint16_t* buf = s.b.get(size_t(nc_pad * kt_n * KT));
+        pack_b(B, b_rs, b_cs, k0, kc, j0, nc, buf);
+        pb = buf;
+        panel_step = kt_n * 2 * TILE;
+      }
+      for (int64_t i0 = r0; i0 < r1; i0 += MC) {
+        const int64_t mc = std::min(MC, r1 - i0);
+        for (int64_t jp = 0; jp < nc; jp += 32) {
+          const uint16_t* bp = pb + (jp / 32) * panel_step;
+          const int64_t cols = std::min<int64_t>(32, nc - jp);
+          for (int64_t ip = 0; ip < mc; ip += 32) {
+            const uint16_t* ap = pa + ((i0 + ip) / 32) * panel_size + (k0 / KT) * 2 * TILE;
+            const int64_t rows = std::min<int64_t>(32, mc - ip);
+            float* c = C + (i0 + ip) * ldc + j0 + jp;
+            if (rows == 32 && cols == 32) {
+              kernel(kt_n, ap, bp, c, ldc, acc);
+              continue;
+            }
+            kernel(kt_n, ap, bp, tile, 32, false);  // edge block: the valid part is copied out
+            for (int64_t r = 0; r < rows; r++)
+              for (int64_t j = 0; j < cols; j++) c[r * ldc + j] = acc ? c[r * ldc + j] + tile[r * 32 + j] : tile[r * 32 + j];
+          }
+        }
+      }
+    }
+  };
+  if (pool && mb * nb > 1) pool->parallel_for(mb * nb, body);
+  else for (int64_t t = 0; t < mb * nb; t++) body(t, 0);
+}
+
+}  // namespace
+
+void gemm_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
+              int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate) {
+  run_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, nullptr, C, ldc, accumulate);
+}
+
+PackedB::~PackedB() { std::free(data_); }
+
+void PackedB::pack(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64_t b_rs, int64_t b_cs) {
+  std::free(data_);
+  data_ = nullptr;
+  K_ = K;
+  N_ = N;
+  if (!(pool && pool->matmul_bf16 && amx_available()) || K <= 0 || N <= 0) return;
+  // The whole of K in one pack_b call per 32-column panel: panel jp holds kt_all steps.
+  const int64_t kt_all = (K + KT - 1) / KT, panels = (N + 31) / 32, panel_size = kt_all * 2 * TILE;
+  data_ = static_cast<uint16_t*>(std::aligned_alloc(64, size_t(panels * panel_size) * sizeof(uint16_t)));
+  if (!data_) throw std::bad_alloc();
+  pool->parallel_for(panels, [&](int64_t p, int) {
+    pack_b(B, b_rs, b_cs, 0, K, 32 * p, std::min<int64_t>(32, N - 32 * p), data_ + p * panel_size);
+  });
+}
+
+void gemm_packed(ThreadPool* pool, int64_t M, const float* A, int64_t a_rs, int64_t a_cs, const PackedB& B, float* C, int64_t ldc,
+                 bool accumulate) {
+  if (M <= 0) return;
+  run_amx(pool, M, B.N_, B.K_, A, a_rs, a_cs, nullptr, 0, 0, B.data_, C, ldc, accumulate);
+}
+
+}  // namespace kpig

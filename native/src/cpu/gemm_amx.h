@@ -1,0 +1,40 @@
+// bf16 matmuls on Intel AMX (TDPBF16PS): the fast path of gemm() when the pool's bf16 setting is on.
+#pragma once
+#include <cstdint>
+
+namespace kpig {
+
+class ThreadPool;
+
+// True when the CPU has AMX-BF16 and the kernel granted this process the tile state.
+// KPIG_BF16_ISA=avx512_bf16 (or any value other than "amx") turns the AMX path off.
+bool amx_available();
+
+// Same contract as gemm() with bf16 rounding of both operands and float32 accumulation.
+void gemm_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
+              const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate);
+
+// A B operand (a weight) packed once into the AMX layout, for products that reuse it many times
+// (the LM head over chunks of rows). Empty unless the pool's bf16 setting is on and AMX is in use;
+// callers then fall back to gemm().
+class PackedB {
+ public:
+  PackedB() = default;
+  ~PackedB();
+  PackedB(const PackedB&) = delete;
+  PackedB& operator=(const PackedB&) = delete;
+  // B(k, j) = B[k*b_rs + j*b_cs], K × N.
+  void pack(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64_t b_rs, int64_t b_cs);
+  bool empty() const { return data_ == nullptr; }
+
+ private:
+  friend void gemm_packed(ThreadPool*, int64_t, const float*, int64_t, int64_t, const PackedB&, float*, int64_t, bool);
+  int64_t K_ = 0, N_ = 0;
+  uint16_t* data_ = nullptr;
+};
+
+// C(M, N) (=|+=) A(M, K) · B with B packed (not empty).
+void gemm_packed(ThreadPool* pool, int64_t M, const float* A, int64_t a_rs, int64_t a_cs, const PackedB& B, float* C, int64_t ldc,
+                 bool accumulate);
+
+}  // namespace kpig
