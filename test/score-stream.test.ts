@@ -58,6 +58,31 @@ describe('kpig score', () => {
     expect(status.every((s, i) => (s === 'ok') === Number.isFinite(kl[i]))).toBe(true);
   });
 
+  it('--precision bf16 scores the same rows within bf16 rounding of fp32; a bad value exits 2', () => {
+    const data = join(root, 'prec.jsonl');
+    writeFileSync(data, rows(30).map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const score = (precision: string) => {
+      const out = join(root, `prec-${precision}.arrow`);
+      const r = spawnSync(process.execPath, ['dist/cli/main.js', 'score', model, '--data', data, '--out', out, '--precision', precision], { encoding: 'utf8' });
+      return { r, table: r.status === 0 ? tableFromIPC(readFileSync(out)) : null };
+    };
+    const fp32 = score('fp32'), bf16 = score('bf16');
+    expect(fp32.r.status).toBe(0);
+    expect(bf16.r.status).toBe(0);
+    const ce = (t: typeof fp32.table) => Array.from(t!.getChild('ce_full')!.toArray() as Float64Array);
+    const a = ce(fp32.table), b = ce(bf16.table);
+    let differ = 0;
+    a.forEach((x, i) => {
+      if (!Number.isFinite(x)) return expect(Number.isFinite(b[i])).toBe(false);
+      expect(Math.abs(b[i] - x) / x).toBeLessThan(1e-2);
+      if (b[i] !== x) differ++;
+    });
+    expect(differ).toBeGreaterThan(0);
+    const bad = score('fp16');
+    expect(bad.r.status).toBe(2);
+    expect(bad.r.stderr).toContain('--precision must be fp32 or bf16');
+  });
+
   it('reads Arrow input batch by batch and agrees with JSONL input', async () => {
     const m = await Model.load(model);
     const jsonl = join(root, 'few.jsonl');

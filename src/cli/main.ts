@@ -288,11 +288,14 @@ program
   .option('--mask-mode <mode>', 'replace key spans with the placeholder, or delete them', 'replace')
   .option('--placeholder <text>', 'text that replaces a key span', '[MASK]')
   .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+  .option('--precision <p>', 'matmul precision: fp32, or bf16 (inputs rounded to bfloat16, float32 accumulation; AMX where present)', 'fp32')
   .option('--json', 'one JSON progress line per chunk on stdout instead of a progress line')
   .action(async (dir: string, o: Record<string, unknown>) => {
     const { readScoringChunks, scoreStream } = await import('../scoring/stream.js');
     if (o.maskMode !== 'replace' && o.maskMode !== 'delete') throw new InvalidArgumentError('--mask-mode must be replace or delete');
+    if (o.precision !== 'fp32' && o.precision !== 'bf16') throw new InvalidArgumentError('--precision must be fp32 or bf16');
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
+    model.setMatmulPrecision(o.precision);
     const controller = new AbortController();
     process.once('SIGINT', () => controller.abort());
     // Rows in a JSONL input, for the ETA (one cheap pass over the file).
