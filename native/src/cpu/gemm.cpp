@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../core/threadpool.h"
+#include "aligned.h"
 #include "gemm_amx.h"
 
 namespace kpig {
@@ -245,29 +246,9 @@ void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, 
   }
 }
 
-// A 64-byte aligned float buffer: packed panels are read with full-width vector loads, and a load
-// that straddles two cache lines costs twice.
-class AlignedBuf {
- public:
-  ~AlignedBuf() { std::free(p_); }
-  float* get(size_t n) {
-    if (n > n_) {
-      std::free(p_);
-      p_ = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
-      if (!p_) throw std::bad_alloc();
-      n_ = n;
-    }
-    return p_;
-  }
-
- private:
-  float* p_ = nullptr;
-  size_t n_ = 0;
-};
-
 // Per-thread packing buffers, kept between calls (fp32 panels, and their bf16 forms).
 struct Scratch {
-  AlignedBuf a, b, a16, b16;
+  AlignedBuf<float> a, b, a16, b16;
 };
 
 inline float bf16_round(float x) {

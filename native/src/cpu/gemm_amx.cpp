@@ -7,6 +7,7 @@
 
 // GCC 12 reports its own _mm512_undefined_* placeholders (self-initialised) as uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <string>
 
 #include "../core/threadpool.h"
+#include "aligned.h"
 #include "gemm.h"
 
 namespace kpig {
@@ -59,26 +61,8 @@ __attribute__((target("amx-tile"))) void configure_tiles() {
   done = true;
 }
 
-class AlignedBf16 {
- public:
-  ~AlignedBf16() { std::free(p_); }
-  uint16_t* get(size_t n) {
-    if (n > n_) {
-      std::free(p_);
-      p_ = static_cast<uint16_t*>(std::aligned_alloc(64, (n * sizeof(uint16_t) + 63) / 64 * 64));
-      if (!p_) throw std::bad_alloc();
-      n_ = n;
-    }
-    return p_;
-  }
-
- private:
-  uint16_t* p_ = nullptr;
-  size_t n_ = 0;
-};
-
 struct AmxScratch {
-  AlignedBf16 b;
+  AlignedBuf<uint16_t> b;
 };
 thread_local AmxScratch tl_amx;
 
@@ -265,7 +249,7 @@ void run_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, 
   // A is packed once, whole, shared by every task; then each task (a column block and a range of
   // rows) packs its B block once per k block and sweeps its rows.
   const int64_t panels = (M + 31) / 32, kt_all = (K + KT - 1) / KT, panel_size = kt_all * 2 * TILE;
-  thread_local AlignedBf16 packed_a;
+  thread_local AlignedBuf<uint16_t> packed_a;
   uint16_t* pa = packed_a.get(size_t(panels * panel_size));
   auto pack = [&](int64_t p, int) { pack_a_panel(A, a_rs, a_cs, M, K, p, pa + p * panel_size); };
   if (pool && panels > 1) pool->parallel_for(panels, pack);
