@@ -61,15 +61,13 @@ __attribute__((target("amx-tile"))) void configure_tiles() {
   done = true;
 }
 
-struct AmxScratch {
-  AlignedBuf<uint16_t> b;
-};
-thread_local AmxScratch tl_amx;
+// Per-thread B block buffer, kept between calls.
+thread_local AlignedBuf<uint16_t> tl_packed_b;
 
 // Mask of the first n (≤ 16) lanes.
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
-// 16 floats from p (the first n of them; the rest 0) and 16 more from p + 16 (next n2) → 32 bf16.
+// The first n (≤ 32) floats at p as 32 bf16, zeros after them.
 __attribute__((target("avx512f,avx512bf16"))) inline __m512i to_bf16_32(const float* p, int64_t n) {
   const __m512 lo = _mm512_maskz_loadu_ps(lanes(n), p);
   const __m512 hi = n > 16 ? _mm512_maskz_loadu_ps(lanes(n - 16), p + 16) : _mm512_setzero_ps();
@@ -108,17 +106,34 @@ __attribute__((target("avx512f"))) void transpose16(__m512i r[16]) {
 __attribute__((target("avx512f,avx512bf16")))
 void pack_a_panel(const float* A, int64_t a_rs, int64_t a_cs, int64_t M, int64_t K, int64_t p, uint16_t* panel) {
   const int64_t kt_n = (K + KT - 1) / KT;
+  if (a_rs == 1 && a_cs != 1) {
+    // A(i, k) = A[i + k·a_cs] (a transposed operand, as in weight gradients): each k holds 16 rows
+    // contiguously; two 16 × 16 transposes give 16 rows × 32 k.
+    for (int64_t half = 0; half < 2; half++) {
+      const int64_t i0 = 32 * p + 16 * half, rows = std::max<int64_t>(0, std::min<int64_t>(16, M - i0));
+      for (int64_t kt = 0; kt < kt_n; kt++) {
+        const int64_t n = std::min(KT, K - kt * KT);
+        __m512i lo[16], hi[16];
+        for (int64_t k = 0; k < 16; k++) {
+          lo[k] = k < n && rows ? _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes(rows), A + i0 + (kt * KT + k) * a_cs)) : _mm512_setzero_si512();
+          hi[k] = k + 16 < n && rows ? _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes(rows), A + i0 + (kt * KT + k + 16) * a_cs))
+                                     : _mm512_setzero_si512();
+        }
+        transpose16(lo);
+        transpose16(hi);
+        uint16_t* dst = panel + kt * 2 * TILE + half * TILE;
+        for (int r = 0; r < 16; r++)
+          _mm512_store_si512(dst + r * KT, __m512i(_mm512_cvtne2ps_pbh(_mm512_castsi512_ps(hi[r]), _mm512_castsi512_ps(lo[r]))));
+      }
+    }
+    return;
+  }
   for (int64_t r = 0; r < 32; r++) {
     uint16_t* dst_row = panel + (r / 16) * TILE + (r % 16) * KT;
     const int64_t i = 32 * p + r;
-    if (i >= M) {
-      for (int64_t kt = 0; kt < kt_n; kt++) _mm512_store_si512(dst_row + kt * 2 * TILE, _mm512_setzero_si512());
-      continue;
-    }
-    if (a_rs == 1 && a_cs != 1) break;  // column-major A: packed below, 16 rows at a time
-    const float* src = A + i * a_rs;
+    const float* src = A + std::min(i, M - 1) * a_rs;  // rows past M are written as zeros (n = 0)
     for (int64_t kt = 0; kt < kt_n; kt++) {
-      const int64_t n = std::min(KT, K - kt * KT);
+      const int64_t n = i < M ? std::min(KT, K - kt * KT) : 0;
       uint16_t* dst = dst_row + kt * 2 * TILE;
       if (a_cs == 1) {
         _mm512_store_si512(dst, to_bf16_32(src + kt * KT, n));
@@ -127,26 +142,6 @@ void pack_a_panel(const float* A, int64_t a_rs, int64_t a_cs, int64_t M, int64_t
         for (; k < n; k++) dst[k] = f32_to_bf16(src[(kt * KT + k) * a_cs]);
         for (; k < KT; k++) dst[k] = 0;
       }
-    }
-  }
-  if (!(a_rs == 1 && a_cs != 1)) return;
-  // A(i, k) = A[i + k·a_cs] (a transposed operand, as in weight gradients): each k holds 16 rows
-  // contiguously; two 16 × 16 transposes give 16 rows × 32 k.
-  for (int64_t half = 0; half < 2; half++) {
-    const int64_t i0 = 32 * p + 16 * half, rows = std::max<int64_t>(0, std::min<int64_t>(16, M - i0));
-    for (int64_t kt = 0; kt < kt_n; kt++) {
-      const int64_t n = std::min(KT, K - kt * KT);
-      __m512i lo[16], hi[16];
-      for (int64_t k = 0; k < 16; k++) {
-        lo[k] = k < n && rows ? _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes(rows), A + i0 + (kt * KT + k) * a_cs)) : _mm512_setzero_si512();
-        hi[k] = k + 16 < n && rows ? _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes(rows), A + i0 + (kt * KT + k + 16) * a_cs))
-                                   : _mm512_setzero_si512();
-      }
-      transpose16(lo);
-      transpose16(hi);
-      uint16_t* dst = panel + kt * 2 * TILE + half * TILE;
-      for (int r = 0; r < 16; r++)
-        _mm512_store_si512(dst + r * KT, __m512i(_mm512_cvtne2ps_pbh(_mm512_castsi512_ps(hi[r]), _mm512_castsi512_ps(lo[r]))));
     }
   }
 }
@@ -266,7 +261,6 @@ void run_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, 
     const int64_t j0 = jb * NC, nc = std::min(NC, N - j0);
     if (r0 >= r1) return;
     configure_tiles();
-    AmxScratch& s = tl_amx;
     const int64_t nc_pad = (nc + 31) / 32 * 32;
     alignas(64) float tile[32 * 32];
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
@@ -279,7 +273,7 @@ void run_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, 
         pb = prepacked + (j0 / 32) * kt_all * 2 * TILE + (k0 / KT) * 2 * TILE;
         panel_step = kt_all * 2 * TILE;
       } else {
-        uint16_t* buf = s.b.get(size_t(nc_pad * kt_n * KT));
+        uint16_t* buf = tl_packed_b.get(size_t(nc_pad * kt_n * KT));
         pack_b(B, b_rs, b_cs, k0, kc, j0, nc, buf);
         pb = buf;
         panel_step = kt_n * 2 * TILE;
