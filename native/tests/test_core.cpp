@@ -63,6 +63,66 @@ static void test_gemm(kpig::ThreadPool* pool) {
   }
 }
 
+// float32 accuracy at sizes large enough for every float32 path (AMX from three bf16 pieces where the
+// CPU has it, else the FMA kernels): the error against a double reference, relative to Σ|a·b|, must
+// stay at float32's level (a bf16 or two-piece product would miss by 1e-5 and more). A B packed once
+// gives the same products bit for bit, and also serves fewer rows than gemm() sends to AMX.
+static void test_gemm_fp32_accuracy() {
+  kpig::ThreadPool pool(2);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  check(std::string(kpig::gemm_isa()) == (kpig::amx_fp32() ? "amx" : kpig::gemm_isa()) &&
+            (std::string(kpig::gemm_isa()) != "amx" || kpig::amx_fp32()),
+        "gemm_isa reports amx exactly when float32 runs on AMX");
+  // Sizes cross the AMX driver's edges: 32-row/column tiles, 32-k steps, 512-k blocks, 256-row and
+  // 1024-column blocks; the first has fewer rows than gemm() sends to AMX.
+  const int sizes[][3] = {{100, 45, 301}, {384, 33, 300}, {520, 70, 513}, {400, 1100, 40}, {390, 260, 1030}};
+  for (auto& sz : sizes) {
+    const int M = sz[0], N = sz[1], K = sz[2];
+    for (int layout = 0; layout < 4; layout++) {
+      const bool ta = layout & 1, tb = layout & 2;
+      const int64_t a_rs = ta ? 1 : K, a_cs = ta ? M : 1, b_rs = tb ? 1 : N, b_cs = tb ? K : 1;
+      std::vector<float> A(size_t(M) * K), B(size_t(N) * K), C0(size_t(M) * N);
+      for (auto& v : A) v = nd(rng);
+      for (auto& v : B) v = nd(rng);
+      for (auto& v : C0) v = nd(rng);
+      kpig::PackedB packed;
+      packed.pack(&pool, K, N, B.data(), b_rs, b_cs);
+      check(packed.empty() == !kpig::amx_fp32(), "a float32 packed B exists exactly when AMX runs float32 matmuls");
+      std::vector<double> ref(size_t(M) * N), mag(size_t(M) * N);  // Σ a·b and Σ |a·b| in double
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+          double r = 0, m = 0;
+          for (int k = 0; k < K; k++) {
+            const double p = double(A[i * a_rs + k * a_cs]) * double(B[k * b_rs + j * b_cs]);
+            r += p;
+            m += std::fabs(p);
+          }
+          ref[size_t(i) * N + j] = r;
+          mag[size_t(i) * N + j] = m;
+        }
+      for (int accumulate = 0; accumulate < 2; accumulate++) {
+        std::vector<float> C = C0, Cp = C0;
+        kpig::gemm(&pool, M, N, K, A.data(), a_rs, a_cs, B.data(), b_rs, b_cs, C.data(), N, accumulate);
+        if (!packed.empty()) kpig::gemm_packed(&pool, M, A.data(), a_rs, a_cs, packed, Cp.data(), N, accumulate);
+        const std::string what = std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) + " layout " +
+                                 std::to_string(layout) + " acc " + std::to_string(accumulate);
+        if (!packed.empty() && M >= 384) check(Cp == C, "float32 gemm with B packed once, bit for bit: " + what);
+        for (const std::vector<float>* out : {&C, &Cp}) {
+          if (out == &Cp && packed.empty()) continue;
+          double worst = 0;
+          for (size_t e = 0; e < C.size(); e++) {
+            const double r = ref[e] + (accumulate ? C0[e] : 0.0), m = mag[e] + (accumulate ? std::fabs(C0[e]) : 0.0);
+            worst = std::max(worst, std::fabs((*out)[e] - r) / (m + 1e-30));
+          }
+          check(worst < 5e-7, std::string("float32 gemm (") + kpig::gemm_isa() + (out == &Cp ? ", packed B) " : ") ") + what +
+                                  " relative err " + std::to_string(worst));
+        }
+      }
+    }
+  }
+}
+
 // bf16 matmuls: both operands rounded to bfloat16, float32 accumulation; the reference sums the
 // products of the rounded values in double.
 static void test_gemm_bf16() {
@@ -104,12 +164,15 @@ static void test_gemm_bf16() {
           check(Cp == C, "bf16 gemm with B packed once " + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) +
                              " layout " + std::to_string(layout) + " acc " + std::to_string(accumulate));
         }
+        std::vector<float> Ar(A.size()), Br(B.size());
+        for (size_t e = 0; e < A.size(); e++) Ar[e] = round(A[e]);
+        for (size_t e = 0; e < B.size(); e++) Br[e] = round(B[e]);
         double worst = 0;
         for (int i = 0; i < M; i++)
           for (int j = 0; j < N; j++) {
             double ref = accumulate ? C0[size_t(i) * N + j] : 0.0, mag = std::fabs(ref);
             for (int k = 0; k < K; k++) {
-              const double p = double(round(A[i * a_rs + k * a_cs])) * double(round(B[k * b_rs + j * b_cs]));
+              const double p = double(Ar[i * a_rs + k * a_cs]) * double(Br[k * b_rs + j * b_cs]);
               ref += p;
               mag += std::fabs(p);
             }
@@ -241,6 +304,7 @@ int main() {
   kpig::ThreadPool pool(3);
   test_gemm(nullptr);
   test_gemm(&pool);
+  test_gemm_fp32_accuracy();
   test_gemm_bf16();
   test_safetensors();
   test_json();

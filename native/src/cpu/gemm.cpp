@@ -277,7 +277,7 @@ thread_local Scratch tl_scratch;
 
 }  // namespace
 
-const char* gemm_isa() { return pick_isa().name; }
+const char* gemm_isa() { return amx_fp32() ? "amx" : pick_isa().name; }
 const char* gemm_bf16_isa() { return amx_available() ? "amx" : has_bf16_kernel() ? "avx512_bf16" : "emulated"; }
 
 uint16_t f32_to_bf16(float x) {
@@ -297,7 +297,10 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
     return;
   }
   const bool bf16 = pool && pool->matmul_bf16;
-  if (bf16 && amx_available()) {
+  // float32 on AMX packs three pieces of B per call: worth it from a few hundred rows on (weights
+  // reused across calls go through PackedB instead).
+  constexpr int64_t kAmxFp32MinRows = 384;
+  if (bf16 ? amx_available() : amx_fp32() && M >= kAmxFp32MinRows) {
     gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
     return;
   }

@@ -1,4 +1,9 @@
-// bf16 matmuls on Intel AMX (TDPBF16PS): the fast path of gemm() when the pool's bf16 setting is on.
+// Matmuls on Intel AMX (TDPBF16PS), the fast path of gemm() where the CPU has it:
+// - bf16 mode (the pool's bf16 setting): both operands rounded to bf16, float32 accumulation;
+// - float32: each operand split exactly into three bf16 pieces (x = hi + mid + lo) and the six
+//   products hi·hi, hi·mid, mid·hi, hi·lo, mid·mid, lo·hi accumulated in float32. The terms left out
+//   are below 2^-26 of |a·b|, under float32's own rounding of a product (2^-24), so the result has
+//   float32 accuracy.
 #pragma once
 #include <cstdint>
 
@@ -10,13 +15,17 @@ class ThreadPool;
 // KPIG_BF16_ISA=avx512_bf16 (or any value other than "amx") turns the AMX path off.
 bool amx_available();
 
-// Same contract as gemm() with bf16 rounding of both operands and float32 accumulation.
+// True when float32 matmuls run on AMX as above: the CPU has AMX and KPIG_ISA is unset or "amx"
+// (KPIG_ISA=avx512|avx2|scalar picks the FMA kernels).
+bool amx_fp32();
+
+// Same contract as gemm(), in the pool's mode (bf16, or float32 from three pieces).
 void gemm_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
               const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate);
 
 // A B operand (a weight) packed once into the AMX layout, for products that reuse it many times
-// (the LM head over chunks of rows). Empty unless the pool's bf16 setting is on and AMX is in use;
-// callers then fall back to gemm().
+// (the LM head over chunks of rows), in the pool's mode at packing time. Empty unless AMX serves that
+// mode; callers then fall back to gemm().
 class PackedB {
  public:
   PackedB() = default;
@@ -29,7 +38,8 @@ class PackedB {
 
  private:
   friend void gemm_packed(ThreadPool*, int64_t, const float*, int64_t, int64_t, const PackedB&, float*, int64_t, bool);
-  int64_t K_ = 0, N_ = 0;
+  int64_t K_ = 0, N_ = 0, plane_ = 0;  // plane_: elements between pieces
+  int parts_ = 1;
   uint16_t* data_ = nullptr;
 };
 

@@ -102,7 +102,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   for (int64_t i = 0; i < n; i++)
     for (int64_t t = 0; t < pairs[i].response_len; t++) jobs.push_back({i, t});
   std::vector<IgTokenStats> stats(jobs.size());
-  const int64_t chunk = 64;  // row pairs per head pass: 2·chunk × V logits at a time
+  const int64_t chunk = 128;  // row pairs per head pass: 2·chunk × V logits at a time
   std::vector<float> hbuf(size_t(2 * chunk * C)), logits(size_t(2 * chunk * V));
   PackedB head;
   if (jobs.size() > size_t(chunk)) m.pack_head(head);
