@@ -61,7 +61,7 @@ for (const preset of opt.models.split(',')) {
   const line = {
     model: preset,
     threads,
-    precision: opt.bf16 ? `bf16 matmuls (${model.info.bf16Isa})` : 'fp32',
+    precision: opt.bf16 ? `bf16 matmuls (${model.info.bf16Isa})` : `fp32 (${model.info.isa})`,
     kpig_sec: +ours.median.toFixed(3),
     kpig_samples_per_s: +(B / ours.median).toFixed(2),
     mean_shared_prefix: shared,

@@ -49,7 +49,7 @@ for (const preset of opt.models.split(',')) {
   const line = {
     model: preset,
     threads,
-    precision: opt.bf16 ? `bf16 matmuls (${model.info.bf16Isa}), fp32 master weights` : 'fp32',
+    precision: opt.bf16 ? `bf16 matmuls (${model.info.bf16Isa}), fp32 master weights` : `fp32 (${model.info.isa})`,
     kpig_sec: +ours.median.toFixed(3),
     kpig_tokens_per_s: Math.round((B * T) / ours.median),
     matmul_gflop: +(flops / 1e9).toFixed(1),

@@ -34,6 +34,12 @@ export interface NativeModelInfo {
   memoryBytes: number;
   files: string[];
   notes: string[];
+  /**
+   * How fp32 matmuls run here: 'amx' (AMX tiles, each operand split exactly into three bf16 pieces
+   * and the six products that carry fp32 precision accumulated in fp32: fp32 accuracy; used from 384
+   * rows on, the FMA kernels below that), 'avx512', 'avx2' or 'scalar'. KPIG_ISA=avx512|avx2|scalar
+   * picks a lower one.
+   */
   isa: string;
   /**
    * How bf16 matmuls run here: 'amx' (AMX tiles), 'avx512_bf16' (`vdpbf16ps`) or 'emulated'

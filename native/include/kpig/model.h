@@ -48,8 +48,8 @@ struct ModelInfo {
   int64_t memory_bytes = 0;      // resident float32 weights of the engine
   std::vector<std::string> files;
   std::vector<std::string> notes;  // e.g. ignored buffers, an ignored tied lm_head
-  std::string isa;       // fp32 matmul kernel: avx512, avx2 or scalar
-  std::string bf16_isa;  // bf16 matmuls: avx512_bf16 or emulated
+  std::string isa;       // fp32 matmuls: amx (three bf16 pieces, fp32 accuracy), avx512, avx2 or scalar
+  std::string bf16_isa;  // bf16 matmuls: amx, avx512_bf16 or emulated
   int threads = 1;
 };
 

@@ -2,9 +2,12 @@
 //   C(M,N) = A(M,K) · B(K,N)   [+ C when accumulate]
 // Any operand layout is given by strides: A(i,k) = A[i*a_rs + k*a_cs], B(k,j) = B[k*b_rs + j*b_cs],
 // so transposed operands need no copy. The driver packs blocks of A and B into micro-panels
-// (zero-padded) and runs an ISA-specific register-tiled kernel chosen once at run time. Each C
-// element is summed in the same order whatever M is, so a row's result does not depend on what
-// else is in the batch (packed sequences, batched decoding).
+// (zero-padded) and runs an ISA-specific register-tiled kernel chosen once at run time. Where the
+// CPU has AMX, products of 384 rows and more run on its tiles at float32 accuracy (gemm_amx.h:
+// each operand split into three bf16 pieces); fewer rows, or KPIG_ISA=avx512|avx2|scalar, use the
+// FMA kernels. Within a path, each C element is summed in the same order whatever M is, so a row's
+// result does not depend on what else is in the batch (packed sequences, batched decoding); across
+// the 384-row threshold it may differ in the last bits.
 #pragma once
 #include <cstdint>
 
@@ -32,7 +35,8 @@ const char* gemm_bf16_isa();
 void linear(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
             const float* W, const float* bias, float* y, int64_t ldy);
 
-// Name of the kernel in use ("avx512", "avx2" or "scalar"); KPIG_ISA=avx2|scalar forces a lower one.
+// Name of the float32 path in use for large products ("amx", "avx512", "avx2" or "scalar");
+// KPIG_ISA=avx512|avx2|scalar forces a lower one.
 const char* gemm_isa();
 
 }  // namespace kpig
