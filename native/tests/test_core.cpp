@@ -74,7 +74,7 @@ static void test_gemm_fp32_accuracy() {
   check(std::string(kpig::gemm_isa()) == (kpig::amx_fp32() ? "amx" : kpig::gemm_isa()) &&
             (std::string(kpig::gemm_isa()) != "amx" || kpig::amx_fp32()),
         "gemm_isa reports amx exactly when float32 runs on AMX");
-  // Sizes cross the AMX driver's edges: 32-row/column tiles, 32-k steps, 512-k blocks, 256-row and
+  // Sizes cross the AMX driver's edges: 32-row/column tiles, 32-k steps, k blocks (K > 1024), 256-row and
   // 1024-column blocks; the first has fewer rows than gemm() sends to AMX.
   const int sizes[][3] = {{100, 45, 301}, {384, 33, 300}, {520, 70, 513}, {400, 1100, 40}, {390, 260, 1030}};
   for (auto& sz : sizes) {
@@ -139,7 +139,7 @@ static void test_gemm_bf16() {
   check(kpig::f32_to_bf16(1.0f) == 0x3F80 && kpig::f32_to_bf16(1.00390625f) == 0x3F80 && kpig::f32_to_bf16(1.01171875f) == 0x3F82,
         "bf16 rounding is to nearest even");
   // Sizes cross every blocking edge of the AMX and AVX512_BF16 drivers (32-row/column tiles, 32-k
-  // steps, 512-k blocks, 256-row and 1024-column blocks).
+  // steps, k blocks (K > 1024), 256-row and 1024-column blocks).
   const int sizes[][3] = {{8, 32, 16}, {17, 45, 301}, {130, 70, 513}, {3, 100, 7}, {300, 1100, 1030}};
   for (auto& sz : sizes) {
     const int M = sz[0], N = sz[1], K = sz[2];

@@ -30,7 +30,6 @@ namespace {
 
 constexpr int64_t KT = 32;           // k values per tile step
 constexpr int64_t TILE = 16 * 32;    // bf16 elements in one 16 × 64-byte tile
-constexpr int64_t KC = 512;          // k values per packed block
 constexpr int64_t MC = 256;          // rows of A per packed block (8 micro-panels)
 constexpr int64_t NC = 1024;         // columns of B per task block (32 micro-panels)
 constexpr int64_t GROUP_ELEMS = int64_t(8) << 20;  // bf16 elements of B packed at a time (16 MiB)
@@ -369,6 +368,10 @@ void run_amx(ThreadPool* pool, int parts, int64_t M, int64_t N, int64_t K, const
   const int64_t group = prepacked ? N : std::max<int64_t>(1, GROUP_ELEMS / (parts * panel_size * (NC / 32))) * NC;
   const int nthreads = pool ? pool->size() : 1;
   const auto run_kernel = parts == 1 ? kernel<1> : kernel<3>;
+  // k values per block: all of K up to 1024, so that each C block is written once; longer K in
+  // equal blocks of at most 768 (A block and B micro-panel stay within L2). A function of K only.
+  const int64_t k_blocks = K <= 1024 ? 1 : (K + 767) / 768;
+  const int64_t KC = ((K + k_blocks - 1) / k_blocks + KT - 1) / KT * KT;
   for (int64_t g0 = 0; g0 < N; g0 += group) {
     const int64_t gn = std::min(group, N - g0);
     const uint16_t* pb = prepacked;

@@ -134,6 +134,12 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
         }
       }
     });
+    for (const SeqRun& s : seqs)
+      if (s.prefix_of) {
+        const size_t bytes = sizeof(float) * size_t(s.pos0 * kd);
+        std::memcpy(s.cache->k[size_t(l)].data(), s.prefix_of->k[size_t(l)].data(), bytes);
+        std::memcpy(s.cache->v[size_t(l)].data(), s.prefix_of->v[size_t(l)].data(), bytes);
+      }
     float scale = 1.f / std::sqrt(float(D));
     if (c.scale_attn_by_inverse_layer_idx) scale /= float(l + 1);
     if (!lse_p) lse_p = sized(ws.lse, T * H);

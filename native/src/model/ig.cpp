@@ -1,5 +1,6 @@
-// Information-gain scoring of full/masked pairs (DESIGN.md §1). Each pair's shared prefix runs once;
-// its keys and values seed two caches that the full and the masked continuations extend. The LM
+// Information-gain scoring of full/masked pairs (DESIGN.md §1). Each pair's shared prefix runs once:
+// the full sequence runs whole and the masked one only after the prefix, attending to the full
+// sequence's prefix keys and values. The LM
 // head runs only on response-predicting rows, a chunk of row pairs at a time, and every per-token
 // quantity (NLLs, KL, JS, entropies) comes out of one pass over the two logit rows.
 // Legend: C = hidden, V = vocab, R = response tokens of a pair.
@@ -46,56 +47,38 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     shared[size_t(i)] = s;
   }
 
-  // Pass 1: every shared prefix once, into cache A of its pair.
+  // One forward pass: each pair's full sequence from position 0, writing its keys and values into a
+  // cache, and its masked continuation after the shared prefix, whose attention reads the prefix
+  // from a copy of that cache (made layer by layer inside the pass).
   std::vector<std::unique_ptr<KVCache>> ca, cb;
   std::vector<int32_t> toks;
   std::vector<SeqRun> runs;
-  std::vector<int64_t> prefix_row(static_cast<size_t>(n), -1);
-  for (int64_t i = 0; i < n; i++) {
-    const int64_t cap = std::max(pairs[i].full_len, pairs[i].masked_len);
-    ca.push_back(std::make_unique<KVCache>(c, cap));
-    cb.push_back(std::make_unique<KVCache>(c, cap));
-    if (shared[size_t(i)] == 0) continue;
-    prefix_row[size_t(i)] = int64_t(toks.size());
-    runs.push_back({int64_t(toks.size()), shared[size_t(i)], 0, ca.back().get()});
-    toks.insert(toks.end(), pairs[i].full, pairs[i].full + shared[size_t(i)]);
-  }
-  std::vector<float> prefix_h(toks.size() * size_t(C));
-  if (!toks.empty()) m.forward_hidden(toks.data(), int64_t(toks.size()), runs, prefix_h.data());
-  const int64_t kd = c.kv_heads * c.head_dim;
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t l = 0; l < c.layers; l++) {
-      const size_t bytes = size_t(shared[size_t(i)] * kd) * sizeof(float);
-      std::memcpy(cb[size_t(i)]->k[size_t(l)].data(), ca[size_t(i)]->k[size_t(l)].data(), bytes);
-      std::memcpy(cb[size_t(i)]->v[size_t(l)].data(), ca[size_t(i)]->v[size_t(l)].data(), bytes);
-    }
-
-  // Pass 2: the full and masked continuations after the prefix.
-  toks.clear();
-  runs.clear();
   std::vector<int64_t> full_row(static_cast<size_t>(n), -1), masked_row(static_cast<size_t>(n), -1);
   for (int64_t i = 0; i < n; i++) {
     const IgPair& p = pairs[i];
     const int64_t s = shared[size_t(i)];
-    if (p.full_len > s) {
-      full_row[size_t(i)] = int64_t(toks.size());
-      runs.push_back({int64_t(toks.size()), p.full_len - s, s, ca[size_t(i)].get()});
-      toks.insert(toks.end(), p.full + s, p.full + p.full_len);
+    if (s > 0) {
+      ca.push_back(std::make_unique<KVCache>(c, p.full_len));
+      cb.push_back(std::make_unique<KVCache>(c, p.masked_len));
     }
+    full_row[size_t(i)] = int64_t(toks.size());
+    runs.push_back({int64_t(toks.size()), p.full_len, 0, s > 0 ? ca.back().get() : nullptr});
+    toks.insert(toks.end(), p.full, p.full + p.full_len);
     if (p.masked_len > s) {
       masked_row[size_t(i)] = int64_t(toks.size());
-      runs.push_back({int64_t(toks.size()), p.masked_len - s, s, cb[size_t(i)].get()});
+      runs.push_back({int64_t(toks.size()), p.masked_len - s, s, s > 0 ? cb.back().get() : nullptr, s > 0 ? ca.back().get() : nullptr});
       toks.insert(toks.end(), p.masked + s, p.masked + p.masked_len);
     }
   }
-  std::vector<float> suffix_h(toks.size() * size_t(C));
-  if (!toks.empty()) m.forward_hidden(toks.data(), int64_t(toks.size()), runs, suffix_h.data());
+  std::vector<float> hidden(toks.size() * size_t(C));
+  m.forward_hidden(toks.data(), int64_t(toks.size()), runs, hidden.data());
 
-  // The hidden state at position pos of pair i's full (or masked) sequence.
+  // The hidden state at position pos of pair i's full (or masked) sequence: the masked sequence's
+  // shared prefix is the full sequence's.
   auto hidden_at = [&](int64_t i, bool full, int64_t pos) -> const float* {
     const int64_t s = shared[size_t(i)];
-    if (pos < s) return &prefix_h[size_t((prefix_row[size_t(i)] + pos) * C)];
-    return &suffix_h[size_t(((full ? full_row : masked_row)[size_t(i)] + pos - s) * C)];
+    if (full || pos < s) return &hidden[size_t((full_row[size_t(i)] + pos) * C)];
+    return &hidden[size_t((masked_row[size_t(i)] + pos - s) * C)];
   };
   struct Job { int64_t pair, t; };
   std::vector<Job> jobs;

@@ -81,6 +81,10 @@ struct KVCache {
 struct SeqRun {
   int64_t row0 = 0, len = 0, pos0 = 0;
   KVCache* cache = nullptr;
+  // When set, positions [0, pos0) of cache are copied from prefix_of, layer by layer, once this
+  // pass has written them there: a continuation that shares its prefix with another run of the
+  // same pass (the full and masked sequences of an IG pair).
+  const KVCache* prefix_of = nullptr;
 };
 
 // Activations a training forward pass keeps for the backward pass.
