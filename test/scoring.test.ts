@@ -26,6 +26,10 @@ function makePairs(): IgPairInput[] {
   const same = tokens(10, 500, 99);
   pairs.push({ full: same, masked: same, responseLen: 3 }); // nothing masked: every gain is 0
   pairs.push({ full: [7, ...tokens(8, 500, 5)], masked: [8, ...tokens(8, 500, 5)], responseLen: 2 }); // differ at token 0
+  // The key part deleted right before the response: the masked sequence's first response-predicting
+  // position lies in the shared prefix.
+  const instr = tokens(10, 500, 41), resp = [401, 402, 403];
+  pairs.push({ full: [...instr, ...resp], masked: [...instr.slice(0, 8), ...resp], responseLen: resp.length });
   return pairs;
 }
 
@@ -79,6 +83,7 @@ describe('IG scoring', () => {
     });
     expect(scores[0].sharedPrefix).toBe(3);
     expect(scores[6].sharedPrefix).toBe(0);
+    expect(scores[7].sharedPrefix).toBe(8);
     // Sharing changes nothing: scoring a pair alone, or its sequences as unrelated plain runs, agrees.
     const alone = await scorePairs(model, [pairs[2]]);
     expect(Math.abs(alone[0].igKl - scores[2].igKl)).toBeLessThan(1e-6);

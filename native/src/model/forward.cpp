@@ -43,7 +43,7 @@ std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& 
 }
 
 void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out, Acts* acts,
-                               uint64_t seed) {
+                               uint64_t seed, const std::vector<std::pair<int64_t, int64_t>>* keep) {
   const ModelConfig& c = info.config;
   const int64_t C = c.hidden, H = c.heads, K = c.kv_heads, D = c.head_dim;
   const int64_t qd = H * D, kd = K * D, ld = qd + 2 * kd;
@@ -97,8 +97,9 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
 
   const float eps = float(c.eps);
   // norm(x) into h, keeping per-row stats when training.
-  auto norm = [&](const std::vector<float>& nw, const std::vector<float>& nb, const float* xs, float* hs, float* mu, float* rs) {
-    parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
+  auto norm_n = [&](int64_t n, const std::vector<float>& nw, const std::vector<float>& nb, const float* xs, float* hs, float* mu,
+                    float* rs) {
+    parallel_rows(n, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float m = 0.f;
         const float v = gpt2 ? layernorm_row(xs + r * C, nw.data(), nb.data(), eps, C, hs + r * C, &m)
@@ -108,6 +109,23 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       }
     });
   };
+  auto norm = [&](const std::vector<float>& nw, const std::vector<float>& nb, const float* xs, float* hs, float* mu, float* rs) {
+    norm_n(T, nw, nb, xs, hs, mu, rs);
+  };
+  // The MLP activation of n rows: GELU in place (act_p == ff_p) or into act_p, SwiGLU into act_p.
+  auto activate = [&](int64_t n, float* ff_p, float* act_p) {
+    parallel_rows(n, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        if (gpt2) {
+          if (act_p != ff_p) std::memcpy(act_p + r * F, ff_p + r * F, sizeof(float) * size_t(F));
+          gelu_new_inplace(act_p + r * F, F);
+        } else {
+          swiglu_row(ff_p + r * 2 * F, F, act_p + r * F);
+        }
+      }
+    });
+  };
+  const bool trim = keep && !acts;
   for (int64_t l = 0; l < c.layers; l++) {
     const Layer& L = w.layers[size_t(l)];
     LayerActs* A = acts ? &acts->layers[size_t(l)] : nullptr;
@@ -142,6 +160,41 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       }
     float scale = 1.f / std::sqrt(float(D));
     if (c.scale_attn_by_inverse_layer_idx) scale /= float(l + 1);
+    if (trim && l == c.layers - 1) {
+      // Last layer, kept rows only: every row's keys and values are in place; attention, the
+      // output projection, the MLP and the final norm run on the kept queries.
+      std::vector<int64_t> rows, base(seqs.size());
+      for (size_t s = 0; s < seqs.size(); s++) {
+        base[s] = int64_t(rows.size());
+        for (int64_t r = (*keep)[s].first; r < (*keep)[s].second; r++) rows.push_back(seqs[s].row0 + r);
+      }
+      const int64_t Tk = int64_t(rows.size());
+      std::vector<float> att_k(size_t(Tk * qd)), lse_k(size_t(Tk * H)), x_k(size_t(Tk * C)), h_k(size_t(Tk * C)),
+          ff_k(size_t(Tk * up_w)), act_k(gpt2 ? 0 : size_t(Tk * F));
+      pool->parallel_for(int64_t(seqs.size()) * H, [&](int64_t t, int thread) {
+        const size_t si = size_t(t / H);
+        const int64_t hh = t % H, a = (*keep)[si].first, n = (*keep)[si].second - a, g = hh / (H / K);
+        if (n <= 0) return;
+        const SeqRun& s = seqs[si];
+        const float* k = s.pos0 == 0 ? qkv_p + s.row0 * ld + qd + g * D : s.cache->k[size_t(l)].data() + g * D;
+        const float* v = s.pos0 == 0 ? qkv_p + s.row0 * ld + qd + kd + g * D : s.cache->v[size_t(l)].data() + g * D;
+        attention_head_forward(qkv_p + (s.row0 + a) * ld + hh * D, ld, k, v, s.pos0 == 0 ? ld : kd, n, s.pos0 + a, D, scale,
+                               att_k.data() + base[si] * qd + hh * D, qd, lse_k.data() + base[si] * H + hh, H,
+                               scores[size_t(thread)].data());
+      });
+      parallel_rows(Tk, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; r++)
+          std::memcpy(&x_k[size_t(r * C)], &x[size_t(rows[size_t(r)] * C)], sizeof(float) * size_t(C));
+      });
+      L.o.apply(pool.get(), Tk, att_k.data(), qd, x_k.data(), C, true, nullptr, lseed + 1);
+      norm_n(Tk, L.norm2_w, L.norm2_b, x_k.data(), h_k.data(), nullptr, nullptr);
+      L.up.apply(pool.get(), Tk, h_k.data(), C, ff_k.data(), up_w, false, nullptr, lseed + 2);
+      float* act_kp = gpt2 ? ff_k.data() : act_k.data();
+      activate(Tk, ff_k.data(), act_kp);
+      L.down.apply(pool.get(), Tk, act_kp, F, x_k.data(), C, true, nullptr, lseed + 3);
+      norm_n(Tk, w.norm_w, w.norm_b, x_k.data(), out, nullptr, nullptr);
+      return;
+    }
     if (!lse_p) lse_p = sized(ws.lse, T * H);
     pool->parallel_for(int64_t(items.size()), [&](int64_t t, int thread) {
       const Item& it = items[size_t(t)];
@@ -174,16 +227,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     L.up.apply(pool.get(), T, h2, C, ff_p, up_w, false, A ? &A->s_up : nullptr, lseed + 2);
     // GELU runs in place for inference; training keeps the pre-activation for its backward.
     float* act_p = (gpt2 && !A) ? ff_p : sized(A ? A->act : act, T * F);
-    parallel_rows(T, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; r++) {
-        if (gpt2) {
-          if (act_p != ff_p) std::memcpy(act_p + r * F, ff_p + r * F, sizeof(float) * size_t(F));
-          gelu_new_inplace(act_p + r * F, F);
-        } else {
-          swiglu_row(ff_p + r * 2 * F, F, act_p + r * F);
-        }
-      }
-    });
+    activate(T, ff_p, act_p);
     L.down.apply(pool.get(), T, act_p, F, x.data(), C, true, A ? &A->s_down : nullptr, lseed + 3);
   }
   if (acts) acts->x_final = x;

@@ -70,15 +70,33 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
       toks.insert(toks.end(), p.masked + s, p.masked + p.masked_len);
     }
   }
-  std::vector<float> hidden(toks.size() * size_t(C));
-  m.forward_hidden(toks.data(), int64_t(toks.size()), runs, hidden.data());
-
-  // The hidden state at position pos of pair i's full (or masked) sequence: the masked sequence's
-  // shared prefix is the full sequence's.
-  auto hidden_at = [&](int64_t i, bool full, int64_t pos) -> const float* {
-    const int64_t s = shared[size_t(i)];
-    if (full || pos < s) return &hidden[size_t((full_row[size_t(i)] + pos) * C)];
-    return &hidden[size_t((masked_row[size_t(i)] + pos - s) * C)];
+  // Only the response-predicting rows leave the last layer. A masked sequence's response-predicting
+  // positions inside the shared prefix (when the masked part ends right before the response) are
+  // the full sequence's, so its kept range starts there.
+  std::vector<std::pair<int64_t, int64_t>> keep;
+  std::vector<int64_t> full_first(static_cast<size_t>(n)), full_out(static_cast<size_t>(n)), masked_out(static_cast<size_t>(n));
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const IgPair& p = pairs[i];
+    const int64_t s = shared[size_t(i)], R = p.response_len, mf = p.masked_len - R - 1;
+    full_first[size_t(i)] = std::min(p.full_len - R - 1, mf < s ? mf : p.full_len);
+    keep.push_back({full_first[size_t(i)], p.full_len - 1});
+    full_out[size_t(i)] = kept;
+    kept += p.full_len - 1 - full_first[size_t(i)];
+    if (p.masked_len > s) {
+      keep.push_back({std::max<int64_t>(0, mf - s), p.masked_len - 1 - s});
+      masked_out[size_t(i)] = kept;
+      kept += keep.back().second - keep.back().first;
+    }
+  }
+  std::vector<float> hidden(size_t(kept * C));
+  m.forward_hidden(toks.data(), int64_t(toks.size()), runs, hidden.data(), nullptr, 0, &keep);
+  // The hidden state predicting response token t of pair i, full or masked (position len − R − 1 + t).
+  auto hidden_at = [&](int64_t i, bool full, int64_t t) -> const float* {
+    const IgPair& p = pairs[i];
+    const int64_t s = shared[size_t(i)], pos = (full ? p.full_len : p.masked_len) - p.response_len - 1 + t;
+    if (full || pos < s) return &hidden[size_t((full_out[size_t(i)] + pos - full_first[size_t(i)]) * C)];
+    return &hidden[size_t((masked_out[size_t(i)] + pos - s - std::max<int64_t>(0, p.masked_len - p.response_len - 1 - s)) * C)];
   };
   struct Job { int64_t pair, t; };
   std::vector<Job> jobs;
@@ -93,10 +111,8 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     const int64_t nj = std::min<int64_t>(chunk, int64_t(jobs.size() - j0));
     for (int64_t j = 0; j < nj; j++) {
       const Job& jb = jobs[j0 + size_t(j)];
-      const IgPair& p = pairs[jb.pair];
-      // Response token t is predicted from position len − R − 1 + t.
-      std::memcpy(&hbuf[size_t(2 * j * C)], hidden_at(jb.pair, true, p.full_len - p.response_len - 1 + jb.t), sizeof(float) * size_t(C));
-      std::memcpy(&hbuf[size_t((2 * j + 1) * C)], hidden_at(jb.pair, false, p.masked_len - p.response_len - 1 + jb.t), sizeof(float) * size_t(C));
+      std::memcpy(&hbuf[size_t(2 * j * C)], hidden_at(jb.pair, true, jb.t), sizeof(float) * size_t(C));
+      std::memcpy(&hbuf[size_t((2 * j + 1) * C)], hidden_at(jb.pair, false, jb.t), sizeof(float) * size_t(C));
     }
     m.head_logits(2 * nj, hbuf.data(), logits.data(), &head);
     m.pool->parallel_for(nj, [&](int64_t j, int) {

@@ -6,6 +6,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "../../include/kpig/model.h"
@@ -149,9 +150,12 @@ class ModelImpl {
   const TensorRef& tensor(const std::string& name) const;
 
   // out(T, C): final-normed hidden states of all rows. With `acts`, activations are kept for
-  // backward() and LoRA dropout is applied with `seed`.
+  // backward() and LoRA dropout is applied with `seed`. With `keep` (inference only: one range
+  // [first, second) of run-local rows per run), out holds only those rows, run after run, and the
+  // last layer computes just their queries, attention output and MLP (the other rows' keys and
+  // values are still computed: the kept rows attend to them).
   void forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out,
-                      Acts* acts = nullptr, uint64_t seed = 0);
+                      Acts* acts = nullptr, uint64_t seed = 0, const std::vector<std::pair<int64_t, int64_t>>* keep = nullptr);
   // Backward from dh(T, C), the gradient of the final-normed hidden states; accumulates gradients.
   void backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, std::vector<float>& dh);
   // logits(M, V) = hidden(M, C) · headᵀ
