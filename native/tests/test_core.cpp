@@ -118,6 +118,17 @@ static void test_gemm_fp32_accuracy() {
           check(worst < 5e-7, std::string("float32 gemm (") + kpig::gemm_isa() + (out == &Cp ? ", packed B) " : ") ") + what +
                                   " relative err " + std::to_string(worst));
         }
+        // With a bias row (linear layers): C (=|+=) A·B + bias.
+        std::vector<float> bias(static_cast<size_t>(N)), Cb = C0;
+        for (auto& v : bias) v = nd(rng);
+        kpig::gemm(&pool, M, N, K, A.data(), a_rs, a_cs, B.data(), b_rs, b_cs, Cb.data(), N, accumulate, bias.data());
+        double worst = 0;
+        for (size_t e = 0; e < C.size(); e++) {
+          const double bj = bias[e % size_t(N)];
+          const double r = ref[e] + (accumulate ? C0[e] : 0.0) + bj, m = mag[e] + (accumulate ? std::fabs(C0[e]) : 0.0) + std::fabs(bj);
+          worst = std::max(worst, std::fabs(Cb[e] - r) / (m + 1e-30));
+        }
+        check(worst < 5e-7, std::string("float32 gemm with bias (") + kpig::gemm_isa() + ") " + what + " relative err " + std::to_string(worst));
       }
     }
   }

@@ -22,23 +22,16 @@ void attention_head_forward(const float* q, int64_t ldq, const float* k, const f
     const int64_t q1 = std::min(n, q0 + QB), nq = q1 - q0, nk = q_offset + q1;
     float* S = scratch;  // (nq, nk)
     gemm(nullptr, nq, nk, D, q + q0 * ldq, ldq, 1, k, 1, ldk, S, nk, false);
+    float inv[QB];  // the softmax's normalisation, applied to the output rows
     for (int64_t i = 0; i < nq; i++) {
-      float* s = S + i * nk;
-      const int64_t valid = q_offset + q0 + i + 1;
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < valid; j++) {
-        s[j] *= scale;
-        mx = std::max(mx, s[j]);
-      }
-      exp_shift_inplace(s, valid, mx, 1.f);
-      float sum = 0.f;
-      for (int64_t j = 0; j < valid; j++) sum += s[j];
-      const float inv = 1.f / sum;
-      for (int64_t j = 0; j < valid; j++) s[j] *= inv;
-      std::memset(s + valid, 0, sizeof(float) * size_t(nk - valid));
+      float mx;
+      const float sum = softmax_unnormalised_row(S + i * nk, q_offset + q0 + i + 1, nk, scale, &mx);
+      inv[i] = 1.f / sum;
       lse[(q0 + i) * lse_stride] = mx + std::log(sum);
     }
     gemm(nullptr, nq, D, nk, S, nk, 1, v, ldk, 1, out + q0 * ldo, ldo, false);
+    for (int64_t i = 0; i < nq; i++)
+      for (int64_t d = 0; d < D; d++) out[(q0 + i) * ldo + d] *= inv[i];
   }
 }
 

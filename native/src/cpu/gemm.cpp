@@ -275,6 +275,10 @@ void to_bf16_pairs_b(const float* b, int64_t kc, int nr, uint16_t* out) {
 }
 thread_local Scratch tl_scratch;
 
+// float32 on AMX packs three pieces of B per call: worth it from a few hundred rows on (weights
+// reused across calls go through PackedB instead).
+constexpr int64_t kAmxFp32MinRows = 384;
+
 }  // namespace
 
 const char* gemm_isa() { return amx_fp32() ? "amx" : pick_isa().name; }
@@ -289,17 +293,26 @@ uint16_t f32_to_bf16(float x) {
 }
 
 void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
-          const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate) {
+          const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate, const float* bias) {
   if (M <= 0 || N <= 0) return;
+  if (bias) {
+    const bool amx = pool && pool->matmul_bf16 ? amx_available() : amx_fp32() && M >= kAmxFp32MinRows;
+    if (amx && !accumulate && K > 0) return gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, false, bias);
+    for (int64_t i = 0; i < M; i++) {
+      float* ci = C + i * ldc;
+      if (accumulate)
+        for (int64_t j = 0; j < N; j++) ci[j] += bias[j];
+      else
+        std::memcpy(ci, bias, sizeof(float) * size_t(N));
+    }
+    return gemm(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, true);
+  }
   if (K <= 0) {
     if (!accumulate)
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, sizeof(float) * N);
     return;
   }
   const bool bf16 = pool && pool->matmul_bf16;
-  // float32 on AMX packs three pieces of B per call: worth it from a few hundred rows on (weights
-  // reused across calls go through PackedB instead).
-  constexpr int64_t kAmxFp32MinRows = 384;
   if (bf16 ? amx_available() : amx_fp32() && M >= kAmxFp32MinRows) {
     gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
     return;
@@ -387,9 +400,7 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
 
 void linear(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const float* W,
             const float* bias, float* y, int64_t ldy) {
-  if (bias)
-    for (int64_t i = 0; i < M; i++) std::memcpy(y + i * ldy, bias, sizeof(float) * N);
-  gemm(pool, M, N, K, x, ldx, 1, W, 1, K, y, ldy, bias != nullptr);
+  gemm(pool, M, N, K, x, ldx, 1, W, 1, K, y, ldy, false, bias);
 }
 
 }  // namespace kpig

@@ -19,10 +19,11 @@ class ThreadPool;
 // With the pool's bf16 setting on (ThreadPool::matmul_bf16), both operands are rounded to bfloat16
 // (round to nearest even) and the products accumulate in float32: AMX tiles (TDPBF16PS) where the CPU
 // has them, else AVX512_BF16 `vdpbf16ps`, else the same rounding followed by the float32 kernel.
+// With bias (N values), every row also gets the bias: C = A·B + bias, or C += A·B + bias.
 void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K,
           const float* A, int64_t a_rs, int64_t a_cs,
           const float* B, int64_t b_rs, int64_t b_cs,
-          float* C, int64_t ldc, bool accumulate);
+          float* C, int64_t ldc, bool accumulate, const float* bias = nullptr);
 
 // float32 → bfloat16 bits, round to nearest even (NaN stays NaN).
 uint16_t f32_to_bf16(float x);

@@ -254,19 +254,26 @@ void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, 
     _tile_dpbf16ps(3, 5, 7);   \
   } while (0)
 
-// C(32, 32) (=|+=) A panel · B panel over kt_n tile steps. ldc_bytes = row stride of c in bytes.
+// C(32, 32) (=|+=) A panel · B panel over kt_n tile steps, starting from bias (32 values, one per
+// column) instead of zero when it is given and acc is not.
 // PARTS = 1: one bf16 piece per operand. PARTS = 3: the pieces (hi, mid, lo) of each operand lie
 // a_ps (b_ps) elements apart, and the six products that carry float32's precision accumulate,
 // ordered so that each step loads 14 tiles for 24 multiplies.
 template <int PARTS>
 __attribute__((target("amx-tile,amx-bf16")))
-void kernel(int64_t kt_n, const uint16_t* a, int64_t a_ps, const uint16_t* b, int64_t b_ps, float* c, int64_t ldc, bool acc) {
+void kernel(int64_t kt_n, const uint16_t* a, int64_t a_ps, const uint16_t* b, int64_t b_ps, float* c, int64_t ldc, bool acc,
+            const float* bias) {
   const int64_t stride = ldc * int64_t(sizeof(float));
   if (acc) {
     _tile_loadd(0, c, stride);
     _tile_loadd(1, c + 16, stride);
     _tile_loadd(2, c + 16 * ldc, stride);
     _tile_loadd(3, c + 16 * ldc + 16, stride);
+  } else if (bias) {  // every row starts from the bias (a row stride of 0)
+    _tile_loadd(0, bias, 0);
+    _tile_loadd(1, bias + 16, 0);
+    _tile_loadd(2, bias, 0);
+    _tile_loadd(3, bias + 16, 0);
   } else {
     _tile_zero(0);
     _tile_zero(1);
@@ -354,7 +361,7 @@ namespace {
 // range of rows) sweep their blocks.
 void run_amx(ThreadPool* pool, int parts, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
              const float* B, int64_t b_rs, int64_t b_cs, const uint16_t* prepacked, int64_t prepacked_ps, float* C, int64_t ldc,
-             bool accumulate) {
+             bool accumulate, const float* bias) {
   const int64_t panels = (M + 31) / 32, kt_all = (K + KT - 1) / KT, panel_size = kt_all * 2 * TILE;
   thread_local AlignedBuf<uint16_t> packed_a, packed_b;
   auto each = [&](int64_t n, const std::function<void(int64_t, int)>& fn) {
@@ -395,7 +402,7 @@ void run_amx(ThreadPool* pool, int parts, int64_t M, int64_t N, int64_t K, const
       const int64_t j0 = jb * NC, nc = std::min(NC, gn - j0);  // relative to the group
       if (r0 >= r1) return;
       configure_tiles();
-      alignas(64) float tile[32 * 32];
+      alignas(64) float tile[32 * 32], bias_pad[32];
       for (int64_t k0 = 0; k0 < K; k0 += KC) {
         const int64_t kt_n = (std::min(KC, K - k0) + KT - 1) / KT;
         const bool acc = accumulate || k0 > 0;
@@ -408,15 +415,21 @@ void run_amx(ThreadPool* pool, int parts, int64_t M, int64_t N, int64_t K, const
               const uint16_t* ap = pa + ((i0 + ip) / 32) * parts * panel_size + (k0 / KT) * 2 * TILE;
               const int64_t rows = std::min<int64_t>(32, mc - ip);
               float* c = C + (i0 + ip) * ldc + g0 + j0 + jp;
+              const float* bj = bias ? bias + g0 + j0 + jp : nullptr;
+              if (bj && cols < 32) {
+                std::memset(bias_pad, 0, sizeof bias_pad);
+                std::memcpy(bias_pad, bj, sizeof(float) * size_t(cols));
+                bj = bias_pad;
+              }
               if (rows == 32 && cols == 32) {
-                run_kernel(kt_n, ap, panel_size, bp, b_ps, c, ldc, acc);
+                run_kernel(kt_n, ap, panel_size, bp, b_ps, c, ldc, acc, bj);
                 continue;
               }
               // Edge block: through a full tile, with the same arithmetic as a whole block, so a
               // row's result does not depend on where the block edges fall.
               if (acc)
                 for (int64_t r = 0; r < rows; r++) std::memcpy(tile + r * 32, c + r * ldc, sizeof(float) * size_t(cols));
-              run_kernel(kt_n, ap, panel_size, bp, b_ps, tile, 32, acc);
+              run_kernel(kt_n, ap, panel_size, bp, b_ps, tile, 32, acc, bj);
               for (int64_t r = 0; r < rows; r++) std::memcpy(c + r * ldc, tile + r * 32, sizeof(float) * size_t(cols));
             }
           }
@@ -432,8 +445,8 @@ int parts_of(const ThreadPool* pool) { return pool && pool->matmul_bf16 ? 1 : 3;
 }  // namespace
 
 void gemm_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs, const float* B,
-              int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate) {
-  run_amx(pool, parts_of(pool), M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, nullptr, 0, C, ldc, accumulate);
+              int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate, const float* bias) {
+  run_amx(pool, parts_of(pool), M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, nullptr, 0, C, ldc, accumulate, bias);
 }
 
 PackedB::~PackedB() { std::free(data_); }
@@ -458,7 +471,7 @@ void PackedB::pack(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64
 void gemm_packed(ThreadPool* pool, int64_t M, const float* A, int64_t a_rs, int64_t a_cs, const PackedB& B, float* C, int64_t ldc,
                  bool accumulate) {
   if (M <= 0) return;
-  run_amx(pool, B.parts_, M, B.N_, B.K_, A, a_rs, a_cs, nullptr, 0, 0, B.data_, B.plane_, C, ldc, accumulate);
+  run_amx(pool, B.parts_, M, B.N_, B.K_, A, a_rs, a_cs, nullptr, 0, 0, B.data_, B.plane_, C, ldc, accumulate, nullptr);
 }
 
 }  // namespace kpig

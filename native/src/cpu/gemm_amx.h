@@ -19,9 +19,10 @@ bool amx_available();
 // (KPIG_ISA=avx512|avx2|scalar picks the FMA kernels).
 bool amx_fp32();
 
-// Same contract as gemm(), in the pool's mode (bf16, or float32 from three pieces).
+// Same contract as gemm(), in the pool's mode (bf16, or float32 from three pieces). With bias and not
+// accumulate, C starts from the bias row instead of zero.
 void gemm_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
-              const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate);
+              const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate, const float* bias = nullptr);
 
 // A B operand (a weight) packed once into the AMX layout, for products that reuse it many times
 // (the LM head over chunks of rows), in the pool's mode at packing time. Empty unless AMX serves that

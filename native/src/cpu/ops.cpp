@@ -268,6 +268,37 @@ void exp_shift_inplace(float* x, int64_t n, float shift, float scale) {
   for (int64_t i = done; i < n; i++) x[i] = scale * std::exp(x[i] - shift);
 }
 
+__attribute__((target("avx512f"))) static float softmax_unnormalised_512(float* s, int64_t valid, float scale, float* m) {
+  __m512 mx = _mm512_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < valid; i += 16)
+    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), __mmask16(valid - i >= 16 ? 0xFFFF : (1u << (valid - i)) - 1), s + i));
+  const float shift = scale * _mm512_reduce_max_ps(mx);
+  const __m512 k = _mm512_set1_ps(scale), sh = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < valid; i += 16) {
+    const __mmask16 lanes = __mmask16(valid - i >= 16 ? 0xFFFF : (1u << (valid - i)) - 1);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_mul_ps(k, _mm512_maskz_loadu_ps(lanes, s + i)), sh));
+    sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(lanes, e));
+    _mm512_mask_storeu_ps(s + i, lanes, e);
+  }
+  *m = shift;
+  return _mm512_reduce_add_ps(sum);
+}
+
+float softmax_unnormalised_row(float* s, int64_t valid, int64_t n, float scale, float* m) {
+  float sum = 0.f;
+  if (cpu_avx512()) {
+    sum = softmax_unnormalised_512(s, valid, scale, m);
+  } else {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < valid; j++) mx = std::max(mx, scale * s[j]);
+    for (int64_t j = 0; j < valid; j++) sum += s[j] = std::exp(scale * s[j] - mx);
+    *m = mx;
+  }
+  std::memset(s + valid, 0, sizeof(float) * size_t(n - valid));
+  return sum;
+}
+
 int64_t argmax_row(const float* x, int64_t V) {
   int64_t best = 0;
   for (int64_t i = 1; i < V; i++)

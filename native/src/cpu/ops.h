@@ -44,6 +44,9 @@ void attend_backward_row(const float* q, const float* k, const float* v, int64_t
 float logsumexp_row(const float* x, int64_t V);
 // x(n) ← scale · exp(x − shift)
 void exp_shift_inplace(float* x, int64_t n, float shift, float scale);
+// One attention row, unnormalised: s[j] ← exp(scale·s[j] − m) for j < valid with m = max_j scale·s[j]
+// (scale > 0), s[valid, n) ← 0. Sets *m and returns Σ_j s[j].
+float softmax_unnormalised_row(float* s, int64_t valid, int64_t n, float scale, float* m);
 // Information-gain quantities of one response position from its full and masked logit rows:
 // NLLs of y, KL(p‖q), JS(p, q) and both entropies, all in nats. One pass over the vocabulary after
 // the two log-sum-exps.

@@ -50,23 +50,29 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   // One forward pass: each pair's full sequence from position 0, writing its keys and values into a
   // cache, and its masked continuation after the shared prefix, whose attention reads the prefix
   // from a copy of that cache (made layer by layer inside the pass).
-  std::vector<std::unique_ptr<KVCache>> ca, cb;
+  // Caches, hidden states and logits live in the workspace between calls (no fresh pages per batch).
+  std::vector<std::unique_ptr<KVCache>>& caches = m.ws.ig_caches;
+  size_t used = 0;
+  auto cache = [&](int64_t cap) {
+    if (used == caches.size()) caches.push_back(nullptr);
+    std::unique_ptr<KVCache>& kv = caches[used++];
+    if (!kv || kv->capacity < cap) kv = std::make_unique<KVCache>(c, cap);
+    return kv.get();
+  };
   std::vector<int32_t> toks;
   std::vector<SeqRun> runs;
   std::vector<int64_t> full_row(static_cast<size_t>(n), -1), masked_row(static_cast<size_t>(n), -1);
   for (int64_t i = 0; i < n; i++) {
     const IgPair& p = pairs[i];
     const int64_t s = shared[size_t(i)];
-    if (s > 0) {
-      ca.push_back(std::make_unique<KVCache>(c, p.full_len));
-      cb.push_back(std::make_unique<KVCache>(c, p.masked_len));
-    }
+    KVCache* const ca = s > 0 ? cache(p.full_len) : nullptr;
+    KVCache* const cb = s > 0 ? cache(p.masked_len) : nullptr;
     full_row[size_t(i)] = int64_t(toks.size());
-    runs.push_back({int64_t(toks.size()), p.full_len, 0, s > 0 ? ca.back().get() : nullptr});
+    runs.push_back({int64_t(toks.size()), p.full_len, 0, ca});
     toks.insert(toks.end(), p.full, p.full + p.full_len);
     if (p.masked_len > s) {
       masked_row[size_t(i)] = int64_t(toks.size());
-      runs.push_back({int64_t(toks.size()), p.masked_len - s, s, s > 0 ? cb.back().get() : nullptr, s > 0 ? ca.back().get() : nullptr});
+      runs.push_back({int64_t(toks.size()), p.masked_len - s, s, cb, ca});
       toks.insert(toks.end(), p.masked + s, p.masked + p.masked_len);
     }
   }
@@ -89,7 +95,8 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
       kept += keep.back().second - keep.back().first;
     }
   }
-  std::vector<float> hidden(size_t(kept * C));
+  std::vector<float>& hidden = m.ws.ig_hidden;
+  hidden.resize(size_t(kept * C));
   m.forward_hidden(toks.data(), int64_t(toks.size()), runs, hidden.data(), nullptr, 0, &keep);
   // The hidden state predicting response token t of pair i, full or masked (position len − R − 1 + t).
   auto hidden_at = [&](int64_t i, bool full, int64_t t) -> const float* {
@@ -104,7 +111,9 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     for (int64_t t = 0; t < pairs[i].response_len; t++) jobs.push_back({i, t});
   std::vector<IgTokenStats> stats(jobs.size());
   const int64_t chunk = 128;  // row pairs per head pass: 2·chunk × V logits at a time
-  std::vector<float> hbuf(size_t(2 * chunk * C)), logits(size_t(2 * chunk * V));
+  std::vector<float> hbuf(size_t(2 * chunk * C));
+  std::vector<float>& logits = m.ws.ig_logits;
+  logits.resize(size_t(2 * chunk * V));
   PackedB head;
   if (jobs.size() > size_t(chunk)) m.pack_head(head);
   for (size_t j0 = 0; j0 < jobs.size(); j0 += size_t(chunk)) {

@@ -27,16 +27,9 @@ bool keep(uint64_t seed, uint64_t i, float p) {
 
 void Linear::apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate,
                    LinearSaved* saved, uint64_t seed) const {
-  if (!b.empty()) {
-    for (int64_t i = 0; i < M; i++) {
-      float* yi = y + i * ldy;
-      if (accumulate) for (int64_t j = 0; j < out; j++) yi[j] += b[j];
-      else std::copy(b.begin(), b.end(), yi);
-    }
-    accumulate = true;
-  }
-  if (in_major) gemm(pool, M, out, in, x, ldx, 1, w.data(), out, 1, y, ldy, accumulate);
-  else gemm(pool, M, out, in, x, ldx, 1, w.data(), 1, in, y, ldy, accumulate);
+  const float* bias = b.empty() ? nullptr : b.data();
+  if (in_major) gemm(pool, M, out, in, x, ldx, 1, w.data(), out, 1, y, ldy, accumulate, bias);
+  else gemm(pool, M, out, in, x, ldx, 1, w.data(), 1, in, y, ldy, accumulate, bias);
   if (lora.empty()) return;
   if (saved) {
     saved->u.resize(lora.size());

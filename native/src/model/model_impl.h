@@ -133,6 +133,8 @@ struct Workspace {
   std::vector<float> hidden, dh;                                           // training head
   std::vector<float> dx, tmp, d_act, d_ff, d_h, d_att, d_qkv;              // backward
   Acts acts;
+  std::vector<float> ig_hidden, ig_logits;                                 // IG scoring
+  std::vector<std::unique_ptr<KVCache>> ig_caches;
 };
 
 class ModelImpl {
