@@ -63,6 +63,22 @@ static void test_gemm(kpig::ThreadPool* pool) {
   }
 }
 
+// Random operands of an M × N × K product in one of four layouts: A is (M,K) row-major or stored
+// transposed (K,M); B is (K,N) row-major or stored (N,K). C0 is a starting C for accumulation.
+struct Operands {
+  int64_t a_rs, a_cs, b_rs, b_cs;
+  std::vector<float> A, B, C0;
+};
+static Operands make_operands(int M, int N, int K, int layout, std::mt19937& rng) {
+  std::normal_distribution<float> nd;
+  const bool ta = layout & 1, tb = layout & 2;
+  Operands o{ta ? 1 : K, ta ? M : 1, tb ? 1 : N, tb ? K : 1, std::vector<float>(size_t(M) * K), std::vector<float>(size_t(N) * K),
+             std::vector<float>(size_t(M) * N)};
+  for (auto* v : {&o.A, &o.B, &o.C0})
+    for (auto& x : *v) x = nd(rng);
+  return o;
+}
+
 // float32 accuracy at sizes large enough for every float32 path (AMX from three bf16 pieces where the
 // CPU has it, else the FMA kernels): the error against a double reference, relative to Σ|a·b|, must
 // stay at float32's level (a bf16 or two-piece product would miss by 1e-5 and more). A B packed once
@@ -71,21 +87,16 @@ static void test_gemm_fp32_accuracy() {
   kpig::ThreadPool pool(2);
   std::mt19937 rng(11);
   std::normal_distribution<float> nd;
-  check(std::string(kpig::gemm_isa()) == (kpig::amx_fp32() ? "amx" : kpig::gemm_isa()) &&
-            (std::string(kpig::gemm_isa()) != "amx" || kpig::amx_fp32()),
-        "gemm_isa reports amx exactly when float32 runs on AMX");
+  check((std::string(kpig::gemm_isa()) == "amx") == kpig::amx_fp32(), "gemm_isa reports amx exactly when float32 runs on AMX");
   // Sizes cross the AMX driver's edges: 32-row/column tiles, 32-k steps, k blocks (K > 1024), 256-row and
   // 1024-column blocks; the first has fewer rows than gemm() sends to AMX.
   const int sizes[][3] = {{100, 45, 301}, {384, 33, 300}, {520, 70, 513}, {400, 1100, 40}, {390, 260, 1030}};
   for (auto& sz : sizes) {
     const int M = sz[0], N = sz[1], K = sz[2];
     for (int layout = 0; layout < 4; layout++) {
-      const bool ta = layout & 1, tb = layout & 2;
-      const int64_t a_rs = ta ? 1 : K, a_cs = ta ? M : 1, b_rs = tb ? 1 : N, b_cs = tb ? K : 1;
-      std::vector<float> A(size_t(M) * K), B(size_t(N) * K), C0(size_t(M) * N);
-      for (auto& v : A) v = nd(rng);
-      for (auto& v : B) v = nd(rng);
-      for (auto& v : C0) v = nd(rng);
+      const Operands o = make_operands(M, N, K, layout, rng);
+      const int64_t a_rs = o.a_rs, a_cs = o.a_cs, b_rs = o.b_rs, b_cs = o.b_cs;
+      const std::vector<float>&A = o.A, &B = o.B, &C0 = o.C0;
       kpig::PackedB packed;
       packed.pack(&pool, K, N, B.data(), b_rs, b_cs);
       check(packed.empty() == !kpig::amx_fp32(), "a float32 packed B exists exactly when AMX runs float32 matmuls");
@@ -155,13 +166,9 @@ static void test_gemm_bf16() {
   for (auto& sz : sizes) {
     const int M = sz[0], N = sz[1], K = sz[2];
     for (int layout = 0; layout < 4; layout++) {
-      const bool ta = layout & 1, tb = layout & 2;
-      // A is (M,K) row-major or stored transposed (K,M); B is (K,N) row-major or stored (N,K).
-      const int64_t a_rs = ta ? 1 : K, a_cs = ta ? M : 1, b_rs = tb ? 1 : N, b_cs = tb ? K : 1;
-      std::vector<float> A(size_t(M) * K), B(size_t(N) * K), C0(size_t(M) * N);
-      for (auto& v : A) v = nd(rng);
-      for (auto& v : B) v = nd(rng);
-      for (auto& v : C0) v = nd(rng);
+      const Operands o = make_operands(M, N, K, layout, rng);
+      const int64_t a_rs = o.a_rs, a_cs = o.a_cs, b_rs = o.b_rs, b_cs = o.b_cs;
+      const std::vector<float>&A = o.A, &B = o.B, &C0 = o.C0;
       for (int accumulate = 0; accumulate < 2; accumulate++) {
         std::vector<float> C = C0;
         kpig::gemm(&pool, M, N, K, A.data(), a_rs, a_cs, B.data(), b_rs, b_cs, C.data(), N, accumulate);
