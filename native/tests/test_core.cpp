@@ -79,6 +79,13 @@ static Operands make_operands(int M, int N, int K, int layout, std::mt19937& rng
   return o;
 }
 
+// Calls fn(M, N, K, layout, operands) for every size and the four layouts.
+template <size_t S, typename Fn>
+static void for_each_case(const int (&sizes)[S][3], std::mt19937& rng, Fn fn) {
+  for (auto& sz : sizes)
+    for (int layout = 0; layout < 4; layout++) fn(sz[0], sz[1], sz[2], layout, make_operands(sz[0], sz[1], sz[2], layout, rng));
+}
+
 // float32 accuracy at sizes large enough for every float32 path (AMX from three bf16 pieces where the
 // CPU has it, else the FMA kernels): the error against a double reference, relative to Σ|a·b|, must
 // stay at float32's level (a bf16 or two-piece product would miss by 1e-5 and more). A B packed once
@@ -91,10 +98,7 @@ static void test_gemm_fp32_accuracy() {
   // Sizes cross the AMX driver's edges: 32-row/column tiles, 32-k steps, k blocks (K > 1024), 256-row and
   // 1024-column blocks; the first has fewer rows than gemm() sends to AMX.
   const int sizes[][3] = {{100, 45, 301}, {384, 33, 300}, {520, 70, 513}, {400, 1100, 40}, {390, 260, 1030}};
-  for (auto& sz : sizes) {
-    const int M = sz[0], N = sz[1], K = sz[2];
-    for (int layout = 0; layout < 4; layout++) {
-      const Operands o = make_operands(M, N, K, layout, rng);
+  for_each_case(sizes, rng, [&](int M, int N, int K, int layout, const Operands& o) {
       const int64_t a_rs = o.a_rs, a_cs = o.a_cs, b_rs = o.b_rs, b_cs = o.b_cs;
       const std::vector<float>&A = o.A, &B = o.B, &C0 = o.C0;
       kpig::PackedB packed;
@@ -141,8 +145,7 @@ static void test_gemm_fp32_accuracy() {
         }
         check(worst < 5e-7, std::string("float32 gemm with bias (") + kpig::gemm_isa() + ") " + what + " relative err " + std::to_string(worst));
       }
-    }
-  }
+  });
 }
 
 // bf16 matmuls: both operands rounded to bfloat16, float32 accumulation; the reference sums the
@@ -163,10 +166,7 @@ static void test_gemm_bf16() {
   // Sizes cross every blocking edge of the AMX and AVX512_BF16 drivers (32-row/column tiles, 32-k
   // steps, k blocks (K > 1024), 256-row and 1024-column blocks).
   const int sizes[][3] = {{8, 32, 16}, {17, 45, 301}, {130, 70, 513}, {3, 100, 7}, {300, 1100, 1030}};
-  for (auto& sz : sizes) {
-    const int M = sz[0], N = sz[1], K = sz[2];
-    for (int layout = 0; layout < 4; layout++) {
-      const Operands o = make_operands(M, N, K, layout, rng);
+  for_each_case(sizes, rng, [&](int M, int N, int K, int layout, const Operands& o) {
       const int64_t a_rs = o.a_rs, a_cs = o.a_cs, b_rs = o.b_rs, b_cs = o.b_cs;
       const std::vector<float>&A = o.A, &B = o.B, &C0 = o.C0;
       for (int accumulate = 0; accumulate < 2; accumulate++) {
@@ -200,8 +200,7 @@ static void test_gemm_bf16() {
                                 "x" + std::to_string(K) + " layout " + std::to_string(layout) + " acc " + std::to_string(accumulate) +
                                 " err " + std::to_string(worst));
       }
-    }
-  }
+  });
 }
 
 static std::string tmp_path(const char* name) { return "/tmp/kpig_test_" + std::to_string(getpid()) + "_" + name; }

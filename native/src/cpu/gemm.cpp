@@ -295,8 +295,9 @@ uint16_t f32_to_bf16(float x) {
 void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
           const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate, const float* bias) {
   if (M <= 0 || N <= 0) return;
+  const bool bf16 = pool && pool->matmul_bf16;
+  const bool amx = bf16 ? amx_available() : amx_fp32() && M >= kAmxFp32MinRows;
   if (bias) {
-    const bool amx = pool && pool->matmul_bf16 ? amx_available() : amx_fp32() && M >= kAmxFp32MinRows;
     if (amx && !accumulate && K > 0) return gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, false, bias);
     for (int64_t i = 0; i < M; i++) {
       float* ci = C + i * ldc;
@@ -312,8 +313,7 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, sizeof(float) * N);
     return;
   }
-  const bool bf16 = pool && pool->matmul_bf16;
-  if (bf16 ? amx_available() : amx_fp32() && M >= kAmxFp32MinRows) {
+  if (amx) {
     gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
     return;
   }

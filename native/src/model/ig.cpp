@@ -61,17 +61,14 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   };
   std::vector<int32_t> toks;
   std::vector<SeqRun> runs;
-  std::vector<int64_t> full_row(static_cast<size_t>(n), -1), masked_row(static_cast<size_t>(n), -1);
   for (int64_t i = 0; i < n; i++) {
     const IgPair& p = pairs[i];
     const int64_t s = shared[size_t(i)];
     KVCache* const ca = s > 0 ? cache(p.full_len) : nullptr;
     KVCache* const cb = s > 0 ? cache(p.masked_len) : nullptr;
-    full_row[size_t(i)] = int64_t(toks.size());
     runs.push_back({int64_t(toks.size()), p.full_len, 0, ca});
     toks.insert(toks.end(), p.full, p.full + p.full_len);
     if (p.masked_len > s) {
-      masked_row[size_t(i)] = int64_t(toks.size());
       runs.push_back({int64_t(toks.size()), p.masked_len - s, s, cb, ca});
       toks.insert(toks.end(), p.masked + s, p.masked + p.masked_len);
     }
