@@ -125,7 +125,8 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       }
     });
   };
-  const bool trim = keep && !acts;
+  if (keep && acts) fail(ErrorCode::Internal, "forward_hidden: kept rows are for inference; training keeps every row");
+  const bool trim = keep != nullptr;
   for (int64_t l = 0; l < c.layers; l++) {
     const Layer& L = w.layers[size_t(l)];
     LayerActs* A = acts ? &acts->layers[size_t(l)] : nullptr;

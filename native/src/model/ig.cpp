@@ -77,7 +77,9 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   // positions inside the shared prefix (when the masked part ends right before the response) are
   // the full sequence's, so its kept range starts there.
   std::vector<std::pair<int64_t, int64_t>> keep;
-  std::vector<int64_t> full_first(static_cast<size_t>(n)), full_out(static_cast<size_t>(n)), masked_out(static_cast<size_t>(n));
+  // Per pair: first kept row of each run (run-local) and where its rows start in the output.
+  std::vector<int64_t> full_first(static_cast<size_t>(n)), masked_first(static_cast<size_t>(n));
+  std::vector<int64_t> full_out(static_cast<size_t>(n)), masked_out(static_cast<size_t>(n));
   int64_t kept = 0;
   for (int64_t i = 0; i < n; i++) {
     const IgPair& p = pairs[i];
@@ -87,7 +89,8 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     full_out[size_t(i)] = kept;
     kept += p.full_len - 1 - full_first[size_t(i)];
     if (p.masked_len > s) {
-      keep.push_back({std::max<int64_t>(0, mf - s), p.masked_len - 1 - s});
+      masked_first[size_t(i)] = std::max<int64_t>(0, mf - s);
+      keep.push_back({masked_first[size_t(i)], p.masked_len - 1 - s});
       masked_out[size_t(i)] = kept;
       kept += keep.back().second - keep.back().first;
     }
@@ -100,7 +103,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     const IgPair& p = pairs[i];
     const int64_t s = shared[size_t(i)], pos = (full ? p.full_len : p.masked_len) - p.response_len - 1 + t;
     if (full || pos < s) return &hidden[size_t((full_out[size_t(i)] + pos - full_first[size_t(i)]) * C)];
-    return &hidden[size_t((masked_out[size_t(i)] + pos - s - std::max<int64_t>(0, p.masked_len - p.response_len - 1 - s)) * C)];
+    return &hidden[size_t((masked_out[size_t(i)] + pos - s - masked_first[size_t(i)]) * C)];
   };
   struct Job { int64_t pair, t; };
   std::vector<Job> jobs;
