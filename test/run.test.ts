@@ -112,10 +112,11 @@ describe('replay plans obey their definitions', () => {
     expect(new Set(plan(dir, 3).map((x) => x.task_id))).toEqual(new Set(['task0', 'task1', 'task2']));
   });
 
-  it('kpig allocates m·(t−1) by exp(−IG/τ) and takes the lowest-IG instances', async () => {
-    const dir = await run('kpig');
+  it('kpig, as DESIGN.md reads it, allocates m·(t−1) by exp(−IG/τ) and takes the lowest-IG instances', async () => {
+    const dir = await run('kpig', { selection: 'lowest', igLevel: 'token', tauFloor: 0, minShare: 0, replayMask: 'fixed', objectiveMask: 'fixed' });
     for (const t of [2, 3]) {
-      const scores = tableFromIPC(readFileSync(join(dir, `stage-0${t}`, 'ig.arrow'))).toArray().map((r) => r.toJSON() as { task_id: string; instance_id: string; ig_ce: number });
+      const scores = tableFromIPC(readFileSync(join(dir, `stage-0${t}`, 'ig.arrow'))).toArray().map((r) => r.toJSON() as { task_id: string; instance_id: string; ig_ce: number; masked_instruction: string });
+      for (const s of scores) expect(s.masked_instruction).toMatch(/^Is the word even\? Answer '\[MASK\]' or '\[MASK\]'\.$|^Reply '\[MASK\]' when/);
       const prev = Array.from({ length: t - 1 }, (_, k) => `task${k}`);
       const perTask = prev.map((task) => scores.filter((s) => s.task_id === task));
       const taskIg = perTask.map((s) => s.reduce((a, x) => a + x.ig_ce, 0) / s.length);
@@ -136,6 +137,47 @@ describe('replay plans obey their definitions', () => {
     expect(lines.some((l) => typeof l.ig === 'number')).toBe(true);
     // Instruction diversity: training items use both the seed and the rewrite.
     expect(new Set(plan(dir, 1).map((x) => x.instruction_id.split('/')[1]))).toEqual(new Set(['seed', 'breadth-1']));
+  });
+
+  it('kpig by default: sequence-level IG, τ floor and minimum share, stratified by gold label, counterfactual masking recorded', async () => {
+    const dir = await run('kpig');
+    const masking = JSON.parse(readFileSync(join(dir, 'masking.json'), 'utf8'));
+    expect(masking).toMatchObject({ replay: 'counterfactual', objective: 'counterfactual', seed: 1 });
+    expect(masking.placeholder_pool.length).toBeGreaterThan(5);
+    const words = ['yes', 'no', 'up', 'down', 'hot', 'cold', 'red', 'blue'];
+    for (const t of [2, 3]) {
+      const scores = tableFromIPC(readFileSync(join(dir, `stage-0${t}`, 'ig.arrow'))).toArray().map(
+        (r) => r.toJSON() as { task_id: string; instance_id: string; instruction_id: string; ig_ce: number; n_tokens: number; masked_instruction: string },
+      );
+      for (const s of scores) {
+        // Other label words of the set stand where the task's own were: no placeholder for the objective to learn.
+        const quotedWords = [...s.masked_instruction.matchAll(/'([^']+)'/g)].map((m) => m[1]);
+        expect(quotedWords).toHaveLength(2);
+        for (const w of quotedWords) expect(words).toContain(w);
+        expect(s.masked_instruction).not.toMatch(/MASK/);
+      }
+      const prev = Array.from({ length: t - 1 }, (_, k) => `task${k}`);
+      const perTask = prev.map((task) => scores.filter((s) => s.task_id === task));
+      const taskIg = perTask.map((s) => s.reduce((a, x) => a + x.ig_ce * x.n_tokens, 0) / s.length);
+      const alloc = JSON.parse(readFileSync(join(dir, `stage-0${t}`, 'allocation.json'), 'utf8'));
+      // τ = max(std, 0.5); every task at least half an equal share.
+      expect(alloc.tau).toBeCloseTo(Math.max(stdDev(taskIg), 0.5), 12);
+      const replay = plan(dir, t).filter((x) => x.role === 'replay');
+      expect(replay).toHaveLength(M * (t - 1));
+      prev.forEach((task, k) => {
+        const chosen = replay.filter((x) => x.task_id === task).map((x) => x.instance_id);
+        expect(chosen.length).toBeGreaterThanOrEqual(Math.floor((0.5 * M * (t - 1)) / (t - 1)));
+        // Gold classes of the buffer: the answer's position in the label set (even / odd word length).
+        const cls = (id: string) => (Number(id.split('-')[1]) < 8 ? ['ant', 'bee', 'cat', 'dog', 'eel', 'fox', 'gnu', 'hen', 'ibis', 'jay', 'kiwi', 'lynx', 'mole', 'newt', 'orca', 'puma'][(Number(id.split('-')[1]) * 5 + k * 3) % 16].length % 2 : -1);
+        if (chosen.length >= 2) expect(new Set(chosen.map(cls)).size).toBe(2);
+        // Within a class, the chosen are its lowest-IG items.
+        for (const c of [0, 1]) {
+          const inClass = perTask[k].filter((s) => cls(s.instance_id) === c).sort((a, b) => a.ig_ce * a.n_tokens - b.ig_ce * b.n_tokens);
+          const picked = chosen.filter((id) => cls(id) === c);
+          expect(new Set(picked)).toEqual(new Set(inClass.slice(0, picked.length).map((s) => s.instance_id)));
+        }
+      });
+    }
   });
 
   it('kpig ablations: no diversity uses seed instructions only; no IG replay is random', async () => {

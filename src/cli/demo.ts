@@ -4,31 +4,53 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
-import { DEMO_STRATEGIES, meanStd, runDemo, type DemoEvent, type DemoRow } from '../pipeline/demo.js';
+import { formatInterval } from '../eval/stats.js';
+import { DEMO_METRICS, DEMO_STRATEGIES, HELD_OUT_METRICS, runDemo, type DemoEvent, type DemoMetric, type DemoResult } from '../pipeline/demo.js';
 import { STRATEGY_NAMES, type StrategyName } from '../pipeline/config.js';
 import { duration, int } from './util.js';
 
-function cell(xs: (number | null)[], seeds: number): string {
-  const s = meanStd(xs);
-  if (!s) return '–';
-  return seeds > 1 ? `${s.mean.toFixed(3)} ± ${s.std.toFixed(3)}` : s.mean.toFixed(3);
+const HEADINGS: Record<DemoMetric, string> = {
+  ap: 'AP',
+  bwt: 'BWT',
+  forgetting: 'forgetting',
+  pScore: 'P-score (held-out)',
+  vScore: 'V-score (held-out)',
+  heldOutRougeL: 'held-out ROUGE-L',
+  listenHeldOut: 'listening (held-out)',
+  listenSeen: 'listening (seen)',
+  constantRate: 'constant answers',
+};
+
+/**
+ * The comparison as a Markdown table (what the README shows): mean ± half-width of the 95%
+ * t-interval over seeds (the mean alone for one seed), then the paired difference KPIG − random.
+ * When the validity gate fails, the held-out columns are marked as not evidence.
+ */
+export function demoTable(result: Pick<DemoResult, 'rows' | 'intervals' | 'paired' | 'gate'>): string {
+  const mark = (m: DemoMetric) => (HELD_OUT_METRICS.includes(m) && !result.gate.pass ? ' (not evidence)' : '');
+  const head = ['strategy', ...DEMO_METRICS.map((m) => HEADINGS[m] + mark(m))];
+  const lines = [head, head.map(() => '---')];
+  for (const r of result.rows) lines.push([r.strategy, ...DEMO_METRICS.map((m) => formatInterval(result.intervals[r.strategy]?.[m] ?? null))]);
+  if (result.paired) lines.push(['kpig − random (paired)', ...DEMO_METRICS.map((m) => formatInterval(result.paired![m]))]);
+  return lines.map((l) => `| ${l.join(' | ')} |`).join('\n');
 }
 
-/** The comparison as a Markdown table (what the README shows). */
-export function demoTable(rows: DemoRow[], seeds: number): string {
-  const head = ['strategy', 'AP', 'BWT', 'forgetting', 'P-score (held-out)', 'V-score (held-out)', 'held-out ROUGE-L'];
-  const lines = [head, head.map(() => '---')];
-  for (const r of rows) lines.push([r.strategy, cell(r.ap, seeds), cell(r.bwt, seeds), cell(r.forgetting, seeds), cell(r.pScore, seeds), cell(r.vScore, seeds), cell(r.heldOutRougeL, seeds)]);
-  return lines.map((l) => `| ${l.join(' | ')} |`).join('\n');
+/** The validity gate as lines of text. */
+export function gateText(result: Pick<DemoResult, 'gate'>): string {
+  const g = result.gate;
+  const lines = [`validity gate: ${g.pass ? 'PASS' : 'FAIL'} (${g.reason})`];
+  for (const c of g.checks) lines.push(`  ${c.pass === null ? '?' : c.pass ? '✓' : '✗'} ${c.name}: ${c.detail}`);
+  if (!g.pass) lines.push('  the held-out columns are not evidence of instruction following on this benchmark');
+  return lines.join('\n');
 }
 
 /** Adds `kpig demo` to the program. */
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('the built-in benchmark: a generated key-part task suite, a tiny base model trained here, and none / random / inscl / kpig compared')
+    .description('the built-in benchmark: a generated key-part task suite, a tiny base model per seed, the validity gate, and none / random / inscl / kpig / multitask compared')
     .option('--quick', 'a smaller suite and base model (about a minute)')
-    .option('--seeds <n>', 'repeat with seeds 0..n−1 and report mean ± std', int('--seeds', 1), 1)
+    .option('--seeds <n>', 'repeat with seeds 0..n−1 (a base model each) and report mean ± 95% interval', int('--seeds', 1), 1)
     .option('-o, --out <dir>', 'where runs and the report go (default runs/demo or runs/demo-quick)')
     .option('--cache <dir>', 'base-model cache (default $KPIG_CACHE/base-models or ~/.cache/kpig/base-models)')
     .option('--strategies <list>', `comma-separated (default ${DEMO_STRATEGIES.join(',')})`)
@@ -76,8 +98,12 @@ export function registerDemo(program: Command): void {
           return;
         }
         console.log(`\nkpig demo${o.quick ? ' --quick' : ''}: ${o.seeds} seed${o.seeds > 1 ? 's' : ''}, ${duration((Date.now() - t0) / 1000)}\n`);
-        console.log(demoTable(result.rows, o.seeds));
-        console.log(`\nAP, BWT and forgetting: ROUGE-L over the seen tasks (stage × task matrix). Held-out: P-score = ROUGE-L over outputs inside the label set, V-score = share of outputs inside it.`);
+        console.log(demoTable(result));
+        console.log(`\n${gateText(result)}`);
+        console.log(
+          `\nAP, BWT and forgetting: ROUGE-L over the seen tasks (stage × task matrix). Held-out: P-score = ROUGE-L over outputs inside the label set, V-score = share of outputs inside it. ` +
+            `Listening: share of probe answers that follow the instruction given when its key parts take other values. Constant answers: share of a task's most frequent answer, mean over tasks.`,
+        );
         console.log(`report: ${result.report.html}`);
       } catch (err) {
         if (err instanceof KpigError && err.code === 'E_CANCELLED') {

@@ -25,6 +25,7 @@ import { InputError } from '../errors/index.js';
 import { readArrowTable } from '../io/arrow.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import {
+  TASKSET_READABLE_VERSIONS,
   TASKSET_SCHEMA_VERSION,
   type InstanceRecord,
   type InstructionRecord,
@@ -69,6 +70,7 @@ const COLUMNS: Record<TableName, [string, DataType, boolean][]> = {
     ['origin', utf8(), false],
     ['key_source', utf8(), false],
     ['parent_id', utf8(), true],
+    ['label_set', listOf(utf8()), true],
   ],
   instances: [
     ['task_id', utf8(), false],
@@ -76,6 +78,8 @@ const COLUMNS: Record<TableName, [string, DataType, boolean][]> = {
     ['split', utf8(), false],
     ['input', utf8(), false],
     ['outputs', listOf(utf8()), false],
+    ['instruction_id', utf8(), true],
+    ['probe_of', utf8(), true],
   ],
   streams: [
     ['name', utf8(), false],
@@ -83,6 +87,9 @@ const COLUMNS: Record<TableName, [string, DataType, boolean][]> = {
     ['held_out', listOf(utf8()), false],
   ],
 };
+
+/** Columns that version 2 added; a version-1 table lacks them and reads them as null. */
+const V2_COLUMNS = ['instruction_id', 'probe_of', 'label_set'];
 
 function metadata(table: TableName): Map<string, string> {
   return new Map([
@@ -117,9 +124,12 @@ export async function writeTaskSet(dir: string, set: TaskSet, options: { overwri
     ),
     instructions: toArrow(
       'instructions',
-      set.instructions.map((r) => ({ ...r, key_spans: r.key_spans.map((s) => ({ start: s.start, end: s.end, kind: s.kind ?? null })) })),
+      set.instructions.map((r) => ({ ...r, label_set: r.label_set ?? null, key_spans: r.key_spans.map((s) => ({ start: s.start, end: s.end, kind: s.kind ?? null })) })),
     ),
-    instances: toArrow('instances', set.instances as unknown as Record<string, unknown>[]),
+    instances: toArrow(
+      'instances',
+      set.instances.map((r) => ({ ...r, instruction_id: r.instruction_id ?? null, probe_of: r.probe_of ?? null })),
+    ),
     streams: toArrow('streams', set.streams as unknown as Record<string, unknown>[]),
   };
   await writeDirAtomic(
@@ -136,10 +146,12 @@ async function readTable(dir: string, name: TableName): Promise<Table> {
   const table = await readArrowTable(path);
   const version = table.schema.metadata.get('kpig.schema_version');
   if (version === undefined) throw new InputError(`${path}: no kpig.schema_version in the Arrow schema metadata; not a kpig task-set table`);
-  if (Number(version) !== TASKSET_SCHEMA_VERSION)
-    throw new InputError(`${path}: task-set schema version ${version}; this build reads version ${TASKSET_SCHEMA_VERSION}`);
+  if (!TASKSET_READABLE_VERSIONS.includes(Number(version)))
+    throw new InputError(`${path}: task-set schema version ${version}; this build reads versions ${TASKSET_READABLE_VERSIONS.join(', ')}`);
   const names = table.schema.fields.map((f) => f.name);
-  const missing = COLUMNS[name].map(([c]) => c).filter((c) => !names.includes(c));
+  const missing = COLUMNS[name]
+    .map(([c]) => c)
+    .filter((c) => !names.includes(c) && !(Number(version) === 1 && V2_COLUMNS.includes(c)));
   if (missing.length) throw new InputError(`${path}: missing column(s) ${missing.join(', ')} (columns: ${names.join(', ')})`);
   return table;
 }
@@ -207,6 +219,7 @@ export async function readTaskSet(dir: string): Promise<TaskSet> {
         origin: r.origin as InstructionRecord['origin'],
         key_source: r.key_source as InstructionRecord['key_source'],
         parent_id: (r.parent_id as string | null) ?? null,
+        ...(r.label_set != null ? { label_set: r.label_set as string[] } : {}),
       }),
     ),
     instances: instances.map(
@@ -216,6 +229,8 @@ export async function readTaskSet(dir: string): Promise<TaskSet> {
         split: r.split as InstanceRecord['split'],
         input: r.input as string,
         outputs: r.outputs as string[],
+        ...(r.instruction_id != null ? { instruction_id: r.instruction_id as string } : {}),
+        ...(r.probe_of != null ? { probe_of: r.probe_of as string } : {}),
       }),
     ),
     streams: streams.map((r): TaskStream => ({ name: r.name as string, seen: r.seen as string[], held_out: r.held_out as string[] })),

@@ -5,7 +5,10 @@
  * column-level documentation is in docs/data.md.
  */
 
-export const TASKSET_SCHEMA_VERSION = 1;
+export const TASKSET_SCHEMA_VERSION = 2;
+
+/** Schema versions this build reads; version 1 has no `instruction_id` / `probe_of` instance columns. */
+export const TASKSET_READABLE_VERSIONS: readonly number[] = [1, 2];
 
 /** Character offsets into an instruction text, `start` inclusive, `end` exclusive (UTF-16 units). */
 export interface KeySpan {
@@ -57,9 +60,19 @@ export interface InstructionRecord {
   key_source: KeySource;
   /** The instruction this one was rewritten from (null for a seed). */
   parent_id: string | null;
+  /**
+   * The closed output space of this instruction when it is not the task's: a task whose label
+   * words vary per instruction records each instruction's own labels here (the task's `label_set`
+   * is then their union). Absent or null: the task's `label_set`.
+   */
+  label_set?: string[] | null;
 }
 
-export type Split = 'train' | 'test';
+/**
+ * `train` and `test` as usual; `probe`: counterfactual listening probes, each a test instance asked
+ * with an instruction whose key parts were given other valid values (see docs/eval.md).
+ */
+export type Split = 'train' | 'test' | 'probe';
 
 export interface InstanceRecord {
   task_id: string;
@@ -69,6 +82,14 @@ export interface InstanceRecord {
   input: string;
   /** Every accepted output; the first is the training target. */
   outputs: string[];
+  /**
+   * The instruction whose key values this instance's outputs answer (a task whose key parts vary
+   * per instance); it and its rewrites are the only instructions the instance may be asked with.
+   * Absent or null: any instruction of the task answers it.
+   */
+  instruction_id?: string | null;
+  /** A `probe` instance: the id of the test instance of the same task whose instruction it changes. */
+  probe_of?: string | null;
 }
 
 /** An ordered stream of seen tasks and a set of held-out tasks. */

@@ -10,7 +10,7 @@ import type { InstructionOrigin, KeySource, KeySpanKind, Split, TaskKind, TaskSe
 export const TASK_KINDS: readonly TaskKind[] = ['classification', 'generation'];
 export const ORIGINS: readonly InstructionOrigin[] = ['seed', 'concretizing', 'reasoning', 'constraint', 'breadth'];
 export const KEY_SOURCES: readonly KeySource[] = ['explicit', 'heuristic', 'llm', 'none'];
-export const SPLITS: readonly Split[] = ['train', 'test'];
+export const SPLITS: readonly Split[] = ['train', 'test', 'probe'];
 export const SPAN_KINDS: readonly KeySpanKind[] = ['label', 'format', 'length', 'entity', 'other'];
 
 function oneOf<T extends string>(value: unknown, allowed: readonly T[], where: string): void {
@@ -48,6 +48,8 @@ export function validateTaskSet(set: TaskSet, source = 'task set'): void {
     oneOf(r.key_source, KEY_SOURCES, `${where} field key_source`);
     if ((r.origin === 'seed') !== (r.parent_id === null))
       throw new InputError(`${where}: a seed has no parent_id and a rewrite must have one (origin ${r.origin}, parent_id ${r.parent_id})`);
+    if (r.label_set != null && (!Array.isArray(r.label_set) || r.label_set.length === 0))
+      throw new InputError(`${where}: label_set must be absent, null or a non-empty list`);
     const sorted = [...r.key_spans].sort((a, b) => a.start - b.start);
     sorted.forEach((s, k) => {
       if (!Number.isInteger(s.start) || !Number.isInteger(s.end) || s.start < 0 || s.end > r.text.length || s.start >= s.end)
@@ -59,6 +61,7 @@ export function validateTaskSet(set: TaskSet, source = 'task set'): void {
   for (const r of set.instructions)
     if (r.parent_id !== null && !instructionIds.has(r.parent_id))
       throw new InputError(`${source}: instruction ${r.instruction_id}: parent_id '${r.parent_id}' is not in the set`);
+  const instructionTask = new Map(set.instructions.map((r) => [r.instruction_id, r.task_id]));
   const instanceIds = new Set<string>();
   set.instances.forEach((r, i) => {
     const where = `${source}: instances row ${i} (${r.task_id}/${r.instance_id})`;
@@ -68,7 +71,17 @@ export function validateTaskSet(set: TaskSet, source = 'task set'): void {
     instanceIds.add(key);
     oneOf(r.split, SPLITS, `${where} field split`);
     if (!Array.isArray(r.outputs) || r.outputs.length === 0) throw new InputError(`${where}: outputs must be a non-empty list`);
+    if (r.instruction_id != null) {
+      const ins = instructionTask.get(r.instruction_id);
+      if (ins === undefined) throw new InputError(`${where}: instruction_id '${r.instruction_id}' is not in the set`);
+      if (ins !== r.task_id) throw new InputError(`${where}: instruction_id '${r.instruction_id}' belongs to task '${ins}'`);
+    }
+    if ((r.split === 'probe') !== (r.probe_of != null))
+      throw new InputError(`${where}: a probe instance names the test instance it changes (probe_of) and only a probe does (split ${r.split}, probe_of ${r.probe_of ?? null})`);
   });
+  for (const r of set.instances)
+    if (r.probe_of != null && !instanceIds.has(`${r.task_id}\u0000${r.probe_of}`))
+      throw new InputError(`${source}: probe ${r.task_id}/${r.instance_id}: probe_of '${r.probe_of}' is not an instance of its task`);
   set.streams.forEach((s, i) => {
     const where = `${source}: streams row ${i} (${s.name})`;
     for (const id of [...s.seen, ...s.held_out]) known(id, where);

@@ -13,7 +13,7 @@ import { scorePrediction, type PredictionRow } from './predictions.js';
 export interface EvaluateOptions {
   /** Tasks to evaluate, in this order (default: every task of the set). */
   tasks?: string[];
-  /** Which instances (default 'test'). */
+  /** Which instances (default 'test'; 'probe': the counterfactual listening probes). */
   split?: Split;
   /** At most this many instances per task, the first ones in set order (default: all). */
   maxInstancesPerTask?: number;
@@ -21,7 +21,10 @@ export interface EvaluateOptions {
   maxNewTokens?: number;
   /** Prompts per generation call (default 8). */
   batchSize?: number;
-  /** The instruction shown for a task (default: the text of its `<task_id>/seed` instruction). */
+  /**
+   * The instruction shown for a task's instances that are not bound to an instruction of their
+   * own (`instruction_id`); default: the text of its `<task_id>/seed` instruction.
+   */
   instructionFor?: (task: TaskRecord) => string;
   signal?: AbortSignal;
   /** Called after every batch with instances done and the total. */
@@ -56,7 +59,7 @@ function keepTail(prompt: number[], n: number, bos: number | null): number[] {
  */
 export async function evaluateModel(model: Model, set: TaskSet, options: EvaluateOptions = {}): Promise<PredictionRow[]> {
   const split = options.split ?? 'test';
-  if (split !== 'test' && split !== 'train') throw new InputError(`evaluateModel: split must be 'test' or 'train', got '${String(split)}'`);
+  if (split !== 'test' && split !== 'train' && split !== 'probe') throw new InputError(`evaluateModel: split must be 'test', 'train' or 'probe', got '${String(split)}'`);
   const maxNewTokens = options.maxNewTokens ?? 64;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new InputError(`evaluateModel: maxNewTokens must be a positive integer, got ${maxNewTokens}`);
   const batchSize = positiveInt('batchSize', options.batchSize, 8);
@@ -69,6 +72,7 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
   const unknown = taskIds.filter((t) => !taskById.has(t));
   if (unknown.length) throw new InputError(`evaluateModel: unknown task(s) ${unknown.join(', ')} (the task set has ${set.tasks.length} tasks)`);
   const seeds = new Map(set.instructions.filter((i) => i.origin === 'seed' && i.instruction_id === `${i.task_id}/seed`).map((i) => [i.task_id, i.text]));
+  const instructionById = new Map(set.instructions.map((i) => [i.instruction_id, i]));
   const byTask = new Map<string, InstanceRecord[]>(taskIds.map((t) => [t, []]));
   for (const r of set.instances) {
     const list = byTask.get(r.task_id);
@@ -81,22 +85,27 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
     task: TaskRecord;
     inst: InstanceRecord;
     prompt: number[];
+    labelSet: string[] | null;
   }
   const budget = model.info.maxPositions - maxNewTokens;
   if (budget < 1) throw new InputError(`evaluateModel: maxNewTokens ${maxNewTokens} leaves no room for a prompt in the model's context of ${model.info.maxPositions}`);
   const jobs: Job[] = [];
   for (const id of taskIds) {
     const task = taskById.get(id)!;
-    let instruction: string;
-    if (options.instructionFor) instruction = options.instructionFor(task);
-    else {
+    let taskInstruction: string | undefined;
+    const fallback = () => {
+      if (taskInstruction !== undefined) return taskInstruction;
+      if (options.instructionFor) return (taskInstruction = options.instructionFor(task));
       const seed = seeds.get(id);
       if (seed === undefined) throw new InputError(`evaluateModel: task '${id}' has no seed instruction '${id}/seed'; pass instructionFor`);
-      instruction = seed;
-    }
+      return (taskInstruction = seed);
+    };
     for (const inst of byTask.get(id)!) {
+      // An instance bound to an instruction is asked with it: its output answers that instruction's key values.
+      const own = inst.instruction_id != null ? instructionById.get(inst.instruction_id) : undefined;
+      const instruction = own ? own.text : fallback();
       const prompt = tok.encode(renderPrompt({ instruction, input: inst.input, output: '' }), { addSpecialTokens: true });
-      jobs.push({ task, inst, prompt: prompt.length > budget ? keepTail(prompt, budget, tok.bosId) : prompt });
+      jobs.push({ task, inst, prompt: prompt.length > budget ? keepTail(prompt, budget, tok.bosId) : prompt, labelSet: own?.label_set ?? task.label_set });
     }
   }
 
@@ -120,6 +129,6 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
     instance_id: j.inst.instance_id,
     prediction: texts[i],
     references: [...j.inst.outputs],
-    ...scorePrediction(texts[i], j.inst.outputs, j.task.label_set),
+    ...scorePrediction(texts[i], j.inst.outputs, j.labelSet),
   }));
 }

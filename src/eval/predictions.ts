@@ -11,6 +11,7 @@ import { InputError } from '../errors/index.js';
 import { readArrowTable } from '../io/arrow.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { exactMatch, isValidOutput } from './metrics.js';
+import { constantAnswerRate } from './stats.js';
 import { rougeL } from './rouge.js';
 
 export const PREDICTIONS_SCHEMA_VERSION = 1;
@@ -166,6 +167,8 @@ export interface TaskSummary {
   exact_match: number;
   /** Share of valid outputs; null for a task without a label set. */
   v_score: number | null;
+  /** Share of the most frequent answer: 1 when the model gave every instance the same answer. */
+  constant_rate: number;
 }
 
 function summary(task_id: string, g: readonly PredictionRow[]): TaskSummary {
@@ -177,6 +180,7 @@ function summary(task_id: string, g: readonly PredictionRow[]): TaskSummary {
     rouge_l: mean((r) => r.rouge_l),
     exact_match: mean((r) => r.exact_match),
     v_score: judged.length ? judged.filter((r) => r.valid).length / judged.length : null,
+    constant_rate: constantAnswerRate(g.map((r) => r.prediction)),
   };
 }
 

@@ -7,6 +7,9 @@ import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { InputError } from '../errors/index.js';
 
+export const MASK_SCHEMES = ['fixed', 'pool', 'counterfactual'] as const;
+export type MaskScheme = (typeof MASK_SCHEMES)[number];
+
 export const STRATEGY_NAMES = ['none', 'random', 'multitask', 'kpig', 'inscl', 'ewc', 'lwf'] as const;
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
 
@@ -21,8 +24,24 @@ export interface StrategyConfig {
   gamma: number;
   /** Which IG ranks tasks and instances (KPIG). */
   ig: 'ce' | 'kl' | 'js';
-  /** KPIG ablations. */
+  /** KPIG: IG per response token (`token`, DESIGN.md's reading) or summed over the response (`sequence`) for allocation and selection. */
+  igLevel: 'token' | 'sequence';
+  /** KPIG: within a task, the lowest-IG items overall (`lowest`) or per gold class with quotas by class share (`stratified`). */
+  selection: 'lowest' | 'stratified';
+  /**
+   * KPIG: how the key parts are hidden for the replay signal and for the objective: one fixed
+   * `[MASK]` (`fixed`), a placeholder drawn per item from a seeded pool (`pool`), or other valid
+   * values of the same key part (`counterfactual`).
+   */
+  replayMask: MaskScheme;
+  objectiveMask: MaskScheme;
+  /** KPIG: the allocation temperature is at least this (nats, on the `igLevel` scale). */
+  tauFloor: number;
+  /** KPIG: every previous task keeps at least this fraction of an equal share of the budget (0–1). */
+  minShare: number;
+  /** Train on the instruction rewrites of the task set too (every strategy alike). */
   diversity: boolean;
+  /** KPIG ablations. */
   igReplay: boolean;
   igObjective: boolean;
   /** Buffer instances per previous task that are scored / embedded (0 = all train instances). */
@@ -79,6 +98,12 @@ const DEFAULT_STRATEGY: Omit<StrategyConfig, 'name'> = {
   lambda: 0.1,
   gamma: 0.5,
   ig: 'ce',
+  igLevel: 'sequence',
+  selection: 'stratified',
+  replayMask: 'counterfactual',
+  objectiveMask: 'counterfactual',
+  tauFloor: 0.5,
+  minShare: 0.5,
   diversity: true,
   igReplay: true,
   igObjective: true,
@@ -192,6 +217,12 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
     lambda: num(st.lambda, 'strategy.lambda', where, { min: 0 }),
     gamma: num(st.gamma, 'strategy.gamma', where, { min: 0 }),
     ig: choice(st.ig, ['ce', 'kl', 'js'] as const, 'strategy.ig', where),
+    igLevel: choice(st.igLevel, ['token', 'sequence'] as const, 'strategy.igLevel', where),
+    selection: choice(st.selection, ['lowest', 'stratified'] as const, 'strategy.selection', where),
+    replayMask: choice(st.replayMask, MASK_SCHEMES, 'strategy.replayMask', where),
+    objectiveMask: choice(st.objectiveMask, MASK_SCHEMES, 'strategy.objectiveMask', where),
+    tauFloor: num(st.tauFloor, 'strategy.tauFloor', where, { min: 0 }),
+    minShare: num(st.minShare, 'strategy.minShare', where, { min: 0 }),
     diversity: bool(st.diversity, 'strategy.diversity', where),
     igReplay: bool(st.igReplay, 'strategy.igReplay', where),
     igObjective: bool(st.igObjective, 'strategy.igObjective', where),
@@ -201,6 +232,7 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
     lwfLambda: num(st.lwfLambda, 'strategy.lwfLambda', where, { min: 0 }),
     tagger: choice(st.tagger, ['offline', 'llm'] as const, 'strategy.tagger', where),
   };
+  if (strategy.minShare > 1) throw new RunConfigError('strategy.minShare', `must be ≤ 1 (a fraction of an equal share), got ${strategy.minShare}`, where);
   const t = raw.train === undefined ? {} : raw.train;
   if (!isObject(t)) throw new RunConfigError('train', 'must be a mapping', where);
   checkKeys(t, Object.keys(DEFAULT_TRAIN), 'train', where);

@@ -1,16 +1,23 @@
 /**
- * `kpig demo`: the whole method on the built-in testbed. Generate the key-part task suite, build
- * (or reuse) the tiny base model, run the stream with several strategies, and compare them on
- * AP, BWT, forgetting, held-out P-score, V-score and ROUGE-L, over one or more seeds. Every run is
- * a normal run directory, so an interrupted demo resumes where it stopped.
+ * `kpig demo`: the whole method on the built-in testbed. Generate the key-part task suite and its
+ * instruction rewrites, build (or reuse) one tiny base model per seed, run the stream with every
+ * strategy on the same instructions, check that the benchmark can tell listening apart (the
+ * validity gate), and compare the strategies on AP, BWT, forgetting, held-out P-score, V-score,
+ * ROUGE-L and the listening probe, with 95% intervals over seeds and the paired difference
+ * KPIG − random. Every run is a normal run directory, so an interrupted demo resumes where it stopped.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { writeTaskSet } from '../data/store.js';
+import type { TaskSet } from '../data/taskset.js';
 import { InputError, KpigIOError } from '../errors/index.js';
+import { keyVariation, meanInterval, pairedDifference, validityGateOverSeeds, type GateInput, type GateResult, type IntervalSummary } from '../eval/stats.js';
+import { writeJsonAtomic } from '../io/atomic.js';
 import { writeReport } from '../report/report.js';
-import { readRun, type RunData } from '../report/run.js';
+import { readRun, type EvalScores, type RunData } from '../report/run.js';
+import { offlineRewriter } from '../rewrite/offline.js';
+import { diversify, type RewriteKind } from '../rewrite/variant.js';
 import { buildBaseModel, type BaseModelProgress } from '../synth/base-model.js';
 import { generateSuite, type SuiteOptions } from '../synth/tasks.js';
 import { resolveRunConfig, type StrategyName } from './config.js';
@@ -18,25 +25,46 @@ import { runContinual, type RunEvent } from './run.js';
 
 /** The sizes of one demo: the suite, the replay budget, training and evaluation. */
 export interface DemoPreset {
-  suite: Required<Pick<SuiteOptions, 'seenTasks' | 'heldOutTasks' | 'trainPerTask' | 'testPerTask'>>;
+  suite: Required<Pick<SuiteOptions, 'seenTasks' | 'heldOutTasks' | 'trainPerTask' | 'testPerTask' | 'probePerTask'>>;
   m: number;
   lr: number;
   epochs: number;
   batchSize: number;
   evalPerTask: number;
   maxNewTokens: number;
+  /** The offline rewrites every strategy trains on besides the instructions themselves. */
+  rewrites: readonly RewriteKind[];
 }
 
 export const DEMO_PRESETS: Readonly<Record<'default' | 'quick', Readonly<DemoPreset>>> = {
-  default: { suite: { seenTasks: 5, heldOutTasks: 3, trainPerTask: 200, testPerTask: 50 }, m: 20, lr: 1e-3, epochs: 2, batchSize: 8, evalPerTask: 50, maxNewTokens: 24 },
-  quick: { suite: { seenTasks: 4, heldOutTasks: 3, trainPerTask: 100, testPerTask: 30 }, m: 10, lr: 1e-3, epochs: 2, batchSize: 8, evalPerTask: 30, maxNewTokens: 24 },
+  default: {
+    suite: { seenTasks: 5, heldOutTasks: 3, trainPerTask: 200, testPerTask: 100, probePerTask: 50 },
+    m: 20,
+    lr: 1e-3,
+    epochs: 2,
+    batchSize: 8,
+    evalPerTask: 100,
+    maxNewTokens: 12,
+    rewrites: ['breadth', 'constraint'],
+  },
+  quick: {
+    suite: { seenTasks: 4, heldOutTasks: 3, trainPerTask: 100, testPerTask: 100, probePerTask: 30 },
+    m: 10,
+    lr: 1e-3,
+    epochs: 2,
+    batchSize: 8,
+    evalPerTask: 100,
+    maxNewTokens: 12,
+    rewrites: ['breadth', 'constraint'],
+  },
 };
 
-export const DEMO_STRATEGIES: readonly StrategyName[] = ['none', 'random', 'inscl', 'kpig'];
+/** The strategies a demo compares; `multitask` is the ceiling the validity gate needs, `none` the floor. */
+export const DEMO_STRATEGIES: readonly StrategyName[] = ['none', 'random', 'inscl', 'kpig', 'multitask'];
 
 export interface DemoOptions {
   quick?: boolean;
-  /** Seeds 0..seeds−1 (default 1). */
+  /** Seeds 0..seeds−1 (default 1); each has its own suite draw and its own base model. */
   seeds?: number;
   /** Where the runs and the report go (default `runs/demo` or `runs/demo-quick`). */
   out?: string;
@@ -44,6 +72,8 @@ export interface DemoOptions {
   cacheDir?: string;
   threads?: number;
   strategies?: readonly StrategyName[];
+  /** Extra strategy fields for the `kpig` runs (an ablation: `{ selection: 'lowest' }`); they enter the config, so such runs are not reused as the default's. */
+  kpig?: Record<string, unknown>;
   signal?: AbortSignal;
   onEvent?: (e: DemoEvent) => void;
 }
@@ -54,57 +84,79 @@ export type DemoEvent =
   | { type: 'run-start'; seed: number; strategy: string; runDir: string; resumed: boolean; reused: boolean }
   | { type: 'run'; seed: number; strategy: string; event: RunEvent };
 
-/** One row of the comparison: a strategy (or the base model) after the stream. */
-export interface DemoRow {
-  strategy: string;
-  /** One value per seed; null where undefined (e.g. BWT of the base model). */
-  ap: (number | null)[];
-  bwt: (number | null)[];
-  forgetting: (number | null)[];
-  pScore: (number | null)[];
-  vScore: (number | null)[];
-  heldOutRougeL: (number | null)[];
-}
+/** The metrics of the comparison, in table order. */
+export const DEMO_METRICS = ['ap', 'bwt', 'forgetting', 'pScore', 'vScore', 'heldOutRougeL', 'listenHeldOut', 'listenSeen', 'constantRate'] as const;
+export type DemoMetric = (typeof DEMO_METRICS)[number];
+
+/** Which metrics speak of held-out instruction following: they are evidence only when the validity gate passes. */
+export const HELD_OUT_METRICS: readonly DemoMetric[] = ['pScore', 'vScore', 'heldOutRougeL', 'listenHeldOut'];
+
+/** One row of the comparison: a strategy (or the base model) after the stream; one value per seed, null where undefined. */
+export type DemoRow = { strategy: string } & Record<DemoMetric, (number | null)[]>;
 
 export interface DemoResult {
   out: string;
+  seeds: number;
   rows: DemoRow[];
+  /** Mean and 95% t-interval over seeds, per row and metric. */
+  intervals: Record<string, Record<DemoMetric, IntervalSummary | null>>;
+  /** KPIG − random per metric, paired by seed (null when either is not in the comparison). */
+  paired: Record<DemoMetric, IntervalSummary | null> | null;
+  gate: GateResult;
+  /** Per seed, strategy and task: the share of the most frequent answer after the last stage. */
+  constantAnswers: { seed: number; strategy: string; task_id: string; rate: number }[];
   report: { markdown: string; html: string };
   seconds: number;
 }
 
-const mean = (xs: (number | null)[]) => {
-  const v = xs.filter((x): x is number => x !== null);
+const mean = (xs: readonly (number | null | undefined)[]) => {
+  const v = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
   return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
 };
 
-function summarize(run: RunData): Omit<DemoRow, 'strategy'> & { baseRow: Omit<DemoRow, 'strategy'> } {
+function metricsOf(e: EvalScores | null, seenAp: number | null, bwt: number | null, forgetting: number | null, heldOutRouge: number | null): Record<DemoMetric, number | null> {
+  return {
+    ap: seenAp,
+    bwt,
+    forgetting,
+    pScore: e?.p.mean ?? null,
+    vScore: e?.vHeldOut.mean ?? null,
+    heldOutRougeL: heldOutRouge,
+    listenHeldOut: e?.listeningHeldOut ?? null,
+    listenSeen: e?.listeningSeen ?? null,
+    constantRate: mean(e?.tasks.map((t) => t.constant_rate) ?? []),
+  };
+}
+
+/** A run's row after its last stage, and the base model's row from the same run. */
+function summarize(run: RunData): { row: Record<DemoMetric, number | null>; base: Record<DemoMetric, number | null>; last: EvalScores | null } {
   const last = run.stages[run.stages.length - 1]?.eval ?? null;
   const T = run.matrix.length - 1;
-  const heldLast = run.heldOutMatrix[T] ?? [];
   return {
-    ap: [run.metrics?.ap ?? null],
-    bwt: [run.metrics?.bwt ?? null],
-    forgetting: [run.metrics?.forgetting ?? null],
-    pScore: [last?.p.mean ?? null],
-    vScore: [last?.vHeldOut.mean ?? null],
-    heldOutRougeL: [mean(heldLast)],
-    baseRow: {
-      ap: [mean(run.matrix[0] ?? [])],
-      bwt: [null],
-      forgetting: [null],
-      pScore: [run.base?.p.mean ?? null],
-      vScore: [run.base?.vHeldOut.mean ?? null],
-      heldOutRougeL: [mean(run.heldOutMatrix[0] ?? [])],
-    },
+    row: metricsOf(last, run.metrics?.ap ?? null, run.metrics?.bwt ?? null, run.metrics?.forgetting ?? null, mean(run.heldOutMatrix[T] ?? [])),
+    base: metricsOf(run.base, mean(run.matrix[0] ?? []), null, null, mean(run.heldOutMatrix[0] ?? [])),
+    last,
   };
 }
 
 /**
- * Runs the demo and returns the comparison rows (the base model first) and the report paths.
+ * The demo's task set for a seed: the suite with the offline rewrites of every instruction that a
+ * train or test instance is asked with (probes keep their instruction as it is).
+ */
+export async function demoTaskSet(seed: number, preset: DemoPreset): Promise<{ set: TaskSet; stream: { name: string; seen: string[] } }> {
+  const suite = generateSuite({ seed, ...preset.suite });
+  const used = new Set(suite.set.instances.filter((x) => x.split !== 'probe').map((x) => x.instruction_id));
+  const { set } = await diversify(suite.set, offlineRewriter(), { kinds: preset.rewrites, seed, only: (ins) => used.has(ins.instruction_id) });
+  return { set, stream: suite.stream };
+}
+
+/**
+ * Runs the demo and returns the comparison rows (the base model first), their intervals over
+ * seeds, the paired KPIG − random differences, the validity gate and the report paths.
  *
  * @example
- * const { rows, report } = await runDemo({ quick: true, onEvent: (e) => console.log(e.type) });
+ * const { rows, gate, report } = await runDemo({ quick: true, onEvent: (e) => console.log(e.type) });
+ * if (!gate.pass) console.log('held-out columns are not evidence:', gate.reason);
  */
 export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const t0 = Date.now();
@@ -121,35 +173,38 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const emit = options.onEvent ?? (() => {});
   const rows = new Map<string, DemoRow>();
   const row = (name: string) => {
-    if (!rows.has(name)) rows.set(name, { strategy: name, ap: [], bwt: [], forgetting: [], pScore: [], vScore: [], heldOutRougeL: [] });
+    if (!rows.has(name)) rows.set(name, { strategy: name, ...(Object.fromEntries(DEMO_METRICS.map((m) => [m, []])) as unknown as Record<DemoMetric, (number | null)[]>) });
     return rows.get(name)!;
   };
   const runDirs: string[] = [];
+  const gates: GateInput[] = [];
+  const constantAnswers: DemoResult['constantAnswers'] = [];
   for (let seed = 0; seed < seeds; seed++) {
-    const suite = generateSuite({ seed, ...preset.suite });
     const base = await buildBaseModel({
       quick: options.quick,
       seed,
       cacheDir: options.cacheDir,
       threads: options.threads,
-      suite: { seenTasks: preset.suite.seenTasks, heldOutTasks: preset.suite.heldOutTasks },
       signal: options.signal,
       onProgress: (progress) => emit({ type: 'base', seed, progress }),
     });
     emit({ type: 'base-ready', seed, dir: base.dir, reused: base.reused });
     const seedDir = join(out, `seed-${seed}`);
     const data = join(seedDir, 'tasks');
-    if (!existsSync(join(data, 'tasks.arrow'))) await writeTaskSet(data, suite.set, { overwrite: true });
-    let baseRow: Omit<DemoRow, 'strategy'> | null = null;
+    const { set, stream } = await demoTaskSet(seed, preset);
+    if (!existsSync(join(data, 'tasks.arrow'))) await writeTaskSet(data, set, { overwrite: true });
+    let baseRow: Record<DemoMetric, number | null> | null = null;
+    const finals = new Map<string, Record<DemoMetric, number | null>>();
+    let firstRun: string | undefined;
     for (const name of strategies) {
       const config = resolveRunConfig({
         name,
         model: base.dir,
         data,
-        stream: suite.stream.name,
-        strategy: { name, m: preset.m },
+        stream: stream.name,
+        strategy: { name, m: preset.m, ...(name === 'kpig' ? options.kpig : {}) },
         train: { lr: preset.lr, epochs: preset.epochs, batchSize: preset.batchSize, checkpointEvery: 10, maxLength: 256 },
-        eval: { maxInstancesPerTask: preset.evalPerTask, maxNewTokens: preset.maxNewTokens, batchSize: 32 },
+        eval: { maxInstancesPerTask: preset.evalPerTask, maxNewTokens: preset.maxNewTokens, batchSize: 50 },
         seed,
         threads: options.threads ?? 0,
       });
@@ -165,21 +220,44 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
         }
       }
       emit({ type: 'run-start', seed, strategy: name, runDir, resumed: resume, reused });
-      if (!reused) await runContinual(config, runDir, { resume, overwrite: !resume, signal: options.signal, onEvent: (event) => emit({ type: 'run', seed, strategy: name, event }) });
+      if (!reused)
+        await runContinual(config, runDir, {
+          resume,
+          overwrite: !resume,
+          signal: options.signal,
+          baseFrom: firstRun,
+          onEvent: (event) => emit({ type: 'run', seed, strategy: name, event }),
+        });
+      firstRun ??= runDir;
       runDirs.push(runDir);
       const s = summarize(await readRun(runDir));
-      baseRow ??= s.baseRow;
+      baseRow ??= s.base;
+      finals.set(name, s.row);
       const r = row(name);
-      for (const k of ['ap', 'bwt', 'forgetting', 'pScore', 'vScore', 'heldOutRougeL'] as const) r[k].push(...s[k]);
+      for (const m of DEMO_METRICS) r[m].push(s.row[m]);
+      for (const t of s.last?.tasks ?? []) constantAnswers.push({ seed, strategy: name, task_id: t.task_id, rate: t.constant_rate });
     }
     if (baseRow) {
       const b = row('base model');
-      for (const k of ['ap', 'bwt', 'forgetting', 'pScore', 'vScore', 'heldOutRougeL'] as const) b[k].push(...baseRow[k]);
+      for (const m of DEMO_METRICS) b[m].push(baseRow[m]);
+      const none = finals.get('none'), multi = finals.get('multitask');
+      gates.push({
+        base: { seenAp: baseRow.ap, heldOutV: baseRow.vScore },
+        multitask: multi ? { heldOutV: multi.vScore } : null,
+        none: none ? { seenAp: none.ap, heldOutV: none.vScore } : null,
+        variation: keyVariation(set, stream.seen),
+      });
     }
   }
+  const gate = validityGateOverSeeds(gates);
   const report = await writeReport(runDirs, join(out, 'report'));
   const ordered = [rows.get('base model')!, ...strategies.map((s) => rows.get(s)!)].filter(Boolean);
-  return { out, rows: ordered, report: { markdown: report.markdown, html: report.html }, seconds: (Date.now() - t0) / 1000 };
+  const intervals = Object.fromEntries(ordered.map((r) => [r.strategy, Object.fromEntries(DEMO_METRICS.map((m) => [m, meanInterval(r[m])]))])) as DemoResult['intervals'];
+  const kp = rows.get('kpig'), rnd = rows.get('random');
+  const paired = kp && rnd ? (Object.fromEntries(DEMO_METRICS.map((m) => [m, pairedDifference(kp[m], rnd[m])])) as Record<DemoMetric, IntervalSummary | null>) : null;
+  const result: DemoResult = { out, seeds, rows: ordered, intervals, paired, gate, constantAnswers, report: { markdown: report.markdown, html: report.html }, seconds: (Date.now() - t0) / 1000 };
+  await writeJsonAtomic(join(out, 'comparison.json'), result);
+  return result;
 }
 
 function sameConfig(path: string, config: unknown): boolean {
@@ -188,12 +266,4 @@ function sameConfig(path: string, config: unknown): boolean {
   } catch {
     return false;
   }
-}
-
-/** Mean and population standard deviation of the defined values. */
-export function meanStd(xs: (number | null)[]): { mean: number; std: number; n: number } | null {
-  const v = xs.filter((x): x is number => x !== null && Number.isFinite(x));
-  if (!v.length) return null;
-  const m = v.reduce((a, b) => a + b, 0) / v.length;
-  return { mean: m, std: Math.sqrt(v.reduce((a, x) => a + (x - m) ** 2, 0) / v.length), n: v.length };
 }

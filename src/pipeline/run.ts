@@ -8,15 +8,17 @@
  *
  * Run directory:
  *   config.json environment.json status.json results.json
- *   base/eval.arrow                        the base model on every task
+ *   masking.json                           KPIG's masking schemes and the placeholder pool
+ *   base/eval.arrow probe.arrow probe.json  the base model on every task; its listening probes
  *   stage-NN/plan.arrow ig.arrow           the stage's training items; KPIG's buffer scores
  *   stage-NN/train.jsonl                   one line per optimizer step
  *   stage-NN/checkpoint/                   latest in-stage checkpoint (removed when the stage ends)
  *   stage-NN/final/ ewc.safetensors        end-of-stage weights (+ AdamW state); EWC's Fisher
- *   stage-NN/eval.arrow done.json          evaluation after the stage; written last
+ *   stage-NN/eval.arrow probe.arrow probe.json  evaluation and listening probes after the stage
+ *   stage-NN/done.json                     the stage's summary; written last
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,13 +34,13 @@ import { deriveSeed, mulberry32, shuffled } from '../random/rng.js';
 import { builtinStrategy, type ItemScore, type PlanItem, type ReplayPlan, type Strategy, type StrategyContext } from '../replay/strategy.js';
 import { ChatClient } from '../llm/client.js';
 import { llmTags } from '../replay/insinfo.js';
-import { maskInstruction } from '../scoring/mask.js';
+import { counterfactualInstruction, keyValuePools, maskInstruction, pickPlaceholder, PLACEHOLDER_POOL } from '../scoring/mask.js';
 import { scorePairs } from '../scoring/pairs.js';
 import { saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
 import { learningRate } from '../train/schedule.js';
 import { Trainer } from '../train/trainer.js';
-import { checkRunInputs, RunConfigError, type RunConfig } from './config.js';
-import { evaluateStage, readStageScores, type StageScores } from './evaluate.js';
+import { checkRunInputs, RunConfigError, type MaskScheme, type RunConfig } from './config.js';
+import { evaluateProbes, evaluateStage, readStageScores, type ProbeScores, type StageScores } from './evaluate.js';
 import { loadTaskSet } from './taskset.js';
 
 export type RunEvent =
@@ -46,7 +48,7 @@ export type RunEvent =
   | { type: 'phase'; stage: number; phase: 'plan' | 'train' | 'eval'; detail?: string }
   | { type: 'step'; stage: number; task: string; step: number; totalSteps: number; loss: number; ig: number | null; tokensPerSecond: number; etaSeconds: number }
   | { type: 'eval-progress'; stage: number; done: number; total: number }
-  | { type: 'stage'; stage: number; task: string; seconds: number; replay: number; trainItems: number; steps: number; meanLoss: number; seenRougeL: number; heldOutRougeL: number; heldOutVScore: number | null }
+  | { type: 'stage'; stage: number; task: string; seconds: number; replay: number; trainItems: number; steps: number; meanLoss: number; seenRougeL: number; heldOutRougeL: number; heldOutVScore: number | null; heldOutListening: number | null; seenListening: number | null }
   | { type: 'done'; runDir: string; seconds: number };
 
 export interface RunOptions {
@@ -62,6 +64,11 @@ export interface RunOptions {
   taskSet?: TaskSet;
   /** Stop (as if killed) after this many optimizer steps in this process: for tests of resume. */
   stopAfterSteps?: number;
+  /**
+   * A run directory of the same base model, task set, tasks and evaluation settings whose base
+   * evaluation (`base/`) is copied instead of computed again (the demo's strategies share one).
+   */
+  baseFrom?: string;
 }
 
 export interface RunResult {
@@ -133,6 +140,8 @@ function scoresTable(scores: ItemScore[]): Table {
     ig_js: f((s) => s.ig_js),
     ce_full: f((s) => s.ce_full),
     ce_masked: f((s) => s.ce_masked),
+    n_tokens: f((s) => s.n_tokens),
+    masked_instruction: vectorFromArray(scores.map((s) => s.masked_instruction), new Utf8()),
   });
 }
 
@@ -148,7 +157,10 @@ class RunState {
   readonly instances = new Map<string, InstanceRecord>();
   readonly instructionsByTask = new Map<string, InstructionRecord[]>();
   readonly instructionById = new Map<string, InstructionRecord>();
+  readonly #rewrites = new Map<string, InstructionRecord[]>();
   readonly #stageInstances = new Map<string, InstanceRecord[]>();
+  /** Other values of a key part, for counterfactual masking. */
+  readonly keyValues: (task: string, kind: string | undefined) => string[];
 
   constructor(
     readonly config: RunConfig,
@@ -161,7 +173,9 @@ class RunState {
       const list = this.instructionsByTask.get(ins.task_id) ?? [];
       list.push(ins);
       this.instructionsByTask.set(ins.task_id, list);
+      if (ins.parent_id !== null) this.#rewrites.set(ins.parent_id, [...(this.#rewrites.get(ins.parent_id) ?? []), ins]);
     }
+    this.keyValues = keyValuePools(set.instructions);
   }
 
   instance(task: string, id: string): InstanceRecord {
@@ -177,9 +191,34 @@ class RunState {
     return this.useVariants ? [...seed, ...all.filter((x) => x.origin !== 'seed')] : seed;
   }
 
+  /**
+   * The instruction an instance is trained and scored with: an instance bound to an instruction
+   * takes it or one of its rewrites, any other instance one of its task's training instructions,
+   * chosen by a hash of the seed and the instance.
+   */
   instructionFor(task: string, instanceId: string): InstructionRecord {
-    const list = this.trainingInstructions(task);
+    const x = this.instance(task, instanceId);
+    const own = x.instruction_id != null ? this.instructionById.get(x.instruction_id) : undefined;
+    const list = own ? (this.useVariants ? [own, ...(this.#rewrites.get(own.instruction_id) ?? [])] : [own]) : this.trainingInstructions(task);
     return list[deriveSeed(this.config.seed, 'instruction', task, instanceId) % list.length];
+  }
+
+  /**
+   * The instruction with its key parts hidden by `scheme`; `labels` make the draw of a
+   * placeholder or of counterfactual values a function of the seed (and of the stage and step
+   * for the objective), so a resumed run draws the same.
+   */
+  masked(ins: InstructionRecord, scheme: MaskScheme, ...labels: Array<string | number>): string {
+    const seed = this.config.seed;
+    if (scheme === 'fixed') return maskInstruction(ins.text, ins.key_spans);
+    if (scheme === 'counterfactual') {
+      const sorted = [...ins.key_spans].sort((a, b) => a.start - b.start);
+      const rnd = mulberry32(deriveSeed(seed, 'counterfactual', ins.instruction_id, ...labels));
+      const cf = counterfactualInstruction(ins.text, ins.key_spans, (i, text) => this.keyValues(ins.task_id, sorted[i].kind).filter((v) => v !== text), rnd);
+      // A key part with no other value anywhere in the set falls back to a placeholder.
+      if (cf !== null) return cf;
+    }
+    return maskInstruction(ins.text, ins.key_spans, 'replace', pickPlaceholder(seed, ins.instruction_id, ...labels));
   }
 
   /** The current task's training instances of a stage (a seeded subset when capped); the same array on every call. */
@@ -218,7 +257,7 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
 
   // The run directory: fresh, or resumed with the same config.
   await prepareRunDir(runDir, config, options);
-  const state = new RunState(config, set, strategy.name === 'kpig' && config.strategy.diversity);
+  const state = new RunState(config, set, config.strategy.diversity);
   const T = stream.seen.length;
   const tasks = [...stream.seen, ...stream.held_out];
 
@@ -242,10 +281,14 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
     await writeJsonAtomic(join(runDir, 'status.json'), { state: 'running', stages_done: startStage - 1, stages_total: T });
 
     const stages: StageScores[] = [];
-    if (!existsSync(join(runDir, 'base', 'eval.arrow'))) {
+    if (!existsSync(join(runDir, 'base', 'done.json')) && options.baseFrom && existsSync(join(options.baseFrom, 'base', 'done.json')))
+      await cp(join(options.baseFrom, 'base'), join(runDir, 'base'), { recursive: true });
+    if (!existsSync(join(runDir, 'base', 'done.json'))) {
       emit({ type: 'phase', stage: 0, phase: 'eval', detail: 'base model' });
       await mkdir(join(runDir, 'base'), { recursive: true });
       await evaluateStage(model, state.set, tasks, config, join(runDir, 'base', 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: 0, done, total }), options.signal);
+      await evaluateProbes(model, state.set, tasks, config, join(runDir, 'base', 'probe.arrow'), options.signal);
+      await writeJsonAtomic(join(runDir, 'base', 'done.json'), { stage: 0 });
     }
     let stepsThisProcess = 0;
     for (let t = startStage; t <= T; t++) {
@@ -306,6 +349,7 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       await rm(ckptDir, { recursive: true, force: true });
       emit({ type: 'phase', stage: t, phase: 'eval' });
       const scores = await evaluateStage(model, state.set, tasks, config, join(stageDir, 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: t, done, total }), options.signal);
+      const probes = await evaluateProbes(model, state.set, tasks, config, join(stageDir, 'probe.arrow'), options.signal);
       const seconds = (Date.now() - ts) / 1000;
       const seenNow = stream.seen.slice(0, t);
       const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
@@ -322,6 +366,8 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
         seenRougeL: mean(seenNow.map((s) => byTask.get(s)?.rouge_l ?? 0)),
         heldOutRougeL: mean(stream.held_out.map((s) => byTask.get(s)?.rouge_l ?? 0)),
         heldOutVScore: heldV.length ? mean(heldV) : null,
+        heldOutListening: listeningOf(probes, stream.held_out),
+        seenListening: listeningOf(probes, seenNow),
       };
       await writeJsonAtomic(join(stageDir, 'done.json'), summary);
       await writeJsonAtomic(join(runDir, 'status.json'), { state: t === T ? 'done' : 'running', stages_done: t, stages_total: T });
@@ -347,6 +393,12 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
   }
 }
 
+/** Mean follow share of the probes of `tasks` (null without probes). */
+function listeningOf(probes: ProbeScores | null, tasks: readonly string[]): number | null {
+  const xs = (probes?.tasks ?? []).filter((p) => tasks.includes(p.task_id)).map((p) => p.follow);
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
+}
+
 async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions): Promise<void> {
   const cfgPath = join(runDir, 'config.json');
   if (options.resume) {
@@ -362,6 +414,14 @@ async function prepareRunDir(runDir: string, config: RunConfig, options: RunOpti
   }
   await mkdir(runDir, { recursive: true });
   await writeJsonAtomic(cfgPath, config);
+  await writeJsonAtomic(join(runDir, 'masking.json'), {
+    replay: config.strategy.replayMask,
+    objective: config.strategy.objectiveMask,
+    placeholder_pool: PLACEHOLDER_POOL,
+    fixed_placeholder: '[MASK]',
+    draws: 'placeholder and counterfactual values: functions of (seed, instruction_id, instance_id[, stage, step])',
+    seed: config.seed,
+  });
   await writeJsonAtomic(join(runDir, 'environment.json'), {
     kpig_version: packageVersion(),
     node: process.version,
@@ -405,7 +465,7 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
       }
       return list.filter((ins) => counts.has(ins.instruction_id)).map((ins) => ({ instruction: ins, share: counts.get(ins.instruction_id)! / xs.length }));
     },
-    scoreItems: (items) => scoreItems(model, state, items, signal),
+    scoreItems: (items) => scoreItems(model, state, items, config.strategy.replayMask, (it) => ['replay', it.instance_id], signal),
     embed: (texts) => model.embed(texts.map((x) => model.tokenizer!.encode(x, { addSpecialTokens: true }))),
     tags: config.strategy.tagger === 'llm' ? llmTagger(join(dirname(stageDir), 'llm-cache')) : undefined,
   };
@@ -439,9 +499,10 @@ function renderFor(state: RunState, item: PlanItem): string {
   return `Definition: ${ins.text}\n\n${x.input ? `Input: ${x.input}\n` : ''}Output: `;
 }
 
-async function scoreItems(model: Model, state: RunState, items: PlanItem[], signal?: AbortSignal): Promise<ItemScore[]> {
+async function scoreItems(model: Model, state: RunState, items: PlanItem[], scheme: MaskScheme, labels: (it: PlanItem) => Array<string | number>, signal?: AbortSignal): Promise<ItemScore[]> {
   const tok = model.tokenizer!;
   const out: ItemScore[] = [];
+  const maskedText: string[] = [];
   const batch = 32;
   for (let i = 0; i < items.length; i += batch) {
     if (signal?.aborted) throw new CancelledError('scoring was cancelled');
@@ -450,14 +511,27 @@ async function scoreItems(model: Model, state: RunState, items: PlanItem[], sign
       const x = state.instance(it.task_id, it.instance_id);
       const ins = state.instructionById.get(it.instruction_id)!;
       const full = tokenizeExample(tok, { instruction: ins.text, input: x.input, output: x.outputs[0] }, Infinity)!;
-      const masked = tokenizeExample(tok, { instruction: maskInstruction(ins.text, ins.key_spans), input: x.input, output: x.outputs[0] }, Infinity)!;
+      const text = state.masked(ins, scheme, ...labels(it));
+      maskedText.push(text);
+      const masked = tokenizeExample(tok, { instruction: text, input: x.input, output: x.outputs[0] }, Infinity)!;
       const responseLen = full.weights.filter((w) => w !== 0).length;
       return { full: full.tokens, masked: masked.tokens, responseLen };
     });
     const scores = await scorePairs(model, pairs);
     chunk.forEach((it, k) => {
       const s = scores[k];
-      out.push({ task_id: it.task_id, instance_id: it.instance_id, instruction_id: it.instruction_id, ig_ce: s.igCe, ig_kl: s.igKl, ig_js: s.igJs, ce_full: s.ceFull, ce_masked: s.ceMasked });
+      out.push({
+        task_id: it.task_id,
+        instance_id: it.instance_id,
+        instruction_id: it.instruction_id,
+        ig_ce: s.igCe,
+        ig_kl: s.igKl,
+        ig_js: s.igJs,
+        ce_full: s.ceFull,
+        ce_masked: s.ceMasked,
+        n_tokens: s.nTokens,
+        masked_instruction: maskedText[out.length],
+      });
     });
   }
   return out;
@@ -562,7 +636,8 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
     let igSum = 0, igN = 0;
     // The KPIG objective needs each sample's IG under the current weights to know whether its hinge is active.
     const kpigItems = useKpig ? picked.filter((x) => x.role !== 'lwf' && (s.state.instructionById.get(x.instruction_id)?.key_spans.length ?? 0) > 0) : [];
-    const igs = kpigItems.length ? await scoreItems(s.model, s.state, kpigItems, s.signal) : [];
+    const objectiveLabels = (it: PlanItem) => ['objective', it.instance_id, s.t, step];
+    const igs = kpigItems.length ? await scoreItems(s.model, s.state, kpigItems, config.strategy.objectiveMask, objectiveLabels, s.signal) : [];
     const igOf = new Map(kpigItems.map((x, i) => [x, igs[i].ig_ce]));
     for (const it of picked) {
       const x = s.state.instance(it.task_id, it.instance_id);
@@ -577,7 +652,7 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
       if (ig !== undefined && ig < gamma) {
         // L = CE_full + λ·(γ − (CE_masked − CE_full)) = (1+λ)·CE_full − λ·CE_masked + λγ
         const full = sampleSequence(s.model, ins.text, x.input, target, tc.maxLength, 1 + lambda);
-        const masked = sampleSequence(s.model, maskInstruction(ins.text, ins.key_spans), x.input, target, tc.maxLength, -lambda);
+        const masked = sampleSequence(s.model, s.state.masked(ins, config.strategy.objectiveMask, ...objectiveLabels(it)), x.input, target, tc.maxLength, -lambda);
         if (full && masked) seqs.push(full, masked);
         else if (full) seqs.push(full);
       } else {

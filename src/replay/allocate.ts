@@ -58,19 +58,43 @@ export function stdDev(xs: readonly number[]): number {
 }
 
 /**
- * KPIG's replay allocation at the start of a stage: task k gets `n_k ∝ exp(−IG_k / τ)` of
- * `budget` (`τ` = the population std of the task IGs unless given; equal shares when τ = 0), with
+ * KPIG's replay allocation at the start of a stage: task k gets `n_k ∝ w_k` of `budget`, with
  * exact-sum rounding and each task capped at its buffer size. Tasks the model half-listens to
  * (low IG) get more replay.
  *
+ * - `τ = max(options.tau ?? std(IG), options.tauFloor ?? 0)` (population std of the task IGs).
+ *   The floor keeps a near-tie in IG from turning into a lopsided split: with IGs 0 and 0.01 the
+ *   std is 0.005 and the split is 88/12; with `tauFloor: 1` it is 50/50.
+ * - `softmax_k = exp(−IG_k / τ) / Σ_j exp(−IG_j / τ)` (equal shares when τ = 0).
+ * - Without `minShare`, `w_k = exp(−(IG_k − min IG) / τ)` (unnormalised, as returned). With it,
+ *   `w_k = (1 − K·minShare)·softmax_k + minShare` (K tasks; the weights sum to 1), so every task's
+ *   exact share is at least `minShare·budget` and its count at least `⌊minShare·budget⌋`, unless
+ *   its cap (buffer size) is smaller.
+ *
+ * Returns the counts, the weights and the τ actually used.
+ *
  * @example
  * kpigAllocation([0.1, 0.5, 0.9], 300); // most to the first task
+ * kpigAllocation([0, 0.01], 100, { tauFloor: 1 }).counts; // [50, 50]
+ * kpigAllocation([0, 5], 100, { tau: 0.1, minShare: 0.2 }).counts; // [80, 20]
  */
-export function kpigAllocation(taskIgs: readonly number[], budget: number, options: { tau?: number; caps?: readonly number[] } = {}): { counts: number[]; weights: number[]; tau: number } {
+export function kpigAllocation(
+  taskIgs: readonly number[],
+  budget: number,
+  options: { tau?: number; tauFloor?: number; minShare?: number; caps?: readonly number[] } = {},
+): { counts: number[]; weights: number[]; tau: number } {
   taskIgs.forEach((g, i) => {
     if (!Number.isFinite(g)) throw new InputError(`task IG ${i} is not finite (${g})`);
   });
-  const tau = options.tau ?? stdDev(taskIgs);
+  const { tauFloor, minShare } = options;
+  if (tauFloor !== undefined && !(tauFloor >= 0 && Number.isFinite(tauFloor))) throw new InputError(`tauFloor must be finite and ≥ 0, got ${tauFloor}`);
+  const K = taskIgs.length;
+  if (minShare !== undefined) {
+    if (!(minShare >= 0 && Number.isFinite(minShare))) throw new InputError(`minShare must be finite and ≥ 0, got ${minShare}`);
+    // A hair of slack so that e.g. 3 tasks × (1/3) is not refused over rounding.
+    if (K * minShare > 1 + 1e-12) throw new InputError(`minShare ${minShare} × ${K} tasks = ${K * minShare} exceeds the whole budget (must be ≤ 1)`);
+  }
+  const tau = Math.max(options.tau ?? stdDev(taskIgs), tauFloor ?? 0);
   if (!(tau >= 0)) throw new InputError(`τ must be ≥ 0, got ${tau}`);
   let weights: number[];
   if (tau === 0) weights = taskIgs.map(() => 1);
@@ -78,6 +102,12 @@ export function kpigAllocation(taskIgs: readonly number[], budget: number, optio
     // exp(−(IG − min)/τ): the shift cancels in the normalisation and keeps exp() from underflowing.
     const lo = Math.min(...taskIgs);
     weights = taskIgs.map((g) => Math.exp(-(g - lo) / tau));
+  }
+  if (minShare !== undefined && K > 0) {
+    const sum = weights.reduce((a, b) => a + b, 0);
+    // Clamped: the slack above may leave 1 − K·minShare a rounding error below zero.
+    const rest = Math.max(0, 1 - K * minShare);
+    weights = weights.map((w) => rest * (w / sum) + minShare);
   }
   return { counts: roundExactSum(weights, budget, options.caps), weights, tau };
 }
@@ -106,4 +136,51 @@ export function lowestIndices(scores: readonly number[], n: number): number[] {
     .sort((a, b) => a[0] - b[0] || a[1] - b[1])
     .slice(0, Math.max(0, n))
     .map(([, i]) => i);
+}
+
+/**
+ * Indices of `n` items chosen stratified by class (the gold label), lowest scores first inside each
+ * class, so a replay set keeps the label mix of its buffer instead of collapsing onto the label the
+ * model finds hardest.
+ *
+ * Quotas: class c (`s_c` of the `N` items) gets `n·s_c/N` rounded by {@link roundExactSum}
+ * (largest remainder, ties to the class seen first; capped at `s_c`). When `n` ≥ the number of
+ * classes, every class gets at least 1: each class rounded to 0 takes a unit from the class with
+ * the largest surplus `quota − n·s_c/N` among those with 2 or more (ties to the class seen first).
+ * Inside a class the lowest scores are taken, ties by index. The result is sorted ascending by
+ * (score, index); `n` ≥ N returns every index.
+ *
+ * @example
+ * stratifiedLowest([0.1, 0.2, 0.3, 0.9], ['yes', 'yes', 'yes', 'no'], 2); // [0, 3]
+ */
+export function stratifiedLowest(scores: readonly number[], classes: readonly string[], n: number): number[] {
+  if (scores.length !== classes.length) throw new InputError(`scores has ${scores.length} items but classes has ${classes.length}`);
+  if (!Number.isInteger(n) || n < 0) throw new InputError(`the number of items to choose must be a non-negative integer, got ${n}`);
+  scores.forEach((s, i) => {
+    if (!Number.isFinite(s)) throw new InputError(`score ${i} is not finite (${s})`);
+  });
+  const N = scores.length;
+  const byScore = (a: number, b: number) => scores[a] - scores[b] || a - b;
+  if (n >= N) return scores.map((_, i) => i).sort(byScore);
+  const members = new Map<string, number[]>();
+  classes.forEach((c, i) => {
+    const m = members.get(c);
+    if (m) m.push(i);
+    else members.set(c, [i]);
+  });
+  const groups = [...members.values()];
+  const sizes = groups.map((g) => g.length);
+  const quota = roundExactSum(sizes, n, sizes);
+  if (n >= groups.length) {
+    const surplus = (c: number) => quota[c] - (n * sizes[c]) / N;
+    for (let c = 0; c < groups.length; c++) {
+      if (quota[c] > 0) continue;
+      // A donor exists: the quotas sum to n ≥ #classes while this one is 0, so some class has ≥ 2.
+      let donor = -1;
+      for (let d = 0; d < groups.length; d++) if (quota[d] >= 2 && (donor < 0 || surplus(d) > surplus(donor))) donor = d;
+      quota[donor]--;
+      quota[c] = 1;
+    }
+  }
+  return groups.flatMap((g, c) => [...g].sort(byScore).slice(0, quota[c])).sort(byScore);
 }

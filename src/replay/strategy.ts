@@ -8,7 +8,7 @@ import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset
 import { InputError } from '../errors/index.js';
 import { deriveSeed, mulberry32, sampleWithoutReplacement } from '../random/rng.js';
 import type { StrategyConfig } from '../pipeline/config.js';
-import { insclAllocation, kpigAllocation, lowestIndices } from './allocate.js';
+import { insclAllocation, kpigAllocation, lowestIndices, stratifiedLowest } from './allocate.js';
 import { insInfo, offlineTags } from './insinfo.js';
 import { cosineCost, emd } from './ot.js';
 
@@ -41,6 +41,10 @@ export interface ItemScore {
   ig_js: number;
   ce_full: number;
   ce_masked: number;
+  /** Response tokens the means are over. */
+  n_tokens: number;
+  /** The instruction as the masked pass read it (placeholder or counterfactual values). */
+  masked_instruction: string;
 }
 
 export interface ReplayPlan {
@@ -100,12 +104,29 @@ export async function randomPlan(ctx: StrategyContext, perTask = ctx.config.m): 
   return { replay, allocation };
 }
 
-const igOf = (s: ItemScore, which: StrategyConfig['ig']) => (which === 'ce' ? s.ig_ce : which === 'kl' ? s.ig_kl : s.ig_js);
+/** An item's IG on the configured divergence and scale: per response token, or summed over the response. */
+export function igOf(s: ItemScore, config: Pick<StrategyConfig, 'ig' | 'igLevel'>): number {
+  const perToken = config.ig === 'ce' ? s.ig_ce : config.ig === 'kl' ? s.ig_kl : s.ig_js;
+  return config.igLevel === 'sequence' ? perToken * s.n_tokens : perToken;
+}
+
+/**
+ * The gold class of an instance for stratified selection: the position of its answer in its
+ * instruction's label set (so per-instance label words of one meaning form one class), else the
+ * answer text itself.
+ */
+export function goldClass(instance: InstanceRecord, instruction: InstructionRecord, task: TaskSet['tasks'][number] | undefined): string {
+  const labels = instruction.label_set ?? task?.label_set ?? null;
+  const answer = instance.outputs[0] ?? '';
+  const at = labels ? labels.indexOf(answer) : -1;
+  return at >= 0 ? `label:${at}` : `answer:${answer}`;
+}
 
 /**
  * KPIG replay (DESIGN.md §1): score every buffer item of every previous task with the current
- * model; task IG = mean item IG; budget m·(t−1) split by `n_k ∝ exp(−IG_k/τ)`; within task k the
- * `n_k` items with the lowest IG.
+ * model; task IG = mean item IG (`igLevel`: per token or per response); budget m·(t−1) split by
+ * `n_k ∝ exp(−IG_k/τ)` with τ ≥ `tauFloor` and every task at least `minShare` of an equal share;
+ * within task k the `n_k` items with the lowest IG, overall or per gold class (`selection`).
  */
 export async function kpigPlan(ctx: StrategyContext): Promise<ReplayPlan> {
   if (ctx.previous.length === 0) return { replay: [], allocation: [] };
@@ -117,12 +138,25 @@ export async function kpigPlan(ctx: StrategyContext): Promise<ReplayPlan> {
     perTask.push(scores.slice(at, at + b.length));
     at += b.length;
   }
-  const taskIg = perTask.map((s) => (s.length ? s.reduce((a, x) => a + igOf(x, ctx.config.ig), 0) / s.length : 0));
+  const taskIg = perTask.map((s) => (s.length ? s.reduce((a, x) => a + igOf(x, ctx.config), 0) / s.length : 0));
   const budget = ctx.config.m * ctx.previous.length;
-  const { counts, tau } = kpigAllocation(taskIg, budget, { tau: ctx.config.tau ?? undefined, caps: buffers.map((b) => b.length) });
+  const { counts, tau } = kpigAllocation(taskIg, budget, {
+    tau: ctx.config.tau ?? undefined,
+    tauFloor: ctx.config.tauFloor,
+    minShare: ctx.config.minShare / ctx.previous.length,
+    caps: buffers.map((b) => b.length),
+  });
   const replay: PlanItem[] = [];
+  const taskById = new Map(ctx.set.tasks.map((t) => [t.task_id, t]));
   ctx.previous.forEach((task, k) => {
-    for (const i of lowestIndices(perTask[k].map((s) => igOf(s, ctx.config.ig)), counts[k])) replay.push(buffers[k][i]);
+    const igs = perTask[k].map((s) => igOf(s, ctx.config));
+    let picked: number[];
+    if (ctx.config.selection === 'stratified') {
+      const instances = ctx.buffer(task);
+      const classes = instances.map((x, i) => goldClass(x, ctx.instructionFor(task, x.instance_id), taskById.get(task)));
+      picked = stratifiedLowest(igs, classes, counts[k]);
+    } else picked = lowestIndices(igs, counts[k]);
+    for (const i of picked) replay.push(buffers[k][i]);
   });
   return {
     replay,

@@ -59,7 +59,7 @@ function runSection(run: RunData, index: number): string {
   const scores = lineChartSvg({
     id: 'stage-scores',
     attrs,
-    title: 'Per stage: AP, P-score and V-score (×100)',
+    title: 'Per stage: AP, P-score, V-score and listening (×100)',
     xLabel: 'stage (0 = base model)',
     yLabel: 'score ×100',
     yRange: [0, 100],
@@ -68,6 +68,8 @@ function runSection(run: RunData, index: number): string {
       { name: 'P-score (held-out)', points: curve((p) => p.p) },
       { name: 'V-score (held-out)', points: curve((p) => p.vHeldOut) },
       { name: 'V-score (seen)', points: curve((p) => p.vSeen), dashed: true },
+      { name: 'listening (held-out)', points: curve((p) => p.listenHeldOut) },
+      { name: 'listening (seen)', points: curve((p) => p.listenSeen), dashed: true },
     ],
     empty: 'no evaluation yet',
   });
@@ -118,7 +120,8 @@ function comparison(runs: RunData[]): string {
     runs.map((run) => ({ name: run.name, points: stagePoints(run).map((p): [number, number | null] => [p.stage, get(p) === null ? null : 100 * get(p)!]) }));
   const ap = lineChartSvg({ id: 'compare-ap', title: 'AP over the seen tasks so far, per run', xLabel: 'stage', yLabel: 'ROUGE-L ×100', yRange: [0, 100], series: byRun((p) => p.ap) });
   const p = lineChartSvg({ id: 'compare-p', title: 'P-score (held-out), per run', xLabel: 'stage (0 = base model)', yLabel: 'ROUGE-L ×100', yRange: [0, 100], series: byRun((x) => x.p) });
-  return `<section id="comparison"><h2>Comparison</h2>${htmlTable(comparisonTable(runs))}<div class="plots">${figure(ap, '')}${figure(p, '')}</div></section>`;
+  const listen = lineChartSvg({ id: 'compare-listen', title: 'Listening probe (held-out), per run', xLabel: 'stage (0 = base model)', yLabel: 'follows the instruction ×100', yRange: [0, 100], series: byRun((x) => x.listenHeldOut) });
+  return `<section id="comparison"><h2>Comparison</h2>${htmlTable(comparisonTable(runs))}<div class="plots">${figure(ap, '')}${figure(p, '')}${figure(listen, '')}</div></section>`;
 }
 
 /**

@@ -12,6 +12,7 @@ import { KpigError, KpigIOError } from '../errors/index.js';
 import { matrixMetrics, type MatrixMetrics } from '../eval/matrix.js';
 import { pScore, vScore, type PScore, type TaskScores } from '../eval/metrics.js';
 import { readPredictionFile, summarizeRows, type PredictionRow, type TaskSummary } from '../eval/predictions.js';
+import type { ProbeSummary } from '../pipeline/evaluate.js';
 
 /** One line of a stage's train.jsonl. */
 export interface TrainStep {
@@ -31,6 +32,11 @@ export interface EvalScores {
   p: PScore;
   vHeldOut: TaskScores;
   vSeen: TaskScores;
+  /** The listening probes (probe.json beside the predictions); null when the run has none. */
+  probes: ProbeSummary[] | null;
+  /** Mean probe follow share over the held-out and over the seen tasks (null without probes). */
+  listeningHeldOut: number | null;
+  listeningSeen: number | null;
 }
 
 export interface StageRecord {
@@ -160,13 +166,34 @@ async function resolveStream(dir: string, config: Record<string, unknown> | null
   return null;
 }
 
-function scoresOf(rows: PredictionRow[], seen: string[], heldOut: string[], base: PredictionRow[] | null): EvalScores {
+function scoresOf(rows: PredictionRow[], seen: string[], heldOut: string[], base: PredictionRow[] | null, probes: ProbeSummary[] | null): EvalScores {
+  const follow = (tasks: string[]) => {
+    const xs = (probes ?? []).filter((p) => tasks.includes(p.task_id)).map((p) => p.follow);
+    return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
+  };
   return {
     tasks: summarizeRows(rows),
     p: pScore(rows, { tasks: heldOut, base: base ?? undefined }),
     vHeldOut: vScore(rows, { tasks: heldOut }),
     vSeen: vScore(rows, { tasks: seen }),
+    probes,
+    listeningHeldOut: follow(heldOut),
+    listeningSeen: follow(seen),
   };
+}
+
+/** probe.json of an evaluation folder, when the run has listening probes. */
+async function readProbes(dir: string, rel: string, problems: string[]): Promise<ProbeSummary[] | null> {
+  const path = join(dir, rel);
+  if (!existsSync(path)) return null;
+  try {
+    const v = JSON.parse(await readFile(path, 'utf8')) as { tasks?: unknown };
+    if (!Array.isArray(v.tasks)) throw new Error('no tasks list');
+    return v.tasks as ProbeSummary[];
+  } catch (err) {
+    problems.push(`${rel}: unreadable (${(err as Error).message}); left out`);
+    return null;
+  }
 }
 
 /**
@@ -256,11 +283,11 @@ export async function readRun(dir: string): Promise<RunData> {
       complete: done !== null,
       done,
       steps,
-      eval: rows ? scoresOf(rows, seen, heldOut, baseRows) : null,
+      eval: rows ? scoresOf(rows, seen, heldOut, baseRows, await readProbes(dir, join(sd, 'probe.json'), problems)) : null,
     });
   }
   const seenTasks = seen.length ? seen : stages.map((s) => s.task_id ?? `stage ${s.stage}`);
-  const base = baseRows ? scoresOf(baseRows, seenTasks, heldOut, null) : null;
+  const base = baseRows ? scoresOf(baseRows, seenTasks, heldOut, null, await readProbes(dir, join('base', 'probe.json'), problems)) : null;
 
   const rowOf = (e: EvalScores | null, tasks: string[]) => {
     const by = new Map(e?.tasks.map((s) => [s.task_id, s.rouge_l]) ?? []);

@@ -116,6 +116,9 @@ export interface StagePoint {
   pRetention: number | null;
   vHeldOut: number | null;
   vSeen: number | null;
+  /** Listening probe: share of answers that follow the instruction given (held-out, seen). */
+  listenHeldOut: number | null;
+  listenSeen: number | null;
 }
 
 /**
@@ -135,6 +138,8 @@ export function stagePoints(run: RunData): StagePoint[] {
       pRetention: e?.p.retention ?? null,
       vHeldOut: e?.vHeldOut.mean ?? null,
       vSeen: e?.vSeen.mean ?? null,
+      listenHeldOut: e?.listeningHeldOut ?? null,
+      listenSeen: e?.listeningSeen ?? null,
     };
   });
 }
@@ -147,8 +152,8 @@ export function stagePoints(run: RunData): StagePoint[] {
  */
 export function stageTable(run: RunData): TextTable {
   return {
-    header: ['after', 'AP (seen so far)', 'P-score (held-out)', 'P retention vs base', 'V-score (held-out)', 'V-score (seen)'],
-    rows: stagePoints(run).map((p) => [stageLabel(run, p.stage), pct(p.ap), pct(p.p), plain(p.pRetention, 3), pct(p.vHeldOut), pct(p.vSeen)]),
+    header: ['after', 'AP (seen so far)', 'P-score (held-out)', 'P retention vs base', 'V-score (held-out)', 'V-score (seen)', 'listening (held-out)', 'listening (seen)'],
+    rows: stagePoints(run).map((p) => [stageLabel(run, p.stage), pct(p.ap), pct(p.p), plain(p.pRetention, 3), pct(p.vHeldOut), pct(p.vSeen), pct(p.listenHeldOut), pct(p.listenSeen)]),
   };
 }
 
@@ -187,7 +192,7 @@ export function trainingTable(run: RunData): TextTable {
  */
 export function comparisonTable(runs: RunData[]): TextTable {
   return {
-    header: ['run', 'strategy', 'stages', ...MATRIX_HEADER, 'P-score', 'P retention', 'V-score (held-out)', 'V-score (seen)'],
+    header: ['run', 'strategy', 'stages', ...MATRIX_HEADER, 'P-score', 'P retention', 'V-score (held-out)', 'V-score (seen)', 'listening (held-out)', 'listening (seen)'],
     rows: runs.map((run) => {
       const m = run.metrics;
       const last = m ? stagePoints(run)[m.stages] : null;
@@ -200,6 +205,8 @@ export function comparisonTable(runs: RunData[]): TextTable {
         plain(last?.pRetention, 3),
         pct(last?.vHeldOut),
         pct(last?.vSeen),
+        pct(last?.listenHeldOut),
+        pct(last?.listenSeen),
       ];
     }),
   };
@@ -216,4 +223,5 @@ export const DEFINITIONS: [string, string][] = [
   ['Relative gain', 'InsCL: RG_T = (100/T) Σ_j a[T][j] / u_j, with u_j = a[j][j] (the score right after the task’s own stage) unless an upper bound is given.'],
   ['P-score', 'Mean ROUGE-L of the held-out tasks over their valid outputs (all outputs for tasks without a label set), macro-averaged over tasks; retention = P / P(base model).'],
   ['V-score', 'Share of outputs inside the task’s label set (case, surrounding punctuation and spacing ignored), macro-averaged over tasks with a label set.'],
+  ['Listening', 'Counterfactual probe: test inputs asked with other valid key values (new label words, another format or target); the share of answers that exact-match the answer of the instruction actually given, macro-averaged over tasks.'],
 ];

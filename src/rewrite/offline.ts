@@ -156,7 +156,8 @@ export function offlineRewriter(): Rewriter {
       // Choices hash everything but the index, which then shifts them, so variants 0..k-1 differ.
       const labels = [req.runSeed, req.task.task_id, req.kind];
       const base = pieces(req.seed.text, req.seed.key_spans);
-      const closed = req.task.label_set !== null;
+      const labelSet = req.seed.label_set ?? req.task.label_set;
+      const closed = labelSet !== null;
       switch (req.kind) {
         case 'breadth': {
           const { parts, changed } = rewriteGeneral(base, BREADTH, (r, n) => (choose(n, ...labels, r) + req.index) % n);
@@ -166,7 +167,7 @@ export function offlineRewriter(): Rewriter {
           const { parts } = rewriteGeneral(base, CONCRETE.map(([re, s]) => [re, [s]] as [RegExp, string[]]), () => 0);
           const examples = req.task.examples ?? [];
           const space = closed
-            ? `There are exactly ${req.task.label_set!.length} possible answers, all named above.`
+            ? `There are exactly ${labelSet!.length} possible answers, all named above.`
             : 'There is no fixed list of answers; write one that fits the input.';
           let example = 'Work from the exact wording of the input you are given, including its punctuation.';
           if (examples.length) {

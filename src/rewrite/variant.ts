@@ -63,11 +63,25 @@ export function checkVariant(seed: InstructionRecord, draft: RewriteDraft): { sp
   return { spans };
 }
 
+/**
+ * The id of a rewrite: `<task_id>/<kind>-<n>` for the rewrites of a task's `<task_id>/seed`, and
+ * `<seed id>/<kind>-<n>` for those of a task's other seeds (a task with an instruction per key).
+ *
+ * @example
+ * variantId({ task_id: 't', instruction_id: 't/key-3' } as InstructionRecord, 'breadth', 0); // 't/key-3/breadth-0'
+ */
+export function variantId(seed: Pick<InstructionRecord, 'task_id' | 'instruction_id'>, kind: RewriteKind, index: number): string {
+  const stem = seed.instruction_id === `${seed.task_id}/seed` ? seed.task_id : seed.instruction_id;
+  return `${stem}/${kind}-${index}`;
+}
+
 export interface DiversifyOptions {
   kinds?: readonly RewriteKind[];
   /** Variants of each kind per seed (default 1). */
   perKind?: number;
   seed?: number;
+  /** Only these seeds are rewritten (default: every seed instruction). */
+  only?: (seed: InstructionRecord) => boolean;
   /** Rewrite requests in flight at once (default 4); an LLM client also enforces its own limit. */
   concurrency?: number;
   onProgress?: (done: number, total: number) => void;
@@ -82,7 +96,7 @@ export interface DiversifyResult {
 
 /**
  * Rewrites every seed instruction of `set` into variants with `rewriter` and appends the accepted
- * ones (ids `<task_id>/<kind>-<n>`, parent the seed, key spans re-located). Variants already in the
+ * ones (ids by {@link variantId}, parent the seed, key spans re-located). Variants already in the
  * set are replaced, so running it twice gives the same set.
  *
  * @example
@@ -96,7 +110,7 @@ export async function diversify(set: TaskSet, rewriter: Rewriter, options: Diver
   if (unknown.length) throw new InputError(`unknown rewrite kind(s) ${unknown.join(', ')} (use ${REWRITE_KINDS.join(', ')})`);
   const tasks = new Map(set.tasks.map((t) => [t.task_id, t]));
   const requests: RewriteRequest[] = [];
-  for (const seed of set.instructions.filter((r) => r.origin === 'seed'))
+  for (const seed of set.instructions.filter((r) => r.origin === 'seed' && (options.only?.(r) ?? true)))
     for (const kind of kinds)
       for (let index = 0; index < perKind; index++) requests.push({ task: tasks.get(seed.task_id)!, seed, kind, index, runSeed: options.seed ?? 0 });
   const results: (InstructionRecord | RejectedVariant)[] = new Array(requests.length);
@@ -113,12 +127,13 @@ export async function diversify(set: TaskSet, rewriter: Rewriter, options: Diver
           ? { task_id: r.seed.task_id, parent_id: r.seed.instruction_id, origin: r.kind, text: draft.text, reason: checked.reason }
           : {
               task_id: r.seed.task_id,
-              instruction_id: `${r.seed.task_id}/${r.kind}-${r.index}`,
+              instruction_id: variantId(r.seed, r.kind, r.index),
               text: draft.text,
               key_spans: checked.spans,
               origin: r.kind,
               key_source: r.seed.key_source,
               parent_id: r.seed.instruction_id,
+              ...(r.seed.label_set != null ? { label_set: r.seed.label_set } : {}),
             };
       options.onProgress?.(++done, requests.length);
     }

@@ -5,6 +5,7 @@
  */
 import { InputError } from '../errors/index.js';
 import { renderPrompt } from '../data/instructions.js';
+import { deriveSeed, mulberry32 } from '../random/rng.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 
 /** A key part: characters [start, end) of the instruction (UTF-16 code units, as JS strings index). */
@@ -47,6 +48,147 @@ export function maskInstruction(instruction: string, spans: readonly KeySpan[], 
     at = s.end;
   }
   return out + instruction.slice(at);
+}
+
+/**
+ * Placeholders a masked key part may be replaced with. Varying them keeps the IG from measuring
+ * how the model reacts to one particular token (`[MASK]`) rather than to the missing key part.
+ */
+export const PLACEHOLDER_POOL: readonly string[] = Object.freeze([
+  '[MASK]',
+  '___',
+  '<?>',
+  '[X]',
+  '...',
+  '(blank)',
+  '[?]',
+  '***',
+  '<hidden>',
+  '{ }',
+  '--',
+  '[redacted]',
+]);
+
+/**
+ * A placeholder from {@link PLACEHOLDER_POOL}, the same for the same seed and labels (an
+ * instruction id, a stage), drawn from the stream `deriveSeed(seed, 'placeholder', ...labels)`.
+ *
+ * @example
+ * maskInstruction('Answer yes or no.', [{ start: 7, end: 16 }], 'replace', pickPlaceholder(0, 'task3', 17));
+ */
+export function pickPlaceholder(seed: number, ...labels: Array<string | number>): string {
+  const rnd = mulberry32(deriveSeed(seed, 'placeholder', ...labels));
+  return PLACEHOLDER_POOL[Math.floor(rnd() * PLACEHOLDER_POOL.length)];
+}
+
+/**
+ * A counterfactual instruction: every key span replaced by another value of its kind (e.g. the
+ * label set of a sibling task) instead of a placeholder, so the "masked" prompt stays fluent.
+ *
+ * `alternatives(i, text)` lists the candidate values of span i; `i` indexes the spans **sorted by
+ * start** (as {@link validateSpans} returns them), not the order they were passed in, and `text` is
+ * the span's own text, which is never chosen. Each span's value is drawn with `rnd` (uniformly when
+ * the spans compete for nothing); two spans get the same value only when no assignment of distinct
+ * values exists. Returns null when some span has no alternative, so the caller can fall back to a
+ * placeholder.
+ *
+ * @example
+ * counterfactualInstruction('Answer yes or no.', [{ start: 7, end: 10 }, { start: 14, end: 16 }], () => ['yes', 'no', 'maybe'], mulberry32(1));
+ * // e.g. 'Answer maybe or yes.'
+ */
+export function counterfactualInstruction(
+  instruction: string,
+  spans: readonly KeySpan[],
+  alternatives: (spanIndex: number, text: string) => readonly string[],
+  rnd: () => number,
+): string | null {
+  const sorted = validateSpans(instruction, spans);
+  const texts = sorted.map((s) => instruction.slice(s.start, s.end));
+  const options: string[][] = [];
+  for (let i = 0; i < sorted.length; i++) {
+    const own = texts[i];
+    const cands = [...new Set(alternatives(i, own))].filter((t) => t !== own);
+    if (cands.length === 0) return null;
+    // Shuffled once here, so the matching below tries candidates in a random order.
+    for (let k = cands.length - 1; k > 0; k--) {
+      const j = Math.floor(rnd() * (k + 1));
+      [cands[k], cands[j]] = [cands[j], cands[k]];
+    }
+    options.push(cands);
+  }
+  // Distinct values by augmenting paths (Kuhn's matching): greedy alone would give span 0 the only
+  // value span 1 can take. The span counts are tiny, so the quadratic cost does not matter.
+  const holder = new Map<string, number>();
+  const chosen = new Array<string | undefined>(sorted.length);
+  const place = (i: number, seen: Set<string>): boolean => {
+    for (const v of options[i]) {
+      if (seen.has(v)) continue;
+      seen.add(v);
+      const h = holder.get(v);
+      if (h === undefined || place(h, seen)) {
+        holder.set(v, i);
+        chosen[i] = v;
+        return true;
+      }
+    }
+    return false;
+  };
+  for (let i = 0; i < sorted.length; i++) if (!place(i, new Set())) chosen[i] = options[i][0];
+  let out = '';
+  let at = 0;
+  sorted.forEach((s, i) => {
+    out += instruction.slice(at, s.start) + chosen[i];
+    at = s.end;
+  });
+  return out + instruction.slice(at);
+}
+
+/** An instruction as {@link keyValuePools} reads it: its task and its key spans, with their kind. */
+export interface PooledInstruction {
+  task_id: string;
+  text: string;
+  key_spans: readonly { start: number; end: number; kind?: string }[];
+}
+
+/**
+ * Value pools for counterfactual masking: the distinct key-span texts per (task, kind), in the
+ * order first seen. A task whose own pool of a kind has fewer than 2 values gets the pool of that
+ * kind over all tasks instead (one value is the span itself and would leave nothing to swap in).
+ * A span without a kind counts as kind 'other'. Every call returns a fresh array.
+ *
+ * @example
+ * const pools = keyValuePools(instructions);
+ * pools('task12', 'label'); // e.g. ['positive', 'negative']
+ */
+export function keyValuePools(instructions: readonly PooledInstruction[]): (task: string, kind: string | undefined) => string[] {
+  const perTask = new Map<string, Map<string, Set<string>>>();
+  const overall = new Map<string, Set<string>>();
+  const addTo = <K>(m: Map<K, Set<string>>, k: K, v: string) => {
+    const set = m.get(k);
+    if (set) set.add(v);
+    else m.set(k, new Set([v]));
+  };
+  instructions.forEach((ins, n) => {
+    try {
+      validateSpans(ins.text, ins.key_spans);
+    } catch (e) {
+      throw new InputError(`instruction ${n} (task ${ins.task_id}): ${(e as Error).message}`, { cause: e });
+    }
+    let kinds = perTask.get(ins.task_id);
+    if (!kinds) perTask.set(ins.task_id, (kinds = new Map()));
+    // Spans in the order given, not by start: "first seen" is the data's own order.
+    for (const s of ins.key_spans) {
+      const kind = s.kind ?? 'other';
+      const text = ins.text.slice(s.start, s.end);
+      addTo(kinds, kind, text);
+      addTo(overall, kind, text);
+    }
+  });
+  return (task, kind) => {
+    const k = kind ?? 'other';
+    const own = perTask.get(task)?.get(k);
+    return [...(own && own.size >= 2 ? own : overall.get(k) ?? [])];
+  };
 }
 
 export interface ScoringRow {

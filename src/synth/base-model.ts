@@ -1,11 +1,11 @@
 /**
  * The tiny base model of the synthetic testbed: a LLaMA-style model with the built-in byte
  * tokenizer, initialised and fully fine-tuned by the toolkit on the general mixture of the suite
- * (every family, many key-part values, never the exact seen or held-out tasks). It is the
+ * (every family, every key-part value, fresh inputs). It is the
  * "pretrained" starting point of a continual run when no pretrained model can be downloaded.
  *
  * Models are cached by a key that hashes everything that decides the weights (generator version,
- * recipe, seed, the tasks left out), so repeated demos reuse one build. A build is written
+ * recipe, seed), so repeated demos reuse one build. A build is written
  * atomically: an interrupted one leaves no folder at the cache path.
  */
 import { createHash } from 'node:crypto';
@@ -21,7 +21,7 @@ import { createRandomModel } from '../model/writer.js';
 import { ByteTokenizer, writeByteTokenizer } from '../tokenizer/index.js';
 import { saveModel } from '../train/checkpoint.js';
 import { Trainer } from '../train/trainer.js';
-import { SYNTH_VERSION, generateSuite, mixtureExamples, type SuiteOptions } from './tasks.js';
+import { SYNTH_VERSION, mixtureExamples } from './tasks.js';
 
 /** What decides a base model's weights besides the seed: its shape and its training. */
 export interface BaseModelRecipe {
@@ -99,12 +99,10 @@ export interface BaseModelOptions {
   cacheDir?: string;
   /** The small recipe (default false). */
   quick?: boolean;
-  /** Seed of the init, the data order and the suite whose tasks the mixture leaves out (default 0). */
+  /** Seed of the init, the mixture and the data order (default 0). */
   seed?: number;
   /** Worker threads (default 0: every core). */
   threads?: number;
-  /** Task counts of the suite the model is for (its seen and held-out tasks stay out of the mixture). */
-  suite?: Pick<SuiteOptions, 'seenTasks' | 'heldOutTasks'>;
   /** Fields over the chosen recipe (they enter the cache key). */
   recipe?: Partial<BaseModelRecipe>;
   onProgress?: (p: BaseModelProgress) => void;
@@ -128,7 +126,6 @@ export interface BaseModelManifest {
   seed: number;
   quick: boolean;
   recipe: BaseModelRecipe;
-  excludedTasks: string[];
   finalLoss: number;
   trainSeconds: number;
 }
@@ -181,8 +178,7 @@ async function ensureWritable(dir: string): Promise<void> {
 /**
  * Builds the tiny base model of the synthetic suite, or reuses the cached build with the same key.
  * The model is a LLaMA-style config with vocab 259 (the byte tokenizer), initialised from `seed`,
- * then fully fine-tuned with {@link Trainer} on `mixtureExamples`, leaving out the seen and
- * held-out tasks of `generateSuite({ seed, ...suite })`. The folder is a Hugging Face model
+ * then fully fine-tuned with {@link Trainer} on `mixtureExamples({ seed })`. The folder is a Hugging Face model
  * (config.json, model.safetensors, kpig-tokenizer.json) plus `kpig-base.json`.
  *
  * @throws InputError for a bad seed, thread count or recipe field, or when `dir` already holds
@@ -199,10 +195,8 @@ export async function buildBaseModel(options: BaseModelOptions = {}): Promise<Ba
   const quick = options.quick ?? false;
   const recipe: BaseModelRecipe = { ...BASE_RECIPES[quick ? 'quick' : 'default'], ...options.recipe };
   checkRecipe(recipe);
-  const suite = generateSuite({ seenTasks: options.suite?.seenTasks, heldOutTasks: options.suite?.heldOutTasks, seed, trainPerTask: 1, testPerTask: 1 });
-  const excludedTasks = suite.set.tasks.map((t) => t.task_id);
   const key = createHash('sha256')
-    .update(JSON.stringify({ synthVersion: SYNTH_VERSION, recipe: Object.entries(recipe).sort(), seed, quick, excludedTasks }))
+    .update(JSON.stringify({ synthVersion: SYNTH_VERSION, recipe: Object.entries(recipe).sort(), seed, quick }))
     .digest('hex')
     .slice(0, 16);
 
@@ -223,7 +217,7 @@ export async function buildBaseModel(options: BaseModelOptions = {}): Promise<Ba
   const elapsed = () => (Date.now() - t0) / 1000;
   options.onProgress?.({ phase: 'init', step: 0, totalSteps: 0, loss: null, elapsedSeconds: 0 });
   try {
-    await writeDirAtomic(dir, (tmp) => train(tmp, { seed, threads, quick, recipe, key, excludedTasks, options, elapsed }));
+    await writeDirAtomic(dir, (tmp) => train(tmp, { seed, threads, quick, recipe, key, options, elapsed }));
   } catch (err) {
     // Another process may have finished the same build first: its folder is as good as ours.
     if ((await readManifest(dir))?.key === key) return { dir, reused: true, key, recipe };
@@ -238,14 +232,13 @@ interface TrainJob {
   quick: boolean;
   recipe: BaseModelRecipe;
   key: string;
-  excludedTasks: string[];
   options: BaseModelOptions;
   elapsed: () => number;
 }
 
 /** Initialises, trains and saves the model into the (empty) folder `tmp`. */
 async function train(tmp: string, job: TrainJob): Promise<void> {
-  const { seed, threads, quick, recipe, key, excludedTasks, options, elapsed } = job;
+  const { seed, threads, quick, recipe, key, options, elapsed } = job;
   await createRandomModel(tmp, {
     preset: 'llama-nano',
     seed,
@@ -265,7 +258,7 @@ async function train(tmp: string, job: TrainJob): Promise<void> {
   await writeByteTokenizer(tmp);
   const model = await Model.load(tmp, { threads });
   try {
-    const rows = mixtureExamples({ seed, size: recipe.mixtureSize, exclude: excludedTasks });
+    const rows = mixtureExamples({ seed, size: recipe.mixtureSize });
     const sequences = rows.flatMap((r) => {
       const seq = tokenizeExample(model.tokenizer!, r, recipe.maxPositions);
       if (!seq) return [];
@@ -293,7 +286,6 @@ async function train(tmp: string, job: TrainJob): Promise<void> {
       seed,
       quick,
       recipe,
-      excludedTasks,
       finalLoss: summary.losses.at(-1) ?? NaN,
       trainSeconds: elapsed(),
     };

@@ -11,18 +11,15 @@
 import type { KeySpan, KeySpanKind } from '../data/taskset.js';
 import type { Rng } from '../random/rng.js';
 import {
-  AFFIRMATIVE_LABELS,
   CATEGORIES,
   CATEGORY_NAMES,
   type Category,
   DAYS,
+  LABEL_WORDS,
   NEGATIVE_ADJECTIVES,
-  NEGATIVE_LABELS,
   PERSON_NAMES,
   POSITIVE_ADJECTIVES,
   REVIEW_NOUNS,
-  SENTIMENT_NEGATIVE_LABELS,
-  SENTIMENT_POSITIVE_LABELS,
 } from './words.js';
 
 export type FamilyName = 'sentiment' | 'membership' | 'choice' | 'extract' | 'transform' | 'length';
@@ -32,6 +29,15 @@ export interface KeyPartDef {
   name: string;
   kind: KeySpanKind;
   values: readonly string[];
+  /**
+   * How the tasks of a suite share this part's values. `partitioned` (default): the family's tasks
+   * get disjoint pools where there are enough values, so a held-out task's values were never
+   * trained in the stream. `shared`: every task draws from all of `pool` (the part varies per
+   * instance everywhere; it is what makes a key-blind answer no better than chance).
+   */
+  sharing?: 'partitioned' | 'shared';
+  /** The values task pools draw from, when not all of `values` (the mixture still uses all). */
+  pool?: readonly string[];
 }
 
 export interface Family {
@@ -68,8 +74,8 @@ const PLAIN_WORDS = CATEGORY_NAMES.filter((c) => c !== 'city').flatMap((c) => CA
 const sentiment: Family = {
   name: 'sentiment',
   parts: [
-    { name: 'positive', kind: 'label', values: SENTIMENT_POSITIVE_LABELS },
-    { name: 'negative', kind: 'label', values: SENTIMENT_NEGATIVE_LABELS },
+    { name: 'positive', kind: 'label', values: LABEL_WORDS },
+    { name: 'negative', kind: 'label', values: LABEL_WORDS },
   ],
   template: ["Is the review positive or negative? Answer '", 0, "' if positive, '", 1, "' if negative."],
   labelSet: (key) => [key[0]!, key[1]!],
@@ -89,9 +95,9 @@ const sentiment: Family = {
 const membership: Family = {
   name: 'membership',
   parts: [
-    { name: 'category', kind: 'entity', values: CATEGORY_NAMES },
-    { name: 'affirmative', kind: 'label', values: AFFIRMATIVE_LABELS },
-    { name: 'negative', kind: 'label', values: NEGATIVE_LABELS },
+    { name: 'category', kind: 'entity', values: CATEGORY_NAMES, sharing: 'shared' },
+    { name: 'affirmative', kind: 'label', values: LABEL_WORDS },
+    { name: 'negative', kind: 'label', values: LABEL_WORDS },
   ],
   template: ['Does the list name any ', 0, "? Answer '", 1, "' if so, '", 2, "' if not."],
   labelSet: (key) => [key[1]!, key[2]!],
@@ -117,8 +123,9 @@ const CHOICE_FORMATS: Readonly<Record<string, readonly string[] | null>> = {
 const choice: Family = {
   name: 'choice',
   parts: [
-    { name: 'category', kind: 'entity', values: CATEGORY_NAMES },
-    { name: 'format', kind: 'format', values: Object.keys(CHOICE_FORMATS) },
+    { name: 'category', kind: 'entity', values: CATEGORY_NAMES, sharing: 'shared' },
+    // Task pools keep to the formats with a closed label set, so every choice task has a V-score.
+    { name: 'format', kind: 'format', values: Object.keys(CHOICE_FORMATS), pool: Object.keys(CHOICE_FORMATS).filter((f) => CHOICE_FORMATS[f] !== null) },
   ],
   template: ['Which option is a kind of ', 0, '? Answer with ', 1, '.'],
   labelSet: (key) => (CHOICE_FORMATS[key[1]!] ? [...CHOICE_FORMATS[key[1]!]!] : null),
@@ -157,7 +164,7 @@ const REWRITES: Readonly<Record<string, (word: string) => string>> = {
 const extract: Family = {
   name: 'extract',
   parts: [
-    { name: 'entity', kind: 'entity', values: Object.keys(ENTITY_WORDS) },
+    { name: 'entity', kind: 'entity', values: Object.keys(ENTITY_WORDS), sharing: 'shared' },
     { name: 'format', kind: 'format', values: ['as it is', 'in upper case', 'backwards'] },
   ],
   template: ['Find the ', 0, ' in the sentence and write it ', 1, '.'],
@@ -184,7 +191,7 @@ const POSITIONS = ['first', 'second', 'third'];
 const transform: Family = {
   name: 'transform',
   parts: [
-    { name: 'position', kind: 'entity', values: POSITIONS },
+    { name: 'position', kind: 'entity', values: POSITIONS, sharing: 'shared' },
     { name: 'format', kind: 'format', values: ['backwards', 'twice', 'in upper case', 'with dashes between letters', 'without its first letter'] },
   ],
   template: ['Write the ', 0, ' word ', 1, '.'],
@@ -199,7 +206,7 @@ const transform: Family = {
 const length: Family = {
   name: 'length',
   parts: [
-    { name: 'end', kind: 'format', values: ['first', 'last'] },
+    { name: 'end', kind: 'format', values: ['first', 'last'], sharing: 'shared' },
     { name: 'count', kind: 'length', values: ['2', '3', '4', '5', '6'] },
   ],
   template: ['Copy the ', 0, ' ', 1, ' words of the input.'],
@@ -212,12 +219,20 @@ const length: Family = {
   },
 };
 
-/**
- * The families in stream order: seen task i belongs to `FAMILIES[i % 6]`. Held-out tasks take
- * them in the same order, so the first three held-out tasks are the label-set families, where a
- * V-score is defined.
- */
+/** Every family; the label-set families first. */
 export const FAMILIES: readonly Family[] = [sentiment, membership, choice, extract, transform, length];
+
+/**
+ * The family of seen task i: the label-set families in turn, twice (so the stream meets each of
+ * them again with other key values after it has learnt something else), then the generation ones.
+ */
+export const STREAM_FAMILY_ORDER: readonly FamilyName[] = ['sentiment', 'choice', 'membership', 'sentiment', 'choice', 'membership', 'extract', 'transform', 'length'];
+
+/** The family of held-out task j: the label-set families first, where a V-score is defined. */
+export const HELD_OUT_FAMILY_ORDER: readonly FamilyName[] = ['sentiment', 'membership', 'choice', 'extract', 'transform', 'length'];
+
+/** The family of that name. */
+export const familyByName = (name: FamilyName): Family => FAMILIES.find((f) => f.name === name)!;
 
 /**
  * The instruction of a family for a key, with the exact span of every key part.
@@ -241,11 +256,17 @@ export function renderInstruction(family: Family, key: readonly string[]): { tex
   return { text, key_spans };
 }
 
-/** Every key of a family: the cartesian product of its key parts' values, in a fixed order. */
+/** Whether a key names two label parts alike (an instruction that cannot tell its answers apart). */
+export function labelsClash(family: Family, key: readonly string[]): boolean {
+  const labels = family.parts.map((p, i) => (p.kind === 'label' ? key[i] : null)).filter((v): v is string => v !== null);
+  return new Set(labels).size < labels.length;
+}
+
+/** Every key of a family: the cartesian product of its key parts' values in a fixed order, without label clashes. */
 export function allKeys(family: Family): string[][] {
   let keys: string[][] = [[]];
   for (const part of family.parts) keys = keys.flatMap((k) => part.values.map((v) => [...k, v]));
-  return keys;
+  return keys.filter((k) => !labelsClash(family, k));
 }
 
 /**

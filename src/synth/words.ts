@@ -31,10 +31,15 @@ export const REVIEW_NOUNS = ['soup', 'room', 'film', 'staff', 'bus', 'park', 'bo
 export const POSITIVE_ADJECTIVES = ['tasty', 'warm', 'kind', 'fresh', 'clean', 'cozy'] as const;
 export const NEGATIVE_ADJECTIVES = ['cold', 'rude', 'dull', 'noisy', 'dirty', 'slow'] as const;
 
-/** Label words of `sentiment`: a task pairs one positive and one negative word. */
-export const SENTIMENT_POSITIVE_LABELS = ['good', 'pos', 'like', 'up', 'plus', 'love', 'yay', 'win', 'smile', 'glad'] as const;
-export const SENTIMENT_NEGATIVE_LABELS = ['bad', 'neg', 'dislike', 'down', 'minus', 'hate', 'nay', 'lose', 'frown', 'upset'] as const;
-
-/** Label words of `membership`: a task pairs one affirmative and one negative word. */
-export const AFFIRMATIVE_LABELS = ['yes', 'true', 'right', 'correct', 'present', 'found', 'sure', 'agree'] as const;
-export const NEGATIVE_LABELS = ['no', 'false', 'wrong', 'incorrect', 'absent', 'missing', 'nope', 'disagree'] as const;
+/**
+ * Label words of `sentiment` and `membership`: a task's instruction names two of them, and which
+ * one answers is only written there. There are many of them so that a model cannot get a task
+ * right by remembering a few label words: it has to copy the one the instruction names.
+ */
+export const LABEL_WORDS = [
+  'good', 'bad', 'yes', 'no', 'true', 'false', 'pos', 'neg', 'up', 'down', 'plus', 'minus',
+  'sun', 'moon', 'star', 'rain', 'snow', 'wind', 'gold', 'iron', 'stone', 'wood', 'glass', 'salt',
+  'bread', 'rice', 'corn', 'boat', 'ship', 'car', 'kite', 'drum', 'bell', 'horn', 'harp', 'lamp',
+  'door', 'wall', 'roof', 'bed', 'chair', 'desk', 'cup', 'bowl', 'fork', 'spoon', 'ring', 'coin',
+  'key', 'box', 'bag', 'hat', 'shoe', 'sock', 'coat', 'north', 'south', 'east', 'west', 'alpha',
+] as const;
