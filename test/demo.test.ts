@@ -63,5 +63,19 @@ describe('kpig demo', () => {
     expect(again.stdout).toMatch(/\| none \|/);
     expect(JSON.parse(readFileSync(join(runDir, 'status.json'), 'utf8')).state).toBe('done');
     expect(existsSync(join(out, 'report', 'report.html'))).toBe(true);
+    // Listening probes after the base model and every stage; the masking record; the gate, which
+    // cannot pass without a multitask run, and the held-out columns marked for it.
+    for (const d of ['base', 'stage-01', 'stage-04']) {
+      const probe = JSON.parse(readFileSync(join(runDir, d, 'probe.json'), 'utf8'));
+      expect(probe.tasks.length).toBe(7);
+      for (const p of probe.tasks) expect(p.follow + p.stale).toBeLessThanOrEqual(1);
+    }
+    expect(JSON.parse(readFileSync(join(runDir, 'masking.json'), 'utf8')).placeholder_pool.length).toBeGreaterThan(5);
+    const comparison = JSON.parse(readFileSync(join(out, 'comparison.json'), 'utf8'));
+    expect(comparison.gate.pass).toBe(false);
+    expect(comparison.gate.reason).toMatch(/no multitask run/);
+    expect(again.stdout).toMatch(/V-score \(held-out\) \(not evidence\)/);
+    expect(again.stdout).toMatch(/validity gate: FAIL/);
+    expect(readFileSync(join(out, 'report', 'report.md'), 'utf8')).toMatch(/validity gate: FAIL/);
   });
 });

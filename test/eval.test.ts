@@ -120,7 +120,7 @@ describe('prediction tables: hand-made rows and bad input', () => {
     task_id, instance_id, prediction, references, valid, rouge_l: rougeL(prediction, references), exact_match: exactMatch(prediction, references),
   });
 
-  it('summarizeTasks: means per task, null V-score without a label set', () => {
+  it('summarizeTasks: means per task, null V-score without a label set, the constant-answer rate', () => {
     const open: TaskSet = structuredClone(set);
     open.tasks[1].label_set = null;
     const rows = [
@@ -130,9 +130,12 @@ describe('prediction tables: hand-made rows and bad input', () => {
     ];
     const s = summarizeTasks(rows, open);
     expect(s).toEqual([
-      { task_id: 'task0', n: 2, rouge_l: 0.5, exact_match: 0.5, v_score: 0.5 },
-      { task_id: 'task1', n: 1, rouge_l: 1, exact_match: 1, v_score: null },
+      { task_id: 'task0', n: 2, rouge_l: 0.5, exact_match: 0.5, v_score: 0.5, constant_rate: 0.5 },
+      { task_id: 'task1', n: 1, rouge_l: 1, exact_match: 1, v_score: null, constant_rate: 1 },
     ]);
+    // Three answers of four alike, up to case and spacing.
+    const same = [mk('task0', 'task0-2', 'Yes', ['yes'], true), mk('task0', 'task0-3', ' yes ', ['no'], true), mk('task0', 'task0-0', 'no', ['yes'], true), mk('task0', 'task0-1', 'YES', ['no'], true)];
+    expect(summarizeTasks(same, open)[0].constant_rate).toBe(0.75);
     expect(summarizeTasks([], set)).toEqual([]);
   });
 

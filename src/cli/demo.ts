@@ -4,45 +4,10 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
-import { formatInterval } from '../eval/stats.js';
-import { DEMO_METRICS, DEMO_STRATEGIES, HELD_OUT_METRICS, runDemo, type DemoEvent, type DemoMetric, type DemoResult } from '../pipeline/demo.js';
+import { DEMO_STRATEGIES, demoTable, gateText, runDemo, type DemoEvent } from '../pipeline/demo.js';
+import { markdownTable } from '../report/markdown.js';
 import { STRATEGY_NAMES, type StrategyName } from '../pipeline/config.js';
 import { duration, int } from './util.js';
-
-const HEADINGS: Record<DemoMetric, string> = {
-  ap: 'AP',
-  bwt: 'BWT',
-  forgetting: 'forgetting',
-  pScore: 'P-score (held-out)',
-  vScore: 'V-score (held-out)',
-  heldOutRougeL: 'held-out ROUGE-L',
-  listenHeldOut: 'listening (held-out)',
-  listenSeen: 'listening (seen)',
-  constantRate: 'constant answers',
-};
-
-/**
- * The comparison as a Markdown table (what the README shows): mean ± half-width of the 95%
- * t-interval over seeds (the mean alone for one seed), then the paired difference KPIG − random.
- * When the validity gate fails, the held-out columns are marked as not evidence.
- */
-export function demoTable(result: Pick<DemoResult, 'rows' | 'intervals' | 'paired' | 'gate'>): string {
-  const mark = (m: DemoMetric) => (HELD_OUT_METRICS.includes(m) && !result.gate.pass ? ' (not evidence)' : '');
-  const head = ['strategy', ...DEMO_METRICS.map((m) => HEADINGS[m] + mark(m))];
-  const lines = [head, head.map(() => '---')];
-  for (const r of result.rows) lines.push([r.strategy, ...DEMO_METRICS.map((m) => formatInterval(result.intervals[r.strategy]?.[m] ?? null))]);
-  if (result.paired) lines.push(['kpig − random (paired)', ...DEMO_METRICS.map((m) => formatInterval(result.paired![m]))]);
-  return lines.map((l) => `| ${l.join(' | ')} |`).join('\n');
-}
-
-/** The validity gate as lines of text. */
-export function gateText(result: Pick<DemoResult, 'gate'>): string {
-  const g = result.gate;
-  const lines = [`validity gate: ${g.pass ? 'PASS' : 'FAIL'} (${g.reason})`];
-  for (const c of g.checks) lines.push(`  ${c.pass === null ? '?' : c.pass ? '✓' : '✗'} ${c.name}: ${c.detail}`);
-  if (!g.pass) lines.push('  the held-out columns are not evidence of instruction following on this benchmark');
-  return lines.join('\n');
-}
 
 /** Adds `kpig demo` to the program. */
 export function registerDemo(program: Command): void {
@@ -98,7 +63,7 @@ export function registerDemo(program: Command): void {
           return;
         }
         console.log(`\nkpig demo${o.quick ? ' --quick' : ''}: ${o.seeds} seed${o.seeds > 1 ? 's' : ''}, ${duration((Date.now() - t0) / 1000)}\n`);
-        console.log(demoTable(result));
+        console.log(markdownTable(demoTable(result)));
         console.log(`\n${gateText(result)}`);
         console.log(
           `\nAP, BWT and forgetting: ROUGE-L over the seen tasks (stage × task matrix). Held-out: P-score = ROUGE-L over outputs inside the label set, V-score = share of outputs inside it. ` +

@@ -349,7 +349,8 @@ function summarise(checks: GateCheck[]): GateResult {
 }
 
 /**
- * The validity gate of a CIT benchmark run: (1) 'ceiling' — multitask held-out V ≥ base held-out
+ * The validity gate of a CIT benchmark run: (0) 'key variation', when `variation` is given — every
+ * seen task varies its key-part values across training instances; (1) 'ceiling' — multitask held-out V ≥ base held-out
  * V − margin; (2) 'forgetting' — the `none` run's seen AP is below the base model's; (3)
  * 'half-listening' — the `none` run's held-out V is below the base model's. A check with a missing
  * input has `pass: null` and fails the gate, since an unverified benchmark is not a valid one.

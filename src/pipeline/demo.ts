@@ -12,9 +12,10 @@ import { join, resolve } from 'node:path';
 import { writeTaskSet } from '../data/store.js';
 import type { TaskSet } from '../data/taskset.js';
 import { InputError, KpigIOError } from '../errors/index.js';
-import { keyVariation, meanInterval, pairedDifference, validityGateOverSeeds, type GateInput, type GateResult, type IntervalSummary } from '../eval/stats.js';
+import { formatInterval, keyVariation, meanInterval, pairedDifference, validityGateOverSeeds, type GateInput, type GateResult, type IntervalSummary } from '../eval/stats.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { writeReport } from '../report/report.js';
+import type { TextTable } from '../report/tables.js';
 import { readRun, type EvalScores, type RunData } from '../report/run.js';
 import { offlineRewriter } from '../rewrite/offline.js';
 import { diversify, type RewriteKind } from '../rewrite/variant.js';
@@ -250,14 +251,52 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     }
   }
   const gate = validityGateOverSeeds(gates);
-  const report = await writeReport(runDirs, join(out, 'report'));
   const ordered = [rows.get('base model')!, ...strategies.map((s) => rows.get(s)!)].filter(Boolean);
   const intervals = Object.fromEntries(ordered.map((r) => [r.strategy, Object.fromEntries(DEMO_METRICS.map((m) => [m, meanInterval(r[m])]))])) as DemoResult['intervals'];
   const kp = rows.get('kpig'), rnd = rows.get('random');
   const paired = kp && rnd ? (Object.fromEntries(DEMO_METRICS.map((m) => [m, pairedDifference(kp[m], rnd[m])])) as Record<DemoMetric, IntervalSummary | null>) : null;
+  const summary = {
+    title: `Comparison over ${seeds} seed${seeds > 1 ? 's' : ''}`,
+    table: demoTable({ rows: ordered, intervals, paired, gate }),
+    notes: [...gateText({ gate }).split('\n'), 'Cells: mean ± half-width of the 95% t-interval over seeds (the mean alone for one seed); the last row is the paired difference KPIG − random.'],
+  };
+  const report = await writeReport(runDirs, join(out, 'report'), { summary });
   const result: DemoResult = { out, seeds, rows: ordered, intervals, paired, gate, constantAnswers, report: { markdown: report.markdown, html: report.html }, seconds: (Date.now() - t0) / 1000 };
   await writeJsonAtomic(join(out, 'comparison.json'), result);
   return result;
+}
+
+const HEADINGS: Record<DemoMetric, string> = {
+  ap: 'AP',
+  bwt: 'BWT',
+  forgetting: 'forgetting',
+  pScore: 'P-score (held-out)',
+  vScore: 'V-score (held-out)',
+  heldOutRougeL: 'held-out ROUGE-L',
+  listenHeldOut: 'listening (held-out)',
+  listenSeen: 'listening (seen)',
+  constantRate: 'constant answers',
+};
+
+/**
+ * The comparison as a table (what the README shows): mean ± half-width of the 95%
+ * t-interval over seeds (the mean alone for one seed), then the paired difference KPIG − random.
+ * When the validity gate fails, the held-out columns are marked as not evidence.
+ */
+export function demoTable(result: Pick<DemoResult, 'rows' | 'intervals' | 'paired' | 'gate'>): TextTable {
+  const mark = (m: DemoMetric) => (HELD_OUT_METRICS.includes(m) && !result.gate.pass ? ' (not evidence)' : '');
+  const rows = result.rows.map((r) => [r.strategy, ...DEMO_METRICS.map((m) => formatInterval(result.intervals[r.strategy]?.[m] ?? null))]);
+  if (result.paired) rows.push(['kpig − random (paired)', ...DEMO_METRICS.map((m) => formatInterval(result.paired![m]))]);
+  return { header: ['strategy', ...DEMO_METRICS.map((m) => HEADINGS[m] + mark(m))], rows };
+}
+
+/** The validity gate as lines of text. */
+export function gateText(result: Pick<DemoResult, 'gate'>): string {
+  const g = result.gate;
+  const lines = [`validity gate: ${g.pass ? 'PASS' : 'FAIL'} (${g.reason})`];
+  for (const c of g.checks) lines.push(`  ${c.pass === null ? '?' : c.pass ? '✓' : '✗'} ${c.name}: ${c.detail}`);
+  if (!g.pass) lines.push('  the held-out columns are not evidence of instruction following on this benchmark');
+  return lines.join('\n');
 }
 
 function sameConfig(path: string, config: unknown): boolean {

@@ -5,6 +5,7 @@
  * comparison curves. Plot ids (`data-plot`): heatmap, stage-scores, train-loss, train-ig per run
  * (with `data-run="<index>"`), and compare-ap, compare-p across runs.
  */
+import type { ReportSummary } from './report.js';
 import type { RunData } from './run.js';
 import { esc, heatmapSvg, lineChartSvg, type Series } from './svg.js';
 import { comparisonTable, DEFINITIONS, matrixTable, metricsTable, runFacts, stagePoints, stageTable, trainingTable, type TextTable } from './tables.js';
@@ -130,7 +131,7 @@ function comparison(runs: RunData[]): string {
  * @example
  * writeFileSync('report.html', renderHtml([await readRun('runs/a'), await readRun('runs/b')]));
  */
-export function renderHtml(runs: RunData[]): string {
+export function renderHtml(runs: RunData[], summary?: ReportSummary): string {
   const title = runs.length > 1 ? `kpig report: ${runs.length} runs` : `kpig report: ${runs[0].name}`;
   return [
     '<!DOCTYPE html>',
@@ -138,6 +139,7 @@ export function renderHtml(runs: RunData[]): string {
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
     `<title>${esc(title)}</title><style>${CSS}</style></head><body>`,
     `<h1>${esc(title)}</h1>`,
+    summary ? `<section id="summary"><h2>${esc(summary.title)}</h2>${htmlTable(summary.table)}${summary.notes.map((n) => `<p>${esc(n)}</p>`).join('')}</section>` : '',
     '<p>Scores are ROUGE-L (mean per task, ×100) unless stated; “–” is not measured or undefined.</p>',
     runs.length > 1 ? comparison(runs) : '',
     ...runs.map((r, i) => runSection(r, i)),

@@ -6,6 +6,15 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { renderHtml } from './html.js';
 import { renderMarkdown } from './markdown.js';
 import { readRun, type RunData } from './run.js';
+import type { TextTable } from './tables.js';
+
+/** A section put before the runs: a benchmark's comparison over seeds and what to make of it. */
+export interface ReportSummary {
+  title: string;
+  table: TextTable;
+  /** Paragraphs under the table (plain text). */
+  notes: string[];
+}
 
 export interface ReportFiles {
   markdown: string;
@@ -15,7 +24,7 @@ export interface ReportFiles {
 }
 
 /**
- * Writes `report.md` and `report.html` for the runs into `outDir` (default: `<run-dir>/report`
+ * Writes `report.md` and `report.html` for the runs (after `options.summary`, when given) into `outDir` (default: `<run-dir>/report`
  * for one run, `./kpig-report` for several) and returns their paths. Partial runs are reported
  * with what they are missing.
  *
@@ -24,7 +33,7 @@ export interface ReportFiles {
  * @example
  * const { html } = await writeReport(['runs/kpig', 'runs/random'], 'reports/compare');
  */
-export async function writeReport(runDirs: string[], outDir?: string): Promise<ReportFiles> {
+export async function writeReport(runDirs: string[], outDir?: string, options: { summary?: ReportSummary } = {}): Promise<ReportFiles> {
   if (runDirs.length === 0) throw new InputError('writeReport: give at least one run directory');
   const runs: RunData[] = [];
   for (const d of runDirs) runs.push(await readRun(d));
@@ -32,7 +41,7 @@ export async function writeReport(runDirs: string[], outDir?: string): Promise<R
   await mkdir(dir, { recursive: true });
   const markdown = join(dir, 'report.md');
   const html = join(dir, 'report.html');
-  await writeFileAtomic(markdown, renderMarkdown(runs));
-  await writeFileAtomic(html, renderHtml(runs));
+  await writeFileAtomic(markdown, renderMarkdown(runs, options.summary));
+  await writeFileAtomic(html, renderHtml(runs, options.summary));
   return { markdown, html, runs };
 }

@@ -15,11 +15,12 @@ import {
   CATEGORY_NAMES,
   type Category,
   DAYS,
-  LABEL_WORDS,
+  FIRST_LABELS,
   NEGATIVE_ADJECTIVES,
   PERSON_NAMES,
   POSITIVE_ADJECTIVES,
   REVIEW_NOUNS,
+  SECOND_LABELS,
 } from './words.js';
 
 export type FamilyName = 'sentiment' | 'membership' | 'choice' | 'extract' | 'transform' | 'length';
@@ -47,8 +48,12 @@ export interface Family {
   template: readonly (string | number)[];
   /** The closed output space of a task with this key, or null when it is open. */
   labelSet(key: readonly string[]): string[] | null;
-  /** A fresh input; only `choice` reads the key, to place one option of the asked category. */
-  input(rnd: Rng, key: readonly string[]): string;
+  /**
+   * A fresh input; only `choice` reads the key, to place one option of the asked category, and
+   * the task's pools (`pools[p]`: the values part p draws from), to take the other options from
+   * the other asked categories, so that which option answers depends on which category is asked.
+   */
+  input(rnd: Rng, key: readonly string[], pools?: readonly (readonly string[])[]): string;
   output(key: readonly string[], input: string): string;
 }
 
@@ -74,8 +79,8 @@ const PLAIN_WORDS = CATEGORY_NAMES.filter((c) => c !== 'city').flatMap((c) => CA
 const sentiment: Family = {
   name: 'sentiment',
   parts: [
-    { name: 'positive', kind: 'label', values: LABEL_WORDS },
-    { name: 'negative', kind: 'label', values: LABEL_WORDS },
+    { name: 'positive', kind: 'label', values: FIRST_LABELS, sharing: 'shared' },
+    { name: 'negative', kind: 'label', values: SECOND_LABELS, sharing: 'shared' },
   ],
   template: ["Is the review positive or negative? Answer '", 0, "' if positive, '", 1, "' if negative."],
   labelSet: (key) => [key[0]!, key[1]!],
@@ -95,9 +100,9 @@ const sentiment: Family = {
 const membership: Family = {
   name: 'membership',
   parts: [
-    { name: 'category', kind: 'entity', values: CATEGORY_NAMES, sharing: 'shared' },
-    { name: 'affirmative', kind: 'label', values: LABEL_WORDS },
-    { name: 'negative', kind: 'label', values: LABEL_WORDS },
+    { name: 'category', kind: 'entity', values: CATEGORY_NAMES },
+    { name: 'affirmative', kind: 'label', values: FIRST_LABELS, sharing: 'shared' },
+    { name: 'negative', kind: 'label', values: SECOND_LABELS, sharing: 'shared' },
   ],
   template: ['Does the list name any ', 0, "? Answer '", 1, "' if so, '", 2, "' if not."],
   labelSet: (key) => [key[1]!, key[2]!],
@@ -123,14 +128,15 @@ const CHOICE_FORMATS: Readonly<Record<string, readonly string[] | null>> = {
 const choice: Family = {
   name: 'choice',
   parts: [
-    { name: 'category', kind: 'entity', values: CATEGORY_NAMES, sharing: 'shared' },
+    { name: 'category', kind: 'entity', values: CATEGORY_NAMES },
     // Task pools keep to the formats with a closed label set, so every choice task has a V-score.
-    { name: 'format', kind: 'format', values: Object.keys(CHOICE_FORMATS), pool: Object.keys(CHOICE_FORMATS).filter((f) => CHOICE_FORMATS[f] !== null) },
+    { name: 'format', kind: 'format', values: Object.keys(CHOICE_FORMATS), pool: Object.keys(CHOICE_FORMATS).filter((f) => CHOICE_FORMATS[f] !== null), sharing: 'shared' },
   ],
   template: ['Which option is a kind of ', 0, '? Answer with ', 1, '.'],
   labelSet: (key) => (CHOICE_FORMATS[key[1]!] ? [...CHOICE_FORMATS[key[1]!]!] : null),
-  input(rnd, key) {
-    const others = distinct(CATEGORY_NAMES.filter((c) => c !== key[0]), 2, rnd);
+  input(rnd, key, pools) {
+    const asked = (pools?.[0] ?? []).filter((c) => c !== key[0]) as Category[];
+    const others = asked.length >= 2 ? distinct(asked, 2, rnd) : distinct(CATEGORY_NAMES.filter((c) => c !== key[0]), 2, rnd);
     const words = distinct([key[0] as Category, ...others], 3, rnd).map((c) => pick(CATEGORIES[c], rnd));
     return `(A) ${words[0]} (B) ${words[1]} (C) ${words[2]}`;
   },
@@ -164,8 +170,8 @@ const REWRITES: Readonly<Record<string, (word: string) => string>> = {
 const extract: Family = {
   name: 'extract',
   parts: [
-    { name: 'entity', kind: 'entity', values: Object.keys(ENTITY_WORDS), sharing: 'shared' },
-    { name: 'format', kind: 'format', values: ['as it is', 'in upper case', 'backwards'] },
+    { name: 'entity', kind: 'entity', values: Object.keys(ENTITY_WORDS) },
+    { name: 'format', kind: 'format', values: ['as it is', 'in upper case', 'backwards'], sharing: 'shared' },
   ],
   template: ['Find the ', 0, ' in the sentence and write it ', 1, '.'],
   labelSet: () => null,
@@ -228,8 +234,12 @@ export const FAMILIES: readonly Family[] = [sentiment, membership, choice, extra
  */
 export const STREAM_FAMILY_ORDER: readonly FamilyName[] = ['sentiment', 'choice', 'membership', 'sentiment', 'choice', 'membership', 'extract', 'transform', 'length'];
 
-/** The family of held-out task j: the label-set families first, where a V-score is defined. */
-export const HELD_OUT_FAMILY_ORDER: readonly FamilyName[] = ['sentiment', 'membership', 'choice', 'extract', 'transform', 'length'];
+/**
+ * The family of held-out task j: the label-set families with a partitioned key part first (a
+ * V-score is defined there), then the generation families. `sentiment` has no held-out task: its
+ * only key parts are its label words, which every task shares.
+ */
+export const HELD_OUT_FAMILY_ORDER: readonly FamilyName[] = ['membership', 'choice', 'extract', 'transform', 'length'];
 
 /** The family of that name. */
 export const familyByName = (name: FamilyName): Family => FAMILIES.find((f) => f.name === name)!;
@@ -260,22 +270,4 @@ export function renderInstruction(family: Family, key: readonly string[]): { tex
 export function labelsClash(family: Family, key: readonly string[]): boolean {
   const labels = family.parts.map((p, i) => (p.kind === 'label' ? key[i] : null)).filter((v): v is string => v !== null);
   return new Set(labels).size < labels.length;
-}
-
-/** Every key of a family: the cartesian product of its key parts' values in a fixed order, without label clashes. */
-export function allKeys(family: Family): string[][] {
-  let keys: string[][] = [[]];
-  for (const part of family.parts) keys = keys.flatMap((k) => part.values.map((v) => [...k, v]));
-  return keys.filter((k) => !labelsClash(family, k));
-}
-
-/**
- * The task id of a family and key: `<family>-<value>-<value>…`, values lower-cased, a leading
- * "the " dropped and spaces as underscores (`choice-animal-letter`, `sentiment-good-bad`).
- *
- * @example
- * taskIdOf(FAMILIES[2], ['animal', 'the roman numeral']); // 'choice-animal-roman_numeral'
- */
-export function taskIdOf(family: Family, key: readonly string[]): string {
-  return [family.name, ...key.map((v) => v.toLowerCase().replace(/^the /, '').replace(/ /g, '_'))].join('-');
 }

@@ -15,7 +15,7 @@ import type { InstructionExample } from '../data/instructions.js';
 import type { InstanceRecord, InstructionRecord, TaskRecord, TaskSet, TaskStream } from '../data/taskset.js';
 import { InputError } from '../errors/index.js';
 import { deriveSeed, mulberry32, shuffled, type Rng } from '../random/rng.js';
-import { FAMILIES, HELD_OUT_FAMILY_ORDER, STREAM_FAMILY_ORDER, type Family, type FamilyName, allKeys, familyByName, labelsClash, renderInstruction } from './families.js';
+import { FAMILIES, HELD_OUT_FAMILY_ORDER, STREAM_FAMILY_ORDER, type Family, type FamilyName, familyByName, labelsClash, renderInstruction } from './families.js';
 
 /**
  * Version of the generator's output: bump it whenever a word list, template, rule or draw order
@@ -123,11 +123,11 @@ interface TaskPlan {
 }
 
 /**
- * The tasks of a suite and their pools. A partitioned part's values are shuffled per value list and
- * dealt in chunks of ⌊values / tasks using the list⌋ (at least one), over every task of every
- * family that draws from that list (sentiment and membership share their label words): seen tasks
- * from the front, held-out tasks from the back, so a held-out task's values are never trained in
- * the stream while there are enough of them. Two parts of one task on the same list share a pool.
+ * The tasks of a suite and their pools. A partitioned part's values are shuffled per family and
+ * value list; every held-out task of the family using the list takes its own chunk of ⌊values / (held-out tasks using it + 1)⌋
+ * from the back, and the seen tasks share all the rest, so a held-out task's values are never
+ * trained in the stream, and a seen task draws from every value the stream has. Two parts of one
+ * task on the same list share a pool.
  * A shared part gives every task all of its values. Without key variation each pool keeps its
  * first value only (label parts their first two distinct values, one each).
  */
@@ -142,27 +142,30 @@ function planTasks(o: ResolvedSuiteOptions): TaskPlan[] {
     return { family: familyByName(name), role, task_id: role === 'seen' ? `${name}-${index + 1}` : `${name}-h${index + 1}` };
   });
   const listOf = (part: Family['parts'][number]) => part.pool ?? part.values;
-  const listKey = (values: readonly string[]) => values.join('\u0000');
+  const listKey = (family: Family, values: readonly string[]) => `${family.name}\u0000${values.join('\u0000')}`;
   // Per value list, the tasks that partition it, in order: seen ones, then held-out ones.
   const users = new Map<string, { seen: string[]; held: string[] }>();
   for (const t of tasks)
     for (const part of t.family.parts) {
       if (part.sharing === 'shared') continue;
-      const u = users.get(listKey(listOf(part))) ?? { seen: [], held: [] };
+      const key = listKey(t.family, listOf(part));
+      const u = users.get(key) ?? { seen: [], held: [] };
       const side = t.role === 'seen' ? u.seen : u.held;
       if (!side.includes(t.task_id)) side.push(t.task_id);
-      users.set(listKey(listOf(part)), u);
+      users.set(key, u);
     }
   return tasks.map((t) => {
     const pools = t.family.parts.map((part) => {
       const values = listOf(part);
-      const order = shuffled(values, mulberry32(streamSeed(o.seed, 'pool', listKey(values))));
+      const order = shuffled(values, mulberry32(streamSeed(o.seed, 'pool', listKey(t.family, values))));
       if (part.sharing === 'shared') return order;
-      const u = users.get(listKey(values))!;
+      const u = users.get(listKey(t.family, values))!;
       // Two label parts of a task draw distinct words from one pool, so a label pool keeps at least two.
-      const per = Math.max(part.kind === 'label' ? 2 : 1, Math.floor(order.length / (u.seen.length + u.held.length)));
-      const at = t.role === 'seen' ? u.seen.indexOf(t.task_id) * per : order.length - (u.held.indexOf(t.task_id) + 1) * per;
-      return Array.from({ length: per }, (_, k) => order[(((at + k) % order.length) + order.length) % order.length]!);
+      const per = Math.max(part.kind === 'label' ? 2 : 1, Math.floor(order.length / (u.held.length + 1)));
+      const heldOut = order.length - u.held.length * per >= per ? u.held.length * per : 0;
+      if (t.role === 'seen') return heldOut > 0 ? order.slice(0, order.length - heldOut) : order;
+      const k = u.held.indexOf(t.task_id);
+      return heldOut > 0 ? order.slice(order.length - (k + 1) * per, order.length - k * per) : order.slice(0, per);
     });
     if (!o.keyVariation) {
       // One fixed key: each part its first value, label parts distinct values of their pool.
@@ -197,7 +200,7 @@ function drawInstances(plan: TaskPlan, n: number, taken: Set<string>, rnd: Rng):
   let misses = 0;
   while (out.length < n) {
     const key = drawKey(plan.family, plan.pools, rnd);
-    const input = plan.family.input(rnd, key);
+    const input = plan.family.input(rnd, key, plan.pools);
     if (taken.has(input)) {
       if (++misses > 10_000) {
         throw new InputError(`synth suite: task '${plan.task_id}' cannot get ${n} more distinct inputs after ${taken.size}; ask for fewer instances per task`);
@@ -316,7 +319,8 @@ export interface MixtureExample extends InstructionExample {
 
 /**
  * The general mixture a base model learns instruction following from: `size` rows, each from a
- * family drawn uniformly, a key drawn uniformly among all of the family's keys, and a fresh input.
+ * family drawn uniformly, each key part's value drawn uniformly among all of its values (two label
+ * parts never alike), and a fresh input.
  * It knows every label word, class and format, as a pretrained model knows the words of a new
  * label set; the suite's held-out tasks are new to the stream, not to the language.
  *
@@ -328,12 +332,11 @@ export function mixtureExamples(options: { seed: number; size: number }): Mixtur
   const where = 'synth mixture';
   const seed = checkSeed(where, options.seed);
   const size = positiveInt(where, 'size', options.size);
-  const pools = FAMILIES.map((family) => ({ family, keys: allKeys(family) }));
   const rnd = mulberry32(streamSeed(seed, 'mixture'));
   const rows: MixtureExample[] = [];
   for (let i = 0; i < size; i++) {
-    const { family, keys } = pools[Math.floor(rnd() * pools.length)]!;
-    const key = keys[Math.floor(rnd() * keys.length)]!;
+    const family = FAMILIES[Math.floor(rnd() * FAMILIES.length)]!;
+    const key = drawKey(family, family.parts.map((p) => p.values), rnd);
     const input = family.input(rnd, key);
     rows.push({ family: family.name, instruction: renderInstruction(family, key).text, input, output: family.output(key, input) });
   }

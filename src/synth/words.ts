@@ -32,14 +32,20 @@ export const POSITIVE_ADJECTIVES = ['tasty', 'warm', 'kind', 'fresh', 'clean', '
 export const NEGATIVE_ADJECTIVES = ['cold', 'rude', 'dull', 'noisy', 'dirty', 'slow'] as const;
 
 /**
- * Label words of `sentiment` and `membership`: a task's instruction names two of them, and which
- * one answers is only written there. There are many of them so that a model cannot get a task
- * right by remembering a few label words: it has to copy the one the instruction names.
+ * Label words of `sentiment` and `membership`, in two lists: the first label of an instruction
+ * (positive, "if so") is always from `FIRST_LABELS`, the second (negative, "if not") from
+ * `SECOND_LABELS`. Which word of its list an instruction names changes from instance to instance,
+ * so a model has to copy the word the instruction names; that the two slots draw from disjoint
+ * lists is what lets a small model learn to copy within a few minutes of training (one list for
+ * both slots left the default base model at V-score 0.3, docs/synth.md).
  */
-export const LABEL_WORDS = [
-  'good', 'bad', 'yes', 'no', 'true', 'false', 'pos', 'neg', 'up', 'down', 'plus', 'minus',
-  'sun', 'moon', 'star', 'rain', 'snow', 'wind', 'gold', 'iron', 'stone', 'wood', 'glass', 'salt',
-  'bread', 'rice', 'corn', 'boat', 'ship', 'car', 'kite', 'drum', 'bell', 'horn', 'harp', 'lamp',
-  'door', 'wall', 'roof', 'bed', 'chair', 'desk', 'cup', 'bowl', 'fork', 'spoon', 'ring', 'coin',
-  'key', 'box', 'bag', 'hat', 'shoe', 'sock', 'coat', 'north', 'south', 'east', 'west', 'alpha',
+export const FIRST_LABELS = [
+  'good', 'yes', 'true', 'pos', 'up', 'plus', 'sun', 'star', 'snow', 'gold', 'stone', 'glass',
+  'bread', 'corn', 'ship', 'kite', 'bell', 'harp', 'door', 'roof', 'chair', 'cup', 'fork', 'ring',
+  'key', 'bag', 'shoe', 'coat', 'south', 'west',
+] as const;
+export const SECOND_LABELS = [
+  'bad', 'no', 'false', 'neg', 'down', 'minus', 'moon', 'rain', 'wind', 'iron', 'wood', 'salt',
+  'rice', 'boat', 'car', 'drum', 'horn', 'lamp', 'wall', 'bed', 'desk', 'bowl', 'spoon', 'coin',
+  'box', 'hat', 'sock', 'north', 'east', 'alpha',
 ] as const;
