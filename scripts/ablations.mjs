@@ -5,7 +5,7 @@
 // and the paired difference to the default KPIG. Runs are kept beside the demo's
 // (seed-N/kpig-<variant>), so a second call reuses them.
 //
-//   node scripts/ablations.mjs [--demo runs/demo] [--only a,b]
+//   node scripts/ablations.mjs [--demo runs/demo] [--only a,b] [--seeds seed-0,seed-1]
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,24 +14,27 @@ import { resolveRunConfig } from '../dist/pipeline/config.js';
 import { runContinual } from '../dist/pipeline/run.js';
 import { readRun } from '../dist/report/run.js';
 
-const { values } = parseArgs({ options: { demo: { type: 'string', default: 'runs/demo' }, only: { type: 'string' } } });
+const { values } = parseArgs({ options: { demo: { type: 'string', default: 'runs/demo' }, only: { type: 'string' }, seeds: { type: 'string' } } });
 const demo = resolve(values.demo);
 
 /** Each variant turns one change off (back to DESIGN.md's reading, or to the other option). */
 const VARIANTS = {
   'lowest-selection': { selection: 'lowest' },
+  'fixed-mask': { replayMask: 'fixed', objectiveMask: 'fixed' },
   'token-ig': { igLevel: 'token' },
   'no-tau-floor-min-share': { tauFloor: 0, minShare: 0 },
-  'fixed-mask-replay': { replayMask: 'fixed' },
-  'fixed-mask-objective': { objectiveMask: 'fixed' },
-  'pool-mask-objective': { objectiveMask: 'pool' },
   'no-diversity': { diversity: false },
+  'pool-mask': { replayMask: 'pool', objectiveMask: 'pool' },
+  'no-objective': { igObjective: false },
   'design-reading': { selection: 'lowest', igLevel: 'token', tauFloor: 0, minShare: 0, replayMask: 'fixed', objectiveMask: 'fixed' },
 };
 const names = values.only ? values.only.split(',') : Object.keys(VARIANTS);
 for (const n of names) if (!VARIANTS[n]) throw new Error(`--only: unknown variant '${n}' (${Object.keys(VARIANTS).join(', ')})`);
 
-const seeds = readdirSync(demo).filter((d) => /^seed-\d+$/.test(d) && existsSync(join(demo, d, 'kpig', 'status.json'))).sort();
+const seeds = readdirSync(demo)
+  .filter((d) => /^seed-\d+$/.test(d) && (!values.seeds || values.seeds.split(',').includes(d)))
+  .filter((d) => existsSync(join(demo, d, 'kpig', 'status.json')) && JSON.parse(readFileSync(join(demo, d, 'kpig', 'status.json'), 'utf8')).state === 'done')
+  .sort();
 if (seeds.length === 0) throw new Error(`${demo} has no finished kpig run of a demo (seed-N/kpig)`);
 const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
 const metricsOf = async (dir) => {

@@ -175,7 +175,8 @@ class RunState {
       this.instructionsByTask.set(ins.task_id, list);
       if (ins.parent_id !== null) this.#rewrites.set(ins.parent_id, [...(this.#rewrites.get(ins.parent_id) ?? []), ins]);
     }
-    this.keyValues = keyValuePools(set.instructions);
+    // Key values come from the seed instructions: a rewrite's spans are the seed's values plus what it added.
+    this.keyValues = keyValuePools(set.instructions.filter((i) => i.origin === 'seed'));
   }
 
   instance(task: string, id: string): InstanceRecord {
@@ -212,9 +213,12 @@ class RunState {
     const seed = this.config.seed;
     if (scheme === 'fixed') return maskInstruction(ins.text, ins.key_spans);
     if (scheme === 'counterfactual') {
-      const sorted = [...ins.key_spans].sort((a, b) => a.start - b.start);
+      // Only the spans that hold a key value change; a span a rewrite added (a constraint
+      // sentence) stays as it is, since no other value of it exists.
+      const values = ins.key_spans.filter((k) => this.keyValues(ins.task_id, k.kind).includes(ins.text.slice(k.start, k.end)));
+      const sorted = [...values].sort((a, b) => a.start - b.start);
       const rnd = mulberry32(deriveSeed(seed, 'counterfactual', ins.instruction_id, ...labels));
-      const cf = counterfactualInstruction(ins.text, ins.key_spans, (i, text) => this.keyValues(ins.task_id, sorted[i].kind).filter((v) => v !== text), rnd);
+      const cf = values.length ? counterfactualInstruction(ins.text, values, (i, text) => this.keyValues(ins.task_id, sorted[i].kind).filter((v) => v !== text), rnd) : null;
       // A key part with no other value anywhere in the set falls back to a placeholder.
       if (cf !== null) return cf;
     }
