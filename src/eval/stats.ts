@@ -260,6 +260,22 @@ function missingDetail(run: string, runPresent: boolean, values: Array<[string, 
   return absent.length > 0 ? `${absent.join(' and ')} missing: ${what} cannot be checked` : null;
 }
 
+/** A check that the `none` run ends below the base model on one score (null inputs: unknown). */
+function noneBelowBase(name: string, none: GateInput['none'], value: number | null, baseValue: number | null, what: string): GateCheck {
+  const missing = missingDetail(
+    'none',
+    none !== null,
+    [
+      [`none ${what}`, value],
+      [`base ${what}`, baseValue],
+    ],
+    name,
+  );
+  if (missing !== null) return { name, pass: null, detail: missing };
+  const pass = value! < baseValue!;
+  return { name, pass, detail: `none ${what} ${f3(value!)} ${pass ? '<' : '≥'} base ${f3(baseValue!)}` };
+}
+
 function gateChecks(input: GateInput, margin: number): GateCheck[] {
   const { base, multitask, none } = input;
   const checks: GateCheck[] = [];
@@ -299,45 +315,10 @@ function gateChecks(input: GateInput, margin: number): GateCheck[] {
 
   // Forgetting: without measurable forgetting by the naive baseline there is nothing for a
   // continual method to prevent, so every method would look equally good.
-  {
-    const missing = missingDetail(
-      'none',
-      none !== null,
-      [
-        ['none seen AP', none?.seenAp ?? null],
-        ['base seen AP', base.seenAp],
-      ],
-      'forgetting',
-    );
-    if (missing !== null) checks.push({ name: 'forgetting', pass: null, detail: missing });
-    else {
-      const n = none!.seenAp!;
-      const b = base.seenAp!;
-      const pass = n < b;
-      checks.push({ name: 'forgetting', pass, detail: `none seen AP ${f3(n)} ${pass ? '<' : '≥'} base ${f3(b)}` });
-    }
-  }
-
+  checks.push(noneBelowBase('forgetting', none, none?.seenAp ?? null, base.seenAp, 'seen AP'));
   // Half-listening: the KPIG paper's failure mode (the tuned model stops following unseen
   // instructions) must actually show up in the naive baseline for V-score gains to be meaningful.
-  {
-    const missing = missingDetail(
-      'none',
-      none !== null,
-      [
-        ['none held-out V', none?.heldOutV ?? null],
-        ['base held-out V', base.heldOutV],
-      ],
-      'half-listening',
-    );
-    if (missing !== null) checks.push({ name: 'half-listening', pass: null, detail: missing });
-    else {
-      const n = none!.heldOutV!;
-      const b = base.heldOutV!;
-      const pass = n < b;
-      checks.push({ name: 'half-listening', pass, detail: `none held-out V ${f3(n)} ${pass ? '<' : '≥'} base ${f3(b)}` });
-    }
-  }
+  checks.push(noneBelowBase('half-listening', none, none?.heldOutV ?? null, base.heldOutV, 'held-out V'));
   return checks;
 }
 
