@@ -115,7 +115,11 @@ describe('writeReport', () => {
     expect(md).toContain('| stage 3 | task2 | 50.00 | 75.00 | 100.00 | 50.00 |');
     expect(md).toContain('| stage 3 | 75.00 | 66.67 | 2.000 | 75.00 | 100.00 |');
     expect(md).toMatch(/FWT is given in both conventions/);
+    // One run cannot show the ceiling and the floor: the gate is unknown, and the report says so.
+    expect(md).toMatch(/validity gate: FAIL \(no multitask run: the ceiling cannot be checked/);
+    expect(md).toMatch(/not evidence of instruction following/);
     const page = readFileSync(html, 'utf8');
+    expect(page).toContain('<section id="gate">');
     expect(page).not.toMatch(/<script|<link|\bsrc=|@import|url\(/i);
     expect(page.match(/https?:\/\/[^"'\s]+/g)?.every((u) => u === 'http://www.w3.org/2000/svg')).toBe(true);
     for (const id of RUN_PLOTS) expect(page).toContain(`data-plot="${id}" data-run="0"`);

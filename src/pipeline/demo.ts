@@ -15,7 +15,7 @@ import { InputError, KpigIOError } from '../errors/index.js';
 import { formatInterval, keyVariation, meanInterval, pairedDifference, validityGateOverSeeds, type GateInput, type GateResult, type IntervalSummary } from '../eval/stats.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { writeReport } from '../report/report.js';
-import type { TextTable } from '../report/tables.js';
+import { gateLines, type TextTable } from '../report/tables.js';
 import { readRun, type EvalScores, type RunData } from '../report/run.js';
 import { offlineRewriter } from '../rewrite/offline.js';
 import { diversify, type RewriteKind } from '../rewrite/variant.js';
@@ -277,11 +277,8 @@ export function demoTable(result: Pick<DemoResult, 'rows' | 'intervals' | 'paire
 
 /** The validity gate as lines of text. */
 export function gateText(result: Pick<DemoResult, 'gate'>): string {
-  const g = result.gate;
-  const lines = [`validity gate: ${g.pass ? 'PASS' : 'FAIL'} (${g.reason})`];
-  for (const c of g.checks) lines.push(`  ${c.pass === null ? '?' : c.pass ? '✓' : '✗'} ${c.name}: ${c.detail}`);
-  if (!g.pass) lines.push('  the held-out columns are not evidence of instruction following on this benchmark');
-  return lines.join('\n');
+  const [head, ...rest] = gateLines(result.gate);
+  return [head, ...rest.map((l) => `  ${l}`)].join('\n');
 }
 
 function sameConfig(path: string, config: unknown): boolean {

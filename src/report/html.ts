@@ -8,12 +8,12 @@
 import type { ReportSummary } from './report.js';
 import type { RunData } from './run.js';
 import { esc, heatmapSvg, lineChartSvg, type Series } from './svg.js';
-import { comparisonTable, DEFINITIONS, matrixTable, metricsTable, runFacts, stagePoints, stageTable, trainingTable, type TextTable } from './tables.js';
+import { comparisonTable, DEFINITIONS, gateLines, runsGate, matrixTable, metricsTable, runFacts, stagePoints, stageTable, trainingTable, type TextTable } from './tables.js';
 
 /** The plot ids of one run's section, in page order. */
 export const RUN_PLOTS = ['heatmap', 'stage-scores', 'train-loss', 'train-ig'] as const;
 /** The plot ids of the comparison section (several runs only). */
-export const COMPARE_PLOTS = ['compare-ap', 'compare-p'] as const;
+export const COMPARE_PLOTS = ['compare-ap', 'compare-p', 'compare-listen'] as const;
 
 const CSS = `
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1240px;color:#1b1b1b;padding:0 16px}
@@ -139,7 +139,9 @@ export function renderHtml(runs: RunData[], summary?: ReportSummary): string {
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
     `<title>${esc(title)}</title><style>${CSS}</style></head><body>`,
     `<h1>${esc(title)}</h1>`,
-    summary ? `<section id="summary"><h2>${esc(summary.title)}</h2>${htmlTable(summary.table)}${summary.notes.map((n) => `<p>${esc(n)}</p>`).join('')}</section>` : '',
+    summary
+      ? `<section id="summary"><h2>${esc(summary.title)}</h2>${htmlTable(summary.table)}${summary.notes.map((n) => `<p>${esc(n)}</p>`).join('')}</section>`
+      : `<section id="gate"><h2>Validity gate</h2>${gateLines(runsGate(runs)).map((l) => `<p>${esc(l)}</p>`).join('')}</section>`,
     '<p>Scores are ROUGE-L (mean per task, ×100) unless stated; “–” is not measured or undefined.</p>',
     runs.length > 1 ? comparison(runs) : '',
     ...runs.map((r, i) => runSection(r, i)),

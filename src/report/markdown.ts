@@ -1,7 +1,7 @@
 /** The Markdown summary of one or more runs. */
 import type { ReportSummary } from './report.js';
 import type { RunData } from './run.js';
-import { comparisonTable, DEFINITIONS, matrixTable, metricsTable, runFacts, stageTable, trainingTable, type TextTable } from './tables.js';
+import { comparisonTable, DEFINITIONS, gateLines, runsGate, matrixTable, metricsTable, runFacts, stageTable, trainingTable, type TextTable } from './tables.js';
 
 function cellText(s: string): string {
   return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -52,6 +52,7 @@ function runSection(run: RunData, heading: string): string {
 export function renderMarkdown(runs: RunData[], summary?: ReportSummary): string {
   const out: string[] = [runs.length > 1 ? `# kpig report: ${runs.length} runs` : `# kpig report: ${runs[0].name}`, ''];
   if (summary) out.push(`## ${summary.title}`, '', markdownTable(summary.table), '', ...summary.notes.flatMap((n) => [n, '']));
+  else out.push('## Validity gate', '', ...gateLines(runsGate(runs)).flatMap((l) => [l, '']));
   out.push('Scores are ROUGE-L (mean per task, ×100) unless a column says otherwise; "–" is not measured or undefined. The HTML report next to this file has the plots.', '');
   if (runs.length > 1) out.push('## Comparison', '', markdownTable(comparisonTable(runs)), '');
   for (const run of runs) out.push(runSection(run, '##'), '');

@@ -3,6 +3,7 @@
  * the two never disagree. Scores are shown ×100 with two decimals; "–" marks a value that was not
  * measured or is undefined.
  */
+import { validityGateOverSeeds, type GateInput, type GateResult } from '../eval/stats.js';
 import type { RunData } from './run.js';
 
 export interface TextTable {
@@ -210,6 +211,42 @@ export function comparisonTable(runs: RunData[]): TextTable {
       ];
     }),
   };
+}
+
+/**
+ * The validity gate (docs/eval.md) over the runs of a report, per seed (`config.seed`): the base
+ * model's evaluation, the last evaluated stage of the `multitask` and the `none` run. Without a
+ * `multitask` or a `none` run the gate is unknown and fails: a report of other runs alone cannot
+ * show held-out instruction following as evidence.
+ *
+ * @example
+ * runsGate([kpigRun, noneRun, multitaskRun]).pass;
+ */
+export function runsGate(runs: RunData[]): GateResult {
+  const seeds = new Map<string, RunData[]>();
+  for (const r of runs) {
+    const seed = String((r.config as { seed?: unknown } | null)?.seed ?? '?');
+    seeds.set(seed, [...(seeds.get(seed) ?? []), r]);
+  }
+  const last = (r: RunData | undefined) => (r ? ([...r.stages].reverse().find((s) => s.eval)?.eval ?? null) : null);
+  const inputs: GateInput[] = [...seeds.values()].map((rs) => {
+    const base = rs.find((r) => r.base);
+    const mt = rs.find((r) => r.strategy === 'multitask'), none = rs.find((r) => r.strategy === 'none');
+    return {
+      base: { seenAp: base ? mean((base.matrix[0] ?? []).filter((x): x is number => x !== null)) : null, heldOutV: base?.base?.vHeldOut.mean ?? null },
+      multitask: mt ? { heldOutV: last(mt)?.vHeldOut.mean ?? null } : null,
+      none: none ? { seenAp: none.metrics?.ap ?? null, heldOutV: last(none)?.vHeldOut.mean ?? null } : null,
+    };
+  });
+  return validityGateOverSeeds(inputs);
+}
+
+/** The gate as lines: the verdict, one line per check, and what a failure means for the held-out columns. */
+export function gateLines(gate: GateResult): string[] {
+  const lines = [`validity gate: ${gate.pass ? 'PASS' : 'FAIL'} (${gate.reason})`];
+  for (const c of gate.checks) lines.push(`${c.pass === null ? '?' : c.pass ? '✓' : '✗'} ${c.name}: ${c.detail}`);
+  if (!gate.pass) lines.push('The held-out columns (P-score, held-out V-score, held-out listening) are not evidence of instruction following here.');
+  return lines;
 }
 
 /** What the numbers mean, in the words of docs/eval.md. */
