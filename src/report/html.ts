@@ -8,7 +8,7 @@
 import type { ReportSummary } from './report.js';
 import type { RunData } from './run.js';
 import { esc, heatmapSvg, lineChartSvg, type Series } from './svg.js';
-import { comparisonTable, DEFINITIONS, gateLines, runsGate, matrixTable, metricsTable, runFacts, stagePoints, stageTable, trainingTable, type TextTable } from './tables.js';
+import { comparisonTable, DEFINITIONS, gateLines, runLabel, runsGate, matrixTable, metricsTable, runFacts, stagePoints, stageTable, trainingTable, type TextTable } from './tables.js';
 
 /** The plot ids of one run's section, in page order. */
 export const RUN_PLOTS = ['heatmap', 'stage-scores', 'train-loss', 'train-ig'] as const;
@@ -118,7 +118,7 @@ function runSection(run: RunData, index: number): string {
 
 function comparison(runs: RunData[]): string {
   const byRun = (get: (p: ReturnType<typeof stagePoints>[number]) => number | null): Series[] =>
-    runs.map((run) => ({ name: run.name, points: stagePoints(run).map((p): [number, number | null] => [p.stage, get(p) === null ? null : 100 * get(p)!]) }));
+    runs.map((run) => ({ name: runLabel(run, runs), points: stagePoints(run).map((p): [number, number | null] => [p.stage, get(p) === null ? null : 100 * get(p)!]) }));
   const ap = lineChartSvg({ id: 'compare-ap', title: 'AP over the seen tasks so far, per run', xLabel: 'stage', yLabel: 'ROUGE-L ×100', yRange: [0, 100], series: byRun((p) => p.ap) });
   const p = lineChartSvg({ id: 'compare-p', title: 'P-score (held-out), per run', xLabel: 'stage (0 = base model)', yLabel: 'ROUGE-L ×100', yRange: [0, 100], series: byRun((x) => x.p) });
   const listen = lineChartSvg({ id: 'compare-listen', title: 'Listening probe (held-out), per run', xLabel: 'stage (0 = base model)', yLabel: 'follows the instruction ×100', yRange: [0, 100], series: byRun((x) => x.listenHeldOut) });

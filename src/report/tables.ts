@@ -186,6 +186,18 @@ export function trainingTable(run: RunData): TextTable {
 }
 
 /**
+ * How a report names a run: its name, with its seed when another run of the report has the same
+ * name (a demo's strategies over several seeds).
+ *
+ * @example
+ * runLabel(run, runs); // 'kpig (seed 1)'
+ */
+export function runLabel(run: RunData, runs: readonly RunData[]): string {
+  if (runs.filter((r) => r.name === run.name).length < 2) return run.name;
+  return `${run.name} (seed ${String((run.config as { seed?: unknown } | null)?.seed ?? '?')})`;
+}
+
+/**
  * One row per run: its final metrics, for comparing runs.
  *
  * @example
@@ -198,7 +210,7 @@ export function comparisonTable(runs: RunData[]): TextTable {
       const m = run.metrics;
       const last = m ? stagePoints(run)[m.stages] : null;
       return [
-        run.name,
+        runLabel(run, runs),
         run.strategy ?? '–',
         `${run.evaluatedStages} of ${run.stagesTotal}`,
         ...matrixCells(m),
