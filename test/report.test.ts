@@ -118,6 +118,10 @@ describe('writeReport', () => {
     // One run cannot show the ceiling and the floor: the gate is unknown, and the report says so.
     expect(md).toMatch(/validity gate: FAIL \(no multitask run: the ceiling cannot be checked/);
     expect(md).toMatch(/not evidence of instruction following/);
+    // Constant answers per task: one row per task, a column for the base model and each stage.
+    const constant = md.split('Constant answers per task')[1].split('\n').filter((l) => l.startsWith('| task'));
+    expect(constant.length).toBeGreaterThanOrEqual(3);
+    for (const row of constant) expect(row.split('|').length - 2).toBe(5);
     const page = readFileSync(html, 'utf8');
     expect(page).toContain('<section id="gate">');
     expect(page).not.toMatch(/<script|<link|\bsrc=|@import|url\(/i);

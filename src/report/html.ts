@@ -8,7 +8,7 @@
 import type { ReportSummary } from './report.js';
 import type { RunData } from './run.js';
 import { esc, heatmapSvg, lineChartSvg, type Series } from './svg.js';
-import { comparisonTable, DEFINITIONS, gateLines, runLabel, runsGate, matrixTable, metricsTable, runFacts, stagePoints, stageTable, trainingTable, type TextTable } from './tables.js';
+import { comparisonTable, constantTable, DEFINITIONS, gateLines, runLabel, runsGate, matrixTable, metricsTable, runFacts, stagePoints, stageTable, trainingTable, type TextTable } from './tables.js';
 
 /** The plot ids of one run's section, in page order. */
 export const RUN_PLOTS = ['heatmap', 'stage-scores', 'train-loss', 'train-ig'] as const;
@@ -112,7 +112,15 @@ function runSection(run: RunData, index: number): string {
     `<p>From the ROUGE-L matrix over the seen tasks${run.metrics && run.metrics.stages < run.stagesTotal ? `, over the first ${run.metrics.stages} of ${run.stagesTotal} stages` : ''}; ×100. FWT in both conventions: raw a[j−1][j], and minus the base model's a[0][j]. Relative gain uses u<sub>j</sub> = a[j][j].</p>`,
     htmlTable(metricsTable(run)),
   );
-  out.push('<h3>Per stage</h3>', htmlTable(stageTable(run)), '<h3>Training</h3>', htmlTable(trainingTable(run)), '</section>');
+  out.push(
+    '<h3>Per stage</h3>',
+    htmlTable(stageTable(run)),
+    '<h3>Constant answers per task (share of the most frequent answer, ×100)</h3>',
+    htmlTable(constantTable(run)),
+    '<h3>Training</h3>',
+    htmlTable(trainingTable(run)),
+    '</section>',
+  );
   return out.join('\n');
 }
 

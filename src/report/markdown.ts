@@ -1,7 +1,7 @@
 /** The Markdown summary of one or more runs. */
 import type { ReportSummary } from './report.js';
 import type { RunData } from './run.js';
-import { comparisonTable, DEFINITIONS, gateLines, runsGate, matrixTable, metricsTable, runFacts, stageTable, trainingTable, type TextTable } from './tables.js';
+import { comparisonTable, constantTable, DEFINITIONS, gateLines, runsGate, matrixTable, metricsTable, runFacts, stageTable, trainingTable, type TextTable } from './tables.js';
 
 function cellText(s: string): string {
   return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -37,6 +37,7 @@ function runSection(run: RunData, heading: string): string {
     '',
   );
   out.push(`${sub} Instruction following and generalisation per stage`, '', markdownTable(stageTable(run)), '');
+  out.push(`${sub} Constant answers per task (share of the most frequent answer, ×100)`, '', markdownTable(constantTable(run)), '');
   out.push(`${sub} Training`, '', markdownTable(trainingTable(run)), '');
   return out.join('\n');
 }

@@ -159,6 +159,23 @@ export function stageTable(run: RunData): TextTable {
 }
 
 /**
+ * Per task: the constant-answer rate (share of the most frequent answer) of the base model and
+ * after every evaluated stage, ×100; 100 means one answer for every instance, a collapse that a
+ * V-score alone can hide.
+ *
+ * @example
+ * constantTable(run).rows[0]; // ['task0', '25.00', '50.00', …]
+ */
+export function constantTable(run: RunData): TextTable {
+  const evals = [run.base, ...run.stages.map((s) => s.eval)];
+  const tasks = [...run.seen, ...run.heldOut];
+  return {
+    header: ['task', ...evals.map((_, t) => (t === 0 ? 'base' : `stage ${t}`))],
+    rows: tasks.map((task) => [task, ...evals.map((e) => pct(e?.tasks.find((x) => x.task_id === task)?.constant_rate))]),
+  };
+}
+
+/**
  * Per stage: optimizer steps, loss and IG (means over the stage's steps), throughput, time.
  *
  * @example
