@@ -81,7 +81,9 @@ describe('tQuantile975', () => {
     const r = spawnSync(scipyPython, ['-c', script], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     const ref = JSON.parse(r.stdout) as number[];
-    dfs.forEach((df, i) => expect(Math.abs(tQuantile975(df) - ref[i]), `df=${df}`).toBeLessThan(1e-9));
+    // 1e-7, ten times tighter than the stated 1e-6: Debian 12's scipy 1.10 is itself 2.4e-9 off the
+    // tabled t(0.975, 6) = 2.446911851144969.
+    dfs.forEach((df, i) => expect(Math.abs(tQuantile975(df) - ref[i]), `df=${df}`).toBeLessThan(1e-7));
   });
 });
 
