@@ -122,3 +122,15 @@ export function probeScores(rows: readonly PredictionRow[], set: TaskSet): Probe
   }
   return { tasks: [...groups].map(([task_id, g]) => ({ task_id, n: g.n, follow: g.follow / g.n, stale: g.stale / g.n })) };
 }
+
+/**
+ * Listening over `tasks`: the mean follow share of their probes (macro average; null when none of
+ * them has probes).
+ *
+ * @example
+ * listening(probeScores(rows, set).tasks, stream.held_out); // 0.42
+ */
+export function listening(probes: readonly ProbeSummary[] | null, tasks: readonly string[]): number | null {
+  const xs = (probes ?? []).filter((p) => tasks.includes(p.task_id)).map((p) => p.follow);
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
+}

@@ -40,7 +40,7 @@ import { saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
 import { learningRate } from '../train/schedule.js';
 import { Trainer } from '../train/trainer.js';
 import { checkRunInputs, RunConfigError, type MaskScheme, type RunConfig } from './config.js';
-import { evaluateProbes, evaluateStage, readStageScores, type ProbeScores, type StageScores } from './evaluate.js';
+import { evaluateProbes, evaluateStage, listening, readStageScores, type StageScores } from './evaluate.js';
 import { loadTaskSet } from './taskset.js';
 
 export type RunEvent =
@@ -370,8 +370,8 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
         seenRougeL: mean(seenNow.map((s) => byTask.get(s)?.rouge_l ?? 0)),
         heldOutRougeL: mean(stream.held_out.map((s) => byTask.get(s)?.rouge_l ?? 0)),
         heldOutVScore: heldV.length ? mean(heldV) : null,
-        heldOutListening: listeningOf(probes, stream.held_out),
-        seenListening: listeningOf(probes, seenNow),
+        heldOutListening: listening(probes?.tasks ?? null, stream.held_out),
+        seenListening: listening(probes?.tasks ?? null, seenNow),
       };
       await writeJsonAtomic(join(stageDir, 'done.json'), summary);
       await writeJsonAtomic(join(runDir, 'status.json'), { state: t === T ? 'done' : 'running', stages_done: t, stages_total: T });
@@ -395,12 +395,6 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
   } finally {
     model.dispose();
   }
-}
-
-/** Mean follow share of the probes of `tasks` (null without probes). */
-function listeningOf(probes: ProbeScores | null, tasks: readonly string[]): number | null {
-  const xs = (probes?.tasks ?? []).filter((p) => tasks.includes(p.task_id)).map((p) => p.follow);
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
 }
 
 async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions): Promise<void> {
@@ -642,13 +636,15 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
     const kpigItems = useKpig ? picked.filter((x) => x.role !== 'lwf' && (s.state.instructionById.get(x.instruction_id)?.key_spans.length ?? 0) > 0) : [];
     const objectiveLabels = (it: PlanItem) => ['objective', it.instance_id, s.t, step];
     const igs = kpigItems.length ? await scoreItems(s.model, s.state, kpigItems, config.strategy.objectiveMask, objectiveLabels, s.signal) : [];
-    const igOf = new Map(kpigItems.map((x, i) => [x, igs[i].ig_ce]));
+    // The masked pass trains on the very instruction the hinge was measured with.
+    const scoreOf = new Map(kpigItems.map((x, i) => [x, igs[i]]));
     for (const it of picked) {
       const x = s.state.instance(it.task_id, it.instance_id);
       const ins = s.state.instructionById.get(it.instruction_id)!;
       const target = it.target ?? x.outputs[0];
       const scale = it.role === 'lwf' ? lwfScale : 1;
-      const ig = igOf.get(it);
+      const score = scoreOf.get(it);
+      const ig = score?.ig_ce;
       if (ig !== undefined) {
         igSum += ig;
         igN++;
@@ -656,7 +652,7 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
       if (ig !== undefined && ig < gamma) {
         // L = CE_full + λ·(γ − (CE_masked − CE_full)) = (1+λ)·CE_full − λ·CE_masked + λγ
         const full = sampleSequence(s.model, ins.text, x.input, target, tc.maxLength, 1 + lambda);
-        const masked = sampleSequence(s.model, s.state.masked(ins, config.strategy.objectiveMask, ...objectiveLabels(it)), x.input, target, tc.maxLength, -lambda);
+        const masked = sampleSequence(s.model, score!.masked_instruction, x.input, target, tc.maxLength, -lambda);
         if (full && masked) seqs.push(full, masked);
         else if (full) seqs.push(full);
       } else {

@@ -12,7 +12,7 @@ import { KpigError, KpigIOError } from '../errors/index.js';
 import { matrixMetrics, type MatrixMetrics } from '../eval/matrix.js';
 import { pScore, vScore, type PScore, type TaskScores } from '../eval/metrics.js';
 import { readPredictionFile, summarizeRows, type PredictionRow, type TaskSummary } from '../eval/predictions.js';
-import type { ProbeSummary } from '../pipeline/evaluate.js';
+import { listening, type ProbeSummary } from '../pipeline/evaluate.js';
 
 /** One line of a stage's train.jsonl. */
 export interface TrainStep {
@@ -167,18 +167,14 @@ async function resolveStream(dir: string, config: Record<string, unknown> | null
 }
 
 function scoresOf(rows: PredictionRow[], seen: string[], heldOut: string[], base: PredictionRow[] | null, probes: ProbeSummary[] | null): EvalScores {
-  const follow = (tasks: string[]) => {
-    const xs = (probes ?? []).filter((p) => tasks.includes(p.task_id)).map((p) => p.follow);
-    return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
-  };
   return {
     tasks: summarizeRows(rows),
     p: pScore(rows, { tasks: heldOut, base: base ?? undefined }),
     vHeldOut: vScore(rows, { tasks: heldOut }),
     vSeen: vScore(rows, { tasks: seen }),
     probes,
-    listeningHeldOut: follow(heldOut),
-    listeningSeen: follow(seen),
+    listeningHeldOut: listening(probes, heldOut),
+    listeningSeen: listening(probes, seen),
   };
 }
 
