@@ -14,6 +14,7 @@ import { buildBaseModel, type BaseModelRecipe } from '../src/synth/base-model.js
 import { keyVariation, validityGate } from '../src/eval/stats.js';
 import { FAMILIES } from '../src/synth/families.js';
 import { generateSuite, mixtureExamples, type SynthSuite } from '../src/synth/tasks.js';
+import { FIRST_LABELS, SECOND_LABELS } from '../src/synth/words.js';
 
 const root = mkdtempSync(join(tmpdir(), 'kpig-synth-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -218,12 +219,21 @@ describe('synthetic suite', () => {
     expect(keyBlindBest(fixed, fixed.stream.seen).accuracy).toBe(1);
   });
 
+  it('gives every label word its own first letter, so copying a word starts with a byte no other label shares', () => {
+    const words = [...FIRST_LABELS, ...SECOND_LABELS];
+    expect(new Set(words.map((w) => w[0])).size).toBe(words.length);
+  });
+
   it('varies key values per instance from large stream pools, and keeps held-out values out of the stream', () => {
     for (const seed of [0, 1, 2, 3]) {
       const s = generateSuite({ seed, trainPerTask: 50, testPerTask: 5, probePerTask: 0 });
       expect(keyVariation(s.set, s.stream.seen)).toEqual({ varying: 5, total: 5 });
-      // Every task draws each label from a whole list of 30 words: far more than a model can tie to answers one by one.
-      for (const id of ['sentiment-1', 'membership-1', 'membership-h1']) for (const pool of Object.values(s.specs.find((x) => x.task_id === id)!.pools).slice(-2)) expect(pool).toHaveLength(30);
+      // Every task draws each label from a whole list of 10 words (100 label pairs), the lists disjoint.
+      for (const id of ['sentiment-1', 'membership-1', 'membership-h1']) {
+        const [first, second] = Object.values(s.specs.find((x) => x.task_id === id)!.pools).slice(-2);
+        expect([...first].sort()).toEqual([...FIRST_LABELS].sort());
+        expect([...second].sort()).toEqual([...SECOND_LABELS].sort());
+      }
       // Held-out tasks ask classes that no seen task of their family asks; choice varies all three answer formats.
       for (const id of ['membership-1', 'choice-1', 'membership-h1', 'choice-h1']) expect(s.specs.find((x) => x.task_id === id)!.pools.category).toHaveLength(3);
       expect(s.specs.find((x) => x.task_id === 'choice-1')!.pools.format).toHaveLength(3);

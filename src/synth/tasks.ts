@@ -21,7 +21,7 @@ import { FAMILIES, HELD_OUT_FAMILY_ORDER, STREAM_FAMILY_ORDER, type Family, type
  * Version of the generator's output: bump it whenever a word list, template, rule or draw order
  * changes, so that cached base models trained on older suites are not reused.
  */
-export const SYNTH_VERSION = 2;
+export const SYNTH_VERSION = 3;
 
 export interface SuiteOptions {
   /** Seed of every draw (default 0): a non-negative safe integer. */

@@ -35,17 +35,15 @@ export const NEGATIVE_ADJECTIVES = ['cold', 'rude', 'dull', 'noisy', 'dirty', 's
  * Label words of `sentiment` and `membership`, in two lists: the first label of an instruction
  * (positive, "if so") is always from `FIRST_LABELS`, the second (negative, "if not") from
  * `SECOND_LABELS`. Which word of its list an instruction names changes from instance to instance,
- * so a model has to copy the word the instruction names; that the two slots draw from disjoint
- * lists is what lets a small model learn to copy within a few minutes of training (one list for
- * both slots left the default base model at V-score 0.3, docs/synth.md).
+ * so a model has to copy the word the instruction names. Two things let the byte-level base
+ * model learn to copy within a few minutes of training (docs/synth.md has the measurements):
+ * the two slots draw from disjoint lists (one list for both slots left it at V-score 0.3), and
+ * no two of the 20 words share a first letter (with lists of 30 it answered `good` for `gold`,
+ * `plus` for `pos`: held-out V-score 0.78, seen AP 0.29; with these, 0.99 and 0.56).
  */
 export const FIRST_LABELS = [
-  'good', 'yes', 'true', 'pos', 'up', 'plus', 'sun', 'star', 'snow', 'gold', 'stone', 'glass',
-  'bread', 'corn', 'ship', 'kite', 'bell', 'harp', 'door', 'roof', 'chair', 'cup', 'fork', 'ring',
-  'key', 'bag', 'shoe', 'coat', 'south', 'west',
+  'good', 'yes', 'true', 'up', 'plus', 'sun', 'kite', 'harp', 'ring', 'coat',
 ] as const;
 export const SECOND_LABELS = [
-  'bad', 'no', 'false', 'neg', 'down', 'minus', 'moon', 'rain', 'wind', 'iron', 'wood', 'salt',
-  'rice', 'boat', 'car', 'drum', 'horn', 'lamp', 'wall', 'bed', 'desk', 'bowl', 'spoon', 'coin',
-  'box', 'hat', 'sock', 'north', 'east', 'alpha',
+  'bad', 'no', 'false', 'down', 'moon', 'iron', 'wall', 'lamp', 'east', 'alpha',
 ] as const;
