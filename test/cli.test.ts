@@ -1,7 +1,7 @@
 // The `kpig` command line, run as a user would: create a model, inspect it, generate from it,
 // and get one clear line and a non-zero status on bad input.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -34,6 +34,21 @@ describe('kpig CLI', () => {
     const j = JSON.parse(kpig('info', model, '--json').stdout);
     expect(j.vocabSize).toBe(259);
     expect(j.tokenizer.kind).toBe('byte');
+  });
+
+  it('info describes a folder without a tokenizer and names what is missing', () => {
+    const bare = join(root, 'bare');
+    expect(kpig('create-model', bare, '--preset', 'llama-nano', '--seed', '4').status).toBe(0);
+    rmSync(join(bare, 'kpig-tokenizer.json'));
+    const r = kpig('info', bare);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/tokenizer\s+missing/);
+    expect(r.stdout).toContain('note: no tokenizer in');
+    expect(r.stdout).toMatch(/parameters\s+\d/);
+    // Commands that read text still refuse it, with the same message.
+    const g = kpig('generate', bare, '-p', 'hi');
+    expect(g.status).not.toBe(0);
+    expect(g.stderr).toContain('no tokenizer in');
   });
 
   it('generate prints one JSON line per prompt', () => {
@@ -79,6 +94,44 @@ describe('kpig CLI', () => {
     expect(again.status).toBe(0);
     expect(again.stderr).toContain(`resumed from ${join(out, 'checkpoint-2')} (step 2)`);
     expect(again.stdout.trim().split('\n').map((l) => JSON.parse(l).step)).toEqual([3, 4]);
+  });
+
+  it('train: refuses a non-empty --out without --resume or --force, and a resume with other data, batch size or model', () => {
+    const data = join(root, 'rows2.jsonl');
+    const rows = [['cat', 'mammal'], ['owl', 'bird'], ['trout', 'fish']].map(([input, output]) => ({ instruction: 'Name the class.', input, output }));
+    writeFileSync(data, rows.map((r) => JSON.stringify(r)).join('\n'));
+    const out = join(root, 'guarded');
+    const args = ['--data', data, '--out', out, '--batch-size', '3', '--max-steps', '2', '--checkpoint-every', '1', '--json'];
+    expect(kpig('train', model, ...args).status).toBe(0);
+    const before = readdirSync(out).sort();
+    const again = kpig('train', model, ...args);
+    expect(again.status).toBe(2);
+    expect(again.stderr).toContain(`--out ${out} is not empty`);
+    expect(again.stderr).toContain('--resume');
+    expect(readdirSync(out).sort()).toEqual(before);
+    // Resume checks what the run was started with.
+    const other = join(root, 'rows3.jsonl');
+    writeFileSync(other, rows.slice(0, 2).map((r) => JSON.stringify(r)).join('\n'));
+    const otherData = kpig('train', model, '--data', other, '--out', out, '--batch-size', '3', '--resume');
+    expect(otherData.status).toBe(2);
+    expect(otherData.stderr).toMatch(/data: .*rows2\.jsonl \(3 rows\) → .*rows3\.jsonl \(2 rows, other content\)/);
+    const otherBatch = kpig('train', model, '--data', data, '--out', out, '--batch-size', '2', '--resume');
+    expect(otherBatch.status).toBe(2);
+    expect(otherBatch.stderr).toContain('batchSize: 3 → 2');
+    const model2 = join(root, 'llama-other');
+    expect(kpig('create-model', model2, '--preset', 'llama-nano', '--seed', '9').status).toBe(0);
+    const otherModel = kpig('train', model2, '--data', data, '--out', out, '--batch-size', '3', '--resume');
+    expect(otherModel.status).toBe(2);
+    expect(otherModel.stderr).toContain('model: ');
+    // A killed writer's temporary folder is cleaned; --force starts over and keeps foreign files.
+    mkdirSync(join(out, '.checkpoint-3.tmp-999999-0badc0de'));
+    writeFileSync(join(out, 'notes.txt'), 'mine');
+    const forced = kpig('train', model, ...args, '--force');
+    expect(forced.status).toBe(0);
+    expect(forced.stderr).toContain('removed 1 temporary folder(s) of killed runs');
+    expect(forced.stderr).toContain('--force: removed the earlier run');
+    expect(readdirSync(out).sort()).toEqual([...before, 'notes.txt'].sort());
+    expect(readFileSync(join(out, 'notes.txt'), 'utf8')).toBe('mine');
   });
 
   it('train: bad data names the file and line', () => {

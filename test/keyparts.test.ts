@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { detectLabelSet, matchLabel } from '../src/data/labels.js';
 import { InputError } from '../src/errors/index.js';
-import { labelRecall, locateKeyParts, parseKeySpans } from '../src/keyparts/explicit.js';
+import { labelRecall, locateKeyParts, parseKeySpans, spanOffset } from '../src/keyparts/explicit.js';
 import { extractKeyParts } from '../src/keyparts/heuristic.js';
 
 const SHARED = resolve(__dirname, '..', '..', 'shared', 'data', 'superni-dev');
@@ -90,6 +90,15 @@ describe('explicit key parts', () => {
     expect(() => parseKeySpans([[0, 10], [5, 12]], text, 'f:3')).toThrow(/f:3: key spans \[0, 10\) and \[5, 12\) overlap/);
     expect(() => parseKeySpans(['"maybe"'], text, 'f:4')).toThrow(InputError);
     expect(() => parseKeySpans([{ start: 1, end: 2, kind: 'colour' }], text, 'f:5')).toThrow(/kind "colour" is not one of/);
+  });
+
+  it('takes int64 offsets (bigint, what pandas writes) and refuses non-integers and offsets past int32 by row', () => {
+    const text = 'Answer "yes" or "no".';
+    expect(parseKeySpans([{ start: 7n, end: 12n }, [16n, 20n]], text, 'f:1')).toEqual([{ start: 7, end: 12 }, { start: 16, end: 20 }]);
+    for (const bad of [{ start: 7n, end: 4294967306n }, { start: 1.5, end: 4 }, { start: '1', end: 4 }, [-1, 4], { start: 2 }])
+      expect(() => parseKeySpans([bad], text, 'f:6'), JSON.stringify(bad, (_k, v) => (typeof v === 'bigint' ? String(v) : v))).toThrow(/^f:6: key span 0 must be \{start, end\} or \[start, end\] with integer offsets in \[0, 2147483647\]/);
+    expect(spanOffset(2n ** 31n - 1n)).toBe(2 ** 31 - 1);
+    expect(spanOffset(2 ** 31)).toBeNull();
   });
 
   it('measures label-word recall inside spans', () => {

@@ -12,6 +12,7 @@ import {
   UnsupportedModelError,
 } from '../src/errors/index.js';
 import { Model } from '../src/model/model.js';
+import { readSafetensors, toFloat32, writeSafetensors } from '../src/model/safetensors.js';
 import { ModelDir } from './support/models.js';
 
 const dirs = new ModelDir();
@@ -68,6 +69,24 @@ async function loadError(dir: string): Promise<Error> {
 }
 
 describe('bad model folders', () => {
+  it('refuses more threads than the process may use, naming the cores', async () => {
+    await expect(Model.load(good, { threads: 100_000 })).rejects.toThrow(/threads 100000 is more than the \d+ cores this process may use/);
+  });
+
+  it.each([NaN, Infinity, -Infinity])('a weight of %s: refused at load, naming the tensor and the element', async (bad) => {
+    const dir = copyModel();
+    const st = await readSafetensors(join(dir, 'model.safetensors'));
+    const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+    for (const [name, t] of st.tensors) out[name] = { dtype: 'F32', shape: t.shape, data: toFloat32(t) };
+    const name = 'model.layers.1.mlp.down_proj.weight';
+    out[name].data[5] = bad;
+    out[name].data[9] = bad;
+    await writeSafetensors(join(dir, 'model.safetensors'), out, { format: 'pt' });
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(ModelWeightsError);
+    expect(err.message).toContain(`tensor '${name}' holds 2 non-finite value(s) (NaN or ±Inf; the first at element 5)`);
+  });
+
   it('truncated safetensors file', async () => {
     const dir = copyModel();
     truncateSync(join(dir, 'model.safetensors'), 5);
@@ -177,12 +196,20 @@ describe('bad model folders', () => {
     expect(err.message).toContain('config.json');
   });
 
-  it('unsupported rope_scaling', async () => {
+  it('a RoPE variant the engine does not implement, by name; a variant without its fields', async () => {
+    for (const [rope, want] of [
+      [{ rope_scaling: { type: 'yarn', factor: 2 } }, /rope_scaling: rope_type 'yarn' is not supported \(default, linear, dynamic, llama3\)/],
+      [{ rope_parameters: { rope_type: 'longrope', rope_theta: 1e4 } }, /rope_parameters: rope_type 'longrope' is not supported/],
+    ] as const) {
+      const dir = copyModel();
+      editConfig(dir, (c) => Object.assign(c, rope));
+      const err = await loadError(dir);
+      expect(err).toBeInstanceOf(UnsupportedModelError);
+      expect(err.message).toMatch(want);
+    }
     const dir = copyModel();
-    editConfig(dir, (c) => {
-      c.rope_scaling = { type: 'linear', factor: 2 };
-    });
-    expect(await loadError(dir)).toBeInstanceOf(UnsupportedModelError);
+    editConfig(dir, (c) => Object.assign(c, { rope_parameters: { rope_type: 'llama3', rope_theta: 5e5, factor: 8 } }));
+    expect((await loadError(dir)).message).toMatch(/rope_parameters: field 'low_freq_factor' is missing/);
   });
 
   it('config.json with a bad or missing field', async () => {

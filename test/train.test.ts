@@ -9,6 +9,7 @@ import { CancelledError, InputError, ModelConfigError } from '../src/errors/inde
 import { writeDirAtomic } from '../src/io/atomic.js';
 import { Model, nativeOf, packSequences } from '../src/model/model.js';
 import { loadAdapter, mergeLora, saveAdapter, saveModel } from '../src/train/checkpoint.js';
+import { readSafetensors, toFloat32, writeSafetensors } from '../src/model/safetensors.js';
 import { Trainer, latestCheckpoint } from '../src/train/trainer.js';
 import { ModelDir } from './support/models.js';
 
@@ -57,7 +58,7 @@ describe('training', () => {
     const adapterDir = join(dirs.root, 'adapter');
     await saveAdapter(model, adapterDir);
     const cfg = JSON.parse(readFileSync(join(adapterDir, 'adapter_config.json'), 'utf8'));
-    expect(cfg).toMatchObject({ peft_type: 'LORA', r: 8, lora_alpha: 16, task_type: 'CAUSAL_LM', target_modules: ['all-linear'] });
+    expect(cfg).toMatchObject({ peft_type: 'LORA', r: 8, lora_alpha: 16, task_type: 'CAUSAL_LM', target_modules: 'all-linear' });
     const probe = sequences(model).map((s) => s.tokens);
     const before = await model.logits(probe);
     const outputs = await answers(model);
@@ -109,7 +110,127 @@ describe('training', () => {
   });
 });
 
+describe('PEFT adapter variants', () => {
+  /** A random adapter on q_proj and v_proj written as PEFT does, with per-module ranks. */
+  async function writeAdapter(dir: string, model: Model, cfg: Record<string, unknown>, rankOf: (module: string) => number) {
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(dir, { recursive: true });
+    const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+    const i = model.info;
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 0.2;
+    for (let l = 0; l < i.numLayers; l++)
+      for (const [proj, out] of [['q_proj', i.numHeads * i.headDim], ['v_proj', i.numKvHeads * i.headDim]] as const) {
+        const module = `model.layers.${l}.self_attn.${proj}`;
+        const r = rankOf(module);
+        tensors[`base_model.model.${module}.lora_A.weight`] = { dtype: 'F32', shape: [r, i.hiddenSize], data: Float32Array.from({ length: r * i.hiddenSize }, rnd) };
+        tensors[`base_model.model.${module}.lora_B.weight`] = { dtype: 'F32', shape: [out, r], data: Float32Array.from({ length: out * r }, rnd) };
+      }
+    await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
+    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj', 'v_proj'], bias: 'none', ...cfg }));
+    return tensors;
+  }
+
+  /** The reference: W + s·B·A computed here in float64 and written as a plain model folder. */
+  async function handMerged(base: string, dir: string, adapter: Record<string, { shape: number[]; data: Float32Array }>, scaleOf: (module: string, r: number) => number) {
+    const { cpSync } = await import('node:fs');
+    cpSync(base, dir, { recursive: true });
+    const st = await readSafetensors(join(base, 'model.safetensors'));
+    const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+    for (const [name, t] of st.tensors) out[name] = { dtype: 'F32', shape: t.shape, data: toFloat32(t) };
+    for (const key of Object.keys(adapter).filter((k) => k.endsWith('.lora_A.weight'))) {
+      const module = key.replace('base_model.model.', '').replace('.lora_A.weight', '');
+      const A = adapter[key], B = adapter[key.replace('lora_A', 'lora_B')];
+      const [r, inF] = A.shape, outF = B.shape[0];
+      const W = out[`${module}.weight`];
+      const s = scaleOf(module, r);
+      for (let o = 0; o < outF; o++)
+        for (let c = 0; c < inF; c++) {
+          let acc = 0;
+          for (let k = 0; k < r; k++) acc += B.data[o * r + k] * A.data[k * inF + c];
+          W.data[o * inF + c] += s * acc;
+        }
+    }
+    await writeSafetensors(join(dir, 'model.safetensors'), out, { format: 'pt' });
+  }
+
+  const maxDiff = (a: Float32Array[], b: Float32Array[]) => a.reduce((m, x, i) => x.reduce((mm, v, j) => Math.max(mm, Math.abs(v - b[i][j])), m), 0);
+
+  it('rsLoRA, rank_pattern and alpha_pattern give the logits of the hand-merged weights', async () => {
+    const base = await tinyModel(5);
+    const probe = [[1, 40, 41, 42, 43, 44], [1, 50, 60, 70]];
+    const cases: { name: string; cfg: Record<string, unknown>; rankOf: (m: string) => number; scaleOf: (m: string, r: number) => number }[] = [
+      { name: 'plain', cfg: {}, rankOf: () => 4, scaleOf: (_m, r) => 8 / r },
+      { name: 'rslora', cfg: { use_rslora: true }, rankOf: () => 4, scaleOf: (_m, r) => 8 / Math.sqrt(r) },
+      {
+        name: 'patterns',
+        cfg: { rank_pattern: { 'model.layers.0.self_attn.q_proj': 2 }, alpha_pattern: { v_proj: 3 } },
+        rankOf: (m) => (m === 'model.layers.0.self_attn.q_proj' ? 2 : 4),
+        scaleOf: (m, r) => (m.endsWith('v_proj') ? 3 : 8) / r,
+      },
+      {
+        name: 'rslora+patterns',
+        cfg: { use_rslora: true, rank_pattern: { 'layers.1.self_attn.v_proj': 6 }, alpha_pattern: { 'layers.0.self_attn.q_proj': 20 } },
+        rankOf: (m) => (m === 'model.layers.1.self_attn.v_proj' ? 6 : 4),
+        scaleOf: (m, r) => (m === 'model.layers.0.self_attn.q_proj' ? 20 : 8) / Math.sqrt(r),
+      },
+    ];
+    for (const c of cases) {
+      const m = await Model.load(base);
+      const adapterDir = join(dirs.root, `peft-${c.name}`);
+      const adapter = await writeAdapter(adapterDir, m, c.cfg, c.rankOf);
+      await loadAdapter(m, adapterDir);
+      const refDir = join(dirs.root, `peft-${c.name}-merged`);
+      await handMerged(base, refDir, adapter, c.scaleOf);
+      const ref = await Model.load(refDir);
+      const plain = await Model.load(base);
+      const [got, want, none] = [await m.logits(probe), await ref.logits(probe), await plain.logits(probe)];
+      expect(maxDiff(got, want), c.name).toBeLessThan(1e-4);
+      // The adapter does change the logits: a wrong scale could not pass by being small.
+      expect(maxDiff(none, want), c.name).toBeGreaterThan(1e-2);
+      for (const x of [m, ref, plain]) x.dispose();
+    }
+  });
+
+  it('refuses DoRA, regex targets and options it does not implement, by name', async () => {
+    const base = await tinyModel(5);
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ use_dora: true }, /DoRA adapters \(use_dora: true\) are not supported/],
+      [{ target_modules: '.*\\.(q|v)_proj' }, /target_modules as a regular expression \(".*"\) is not supported/],
+      [{ layers_to_transform: [0] }, /layers_to_transform \[0\] is not supported/],
+      [{ bias: 'all' }, /bias "all" is not supported/],
+      [{ rank_pattern: { q_proj: 2.5 } }, /rank_pattern\["q_proj"\] must be a positive integer/],
+    ];
+    for (const [cfg, message] of bad) {
+      const m = await Model.load(base);
+      const dir = join(dirs.root, `peft-bad-${Object.keys(cfg)[0]}`);
+      await writeAdapter(dir, m, cfg, () => 4);
+      await expect(loadAdapter(m, dir)).rejects.toThrow(message);
+      m.dispose();
+    }
+  });
+});
+
 describe('training: bad input', () => {
+  it('two trainStep calls started together are two steps in turn, as if awaited one after the other', async () => {
+    const dir = await tinyModel(3);
+    const data = sequences(await Model.load(dir));
+    const [a, b] = [data.slice(0, 4), data.slice(4)];
+    const together = await Model.load(dir), inTurn = await Model.load(dir);
+    const t1 = new Trainer(together, { mode: 'full', lr: 1e-2, batchSize: 4, seed: 1 });
+    const t2 = new Trainer(inTurn, { mode: 'full', lr: 1e-2, batchSize: 4, seed: 1 });
+    const [ra, rb] = await Promise.all([t1.trainStep(a, 1e-2), t1.trainStep(b, 1e-2)]);
+    const sa = await t2.trainStep(a, 1e-2);
+    const sb = await t2.trainStep(b, 1e-2);
+    expect([t1.step, t2.step]).toEqual([2, 2]);
+    // The second step's loss is computed on the weights the first step left: the same as in turn.
+    expect([ra.loss, rb.loss]).toEqual([sa.loss, sb.loss]);
+    const probe = [data[0].tokens];
+    expect(await together.logits(probe)).toEqual(await inTurn.logits(probe));
+    together.dispose();
+    inTurn.dispose();
+  });
+
   it('an empty data set and a sequence whose weights do not match its tokens', async () => {
     const model = await Model.load(await tinyModel());
     const trainer = new Trainer(model, { mode: 'lora' });

@@ -372,6 +372,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("intermediateSize", double(c.ffn));
     o.Set("maxPositions", double(c.max_pos));
     o.Set("ropeTheta", c.rope_theta);
+    o.Set("ropeType", c.rope_type);
     o.Set("normEps", c.eps);
     o.Set("tiedEmbeddings", c.tied);
     o.Set("qkvBias", c.qkv_bias);

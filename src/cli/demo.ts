@@ -7,7 +7,7 @@ import { KpigError } from '../errors/index.js';
 import { DEMO_STRATEGIES, demoTable, gateText, runDemo, type DemoEvent } from '../pipeline/demo.js';
 import { markdownTable } from '../report/markdown.js';
 import { STRATEGY_NAMES, type StrategyName } from '../pipeline/config.js';
-import { duration, int } from './util.js';
+import { duration, int, threads } from './util.js';
 
 /** Adds `kpig demo` to the program. */
 export function registerDemo(program: Command): void {
@@ -19,7 +19,7 @@ export function registerDemo(program: Command): void {
     .option('-o, --out <dir>', 'where runs and the report go (default runs/demo or runs/demo-quick)')
     .option('--cache <dir>', 'base-model cache (default $KPIG_CACHE/base-models or ~/.cache/kpig/base-models)')
     .option('--strategies <list>', `comma-separated (default ${DEMO_STRATEGIES.join(',')})`)
-    .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+    .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
     .option('--json', 'one JSON line per event on stdout, then the result')
     .action(async (o: { quick?: boolean; seeds: number; out?: string; cache?: string; strategies?: string; threads?: number; json?: boolean }) => {
       const strategies = o.strategies?.split(',').map((s) => s.trim()) as StrategyName[] | undefined;

@@ -5,7 +5,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { pct } from '../report/tables.js';
-import { duration, int } from './util.js';
+import { duration, int, threads } from './util.js';
 
 /**
  * Adds `kpig eval` and `kpig report` to the program.
@@ -26,7 +26,7 @@ export function registerEval(program: Command): void {
     .option('--max-instances <n>', 'at most n instances per task', int('--max-instances', 1))
     .option('--max-new-tokens <n>', 'most generated tokens per instance', int('--max-new-tokens', 1), 64)
     .option('--batch-size <n>', 'prompts per generation call', int('--batch-size', 1), 8)
-    .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+    .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
     .option('--json', 'print the per-task summary as JSON on stdout')
     .action(async (modelDir: string, o: Record<string, unknown>) => {
       if (o.split !== 'test' && o.split !== 'train') throw new InvalidArgumentError('--split must be test or train');

@@ -5,9 +5,9 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { createReadStream, existsSync, readFileSync, readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KpigError, KpigIOError } from '../errors/index.js';
+import { InputError, KpigError, KpigIOError } from '../errors/index.js';
 import { PRESETS, isPresetName, type ConfigOverrides } from '../model/config.js';
 import { Model } from '../model/model.js';
 import { createRandomModel, type WeightsDtype } from '../model/writer.js';
@@ -16,7 +16,7 @@ import { registerData } from './data.js';
 import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
-import { bytes, count, duration, int } from './util.js';
+import { bytes, count, duration, int, samePath, threads } from './util.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
   version: string;
@@ -36,11 +36,17 @@ program
   .argument('<model-dir>', 'Hugging Face model folder (config.json + *.safetensors)')
   .option('--json', 'print machine-readable JSON')
   .action(async (dir: string, opts: { json?: boolean }) => {
-    const model = await Model.load(dir, { threads: 1 });
+    // info needs no tokenizer: a folder without one is described, and the missing tokenizer named.
+    const { loadTokenizer } = await import('../tokenizer/index.js');
+    const tokenizerProblem = await loadTokenizer(dir).then(
+      () => null,
+      (err: Error) => (existsSync(join(dir, 'config.json')) ? err.message : null),
+    );
+    const model = await Model.load(dir, { threads: 1, tokenizer: tokenizerProblem === null ? undefined : false });
     const i = model.info;
-    const tok = model.tokenizer!;
+    const tok = model.tokenizer;
     if (opts.json) {
-      console.log(JSON.stringify({ ...i, tokenizer: { kind: tok.kind, vocabSize: tok.vocabSize, bosId: tok.bosId, eosIds: tok.eosIds } }, null, 2));
+      console.log(JSON.stringify({ ...i, tokenizer: tok ? { kind: tok.kind, vocabSize: tok.vocabSize, bosId: tok.bosId, eosIds: tok.eosIds } : { missing: tokenizerProblem } }, null, 2));
       return;
     }
     const rows: [string, string][] = [
@@ -49,14 +55,15 @@ program
       ['layers × hidden', `${i.numLayers} × ${i.hiddenSize}, MLP ${i.intermediateSize}`],
       ['attention', `${i.numHeads} heads of ${i.headDim}, ${i.numKvHeads} kv heads${i.numKvHeads < i.numHeads ? ` (GQA ${i.numHeads / i.numKvHeads}:1)` : ''}${i.qkvBias ? ', q/k/v bias' : ''}${i.oBias ? ', o bias' : ''}`],
       ['vocabulary', `${i.vocabSize}${i.tiedEmbeddings ? ' (head tied to embeddings)' : ''}`],
-      ['context', `${i.maxPositions} positions${i.arch === 'llama' ? `, rope θ = ${i.ropeTheta}` : ''}`],
+      ['context', `${i.maxPositions} positions${i.arch === 'llama' ? `, rope θ = ${i.ropeTheta}${i.ropeType !== 'default' ? ` (${i.ropeType} scaling)` : ''}` : ''}`],
       ['weights', `${i.weightsDtype} in ${i.files.length} file${i.files.length > 1 ? 's' : ''}, ${bytes(i.weightsFileBytes)}`],
       ['engine memory', `${bytes(i.memoryBytes)} of float32 weights (${i.isa} kernels, ${i.threads} thread${i.threads > 1 ? 's' : ''})`],
-      ['tokenizer', `${tok.kind === 'byte' ? 'built-in byte-level' : 'Hugging Face tokenizer.json'}, ${tok.vocabSize} ids, bos ${tok.bosId ?? '-'}, eos ${tok.eosIds.join(',') || '-'}`],
+      ['tokenizer', tok ? `${tok.kind === 'byte' ? 'built-in byte-level' : 'Hugging Face tokenizer.json'}, ${tok.vocabSize} ids, bos ${tok.bosId ?? '-'}, eos ${tok.eosIds.join(',') || '-'}` : 'missing (commands that read text need one; see the note)'],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));
     for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
     for (const note of i.notes) console.log(`note: ${note}`);
+    if (tokenizerProblem) console.log(`note: ${tokenizerProblem}`);
     model.dispose();
   });
 
@@ -68,7 +75,7 @@ program
   .option('-n, --max-new-tokens <n>', 'most new tokens per prompt', int('--max-new-tokens', 0), 64)
   .option('--stop <text...>', 'stop strings (the output is cut before them)')
   .option('--no-special-tokens', 'do not add the tokenizer\'s BOS to the prompts')
-  .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+  .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--json', 'print one JSON object per prompt instead of text')
   .action(
     async (
@@ -179,12 +186,13 @@ program
   .option('--grad-accum <n>', 'micro-batches per optimizer step', int('--grad-accum', 1), 1)
   .option('--max-length <n>', 'drop rows longer than this many tokens (default: the model context)', int('--max-length', 2))
   .option('--checkpoint-every <n>', 'steps between checkpoints (0: only at the end)', int('--checkpoint-every', 0), 0)
-  .option('--resume', 'continue from the latest checkpoint in --out')
+  .option('--resume', 'continue from the latest checkpoint in --out (the same model, data and settings, else refused)')
+  .option('--force', 'start over in a non-empty --out, removing the earlier run there (checkpoints, final folders)')
   .option('--seed <n>', 'seed of data order and LoRA init', int('--seed', 0), 0)
   .option('--instruction-field <name>', 'field holding the instruction', 'instruction')
   .option('--input-field <name>', 'field holding the input', 'input')
   .option('--output-field <name>', 'field holding the response', 'output')
-  .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+  .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--json', 'one JSON line per step on stdout instead of a progress bar')
   .action(async (dir: string, o: Record<string, unknown>) => {
     const { readInstructions, tokenizeExample } = await import('../data/instructions.js');
@@ -201,6 +209,33 @@ program
     const seqs = rows.map((r) => tokenizeExample(model.tokenizer!, r, maxLength)).filter((x) => x !== null);
     if (seqs.length < rows.length) console.error(`kpig: ${rows.length - seqs.length} of ${rows.length} rows are longer than ${maxLength} tokens and were left out`);
     const out = o.out as string;
+    if (o.resume && o.force) throw new InvalidArgumentError('--resume and --force contradict each other: continue the run in --out, or start over');
+    const { dataFingerprint, modelFingerprint, prepareTrainFolder } = await import('../train/run-record.js');
+    // What a step means: a resumed run must keep these (it may change the schedule, epochs or steps).
+    const settings = {
+      mode: o.full ? 'full' : 'lora',
+      ...(o.full ? {} : { loraRank: o.loraRank as number, loraAlpha: o.loraAlpha as number, loraDropout: o.loraDropout as number, loraTargets: (o.loraTargets as string | undefined) ?? null }),
+      batchSize: o.batchSize as number,
+      gradAccum: o.gradAccum as number,
+      seed: o.seed as number,
+      maxLength,
+      fields: `${o.instructionField as string},${o.inputField as string},${o.outputField as string}`,
+    };
+    const prepared = await prepareTrainFolder(
+      out,
+      {
+        kind: 'kpig-train-run',
+        model: { path: resolve(dir), fingerprint: await modelFingerprint(dir) },
+        data: { path: resolve(o.data as string), sha256: await dataFingerprint(o.data as string), rows: rows.length },
+        settings,
+      },
+      { resume: Boolean(o.resume), force: Boolean(o.force) },
+    ).catch((err: unknown) => {
+      // A folder that holds another run is a usage error (status 2), like any bad argument.
+      throw err instanceof InputError ? new InvalidArgumentError(err.message) : err;
+    });
+    if (prepared.cleaned.length) console.error(`kpig: removed ${prepared.cleaned.length} temporary folder(s) of killed runs from ${out}`);
+    if (prepared.replaced.length) console.error(`kpig: --force: removed the earlier run in ${out} (${prepared.replaced.join(', ')})`);
     const trainer = new Trainer(model, {
       mode: o.full ? 'full' : 'lora',
       lora: {
@@ -282,18 +317,19 @@ program
   .description('information gain of the key parts of every row (full vs key-parts-masked instruction), written as Arrow')
   .argument('<model-dir>', 'Hugging Face model folder')
   .requiredOption('--data <file>', 'rows with task_id, instance_id, instruction, key_spans [{start, end}], input, output: .jsonl or .arrow')
-  .requiredOption('--out <file>', 'output Arrow IPC stream (one row per input row, keyed by task_id and instance_id)')
+  .requiredOption('--out <file>', 'output Arrow IPC file (one row per input row, keyed by task_id and instance_id); a name ending in .arrows gets the IPC stream format')
   .option('--max-tokens-per-batch <n>', 'token budget of one engine call (full + masked tokens)', int('--max-tokens-per-batch', 2), 16384)
   .option('--chunk-rows <n>', 'JSONL rows read and scored at a time (bounds memory)', int('--chunk-rows', 1), 4096)
   .option('--mask-mode <mode>', 'replace key spans with the placeholder, or delete them', 'replace')
   .option('--placeholder <text>', 'text that replaces a key span', '[MASK]')
-  .option('-t, --threads <n>', 'worker threads (default: all cores)', int('--threads', 1))
+  .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--precision <p>', 'matmul precision: fp32, or bf16 (inputs rounded to bfloat16, float32 accumulation; AMX where present)', 'fp32')
   .option('--json', 'one JSON progress line per chunk on stdout instead of a progress line')
   .action(async (dir: string, o: Record<string, unknown>) => {
     const { readScoringChunks, scoreStream } = await import('../scoring/stream.js');
     if (o.maskMode !== 'replace' && o.maskMode !== 'delete') throw new InvalidArgumentError('--mask-mode must be replace or delete');
     if (o.precision !== 'fp32' && o.precision !== 'bf16') throw new InvalidArgumentError('--precision must be fp32 or bf16');
+    if (samePath(o.data as string, o.out as string)) throw new InvalidArgumentError(`--out ${o.out as string} is the --data file: scoring would replace its input; choose another --out`);
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
     model.setMatmulPrecision(o.precision);
     const controller = new AbortController();

@@ -8,7 +8,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { STRATEGY_NAMES, loadRunConfig, resolveRunConfig, type RunConfig } from '../pipeline/config.js';
 import { runContinual, type RunEvent } from '../pipeline/run.js';
-import { duration, int } from './util.js';
+import { duration, int, threads } from './util.js';
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -38,7 +38,7 @@ export function registerRun(program: Command): void {
     .option('--resume <run-dir>', 'continue an interrupted run from its last completed step')
     .option('--strategy <name>', `override strategy.name (${STRATEGY_NAMES.join(', ')})`)
     .option('--seed <n>', 'override the seed', int('--seed', 0))
-    .option('-t, --threads <n>', 'override the worker threads (default: all cores)', int('--threads', 1))
+    .option('-t, --threads <n>', 'override the worker threads (default: all cores)', threads)
     .option('--set <field=value>', 'override any config field by its dotted path (repeatable), e.g. strategy.m=50', collect, [])
     .option('--force', 'start over in a non-empty run directory')
     .option('-q, --quiet', 'print only the final summary')

@@ -1,5 +1,28 @@
 /** Small helpers shared by the subcommands: argument parsers and human-readable numbers. */
 import { InvalidArgumentError } from 'commander';
+import { realpathSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+
+/** The `--threads` parser: an integer from 1 to the cores this process may use. */
+export function threads(value: string): number {
+  const n = int('--threads', 1)(value);
+  const cores = availableParallelism();
+  if (n > cores) throw new InvalidArgumentError(`--threads ${n} is more than the ${cores} cores of this machine; give at most ${cores}`);
+  return n;
+}
+
+/** True when two paths name the same file (following links; a path that does not exist yet is compared resolved). */
+export function samePath(a: string, b: string): boolean {
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return resolve(p);
+    }
+  };
+  return real(a) === real(b);
+}
 
 export function int(name: string, min: number) {
   return (value: string) => {

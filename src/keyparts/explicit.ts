@@ -7,6 +7,49 @@ import { InputError } from '../errors/index.js';
 import type { KeySpan, KeySpanKind } from '../data/taskset.js';
 import { SPAN_KINDS } from '../data/validate.js';
 
+/** The largest offset a key span may hold: spans are stored as Int32 columns. */
+export const MAX_SPAN_OFFSET = 2 ** 31 - 1;
+
+/**
+ * A key-span offset as read from any source: a JSON number or an Arrow/pandas int64 (`bigint`)
+ * that is an integer in [0, 2^31 − 1]. Anything else (1.5, "1", −1, 4294967306, NaN) returns null,
+ * so that a caller names the row and refuses it instead of rounding, coercing or wrapping it.
+ *
+ * @example
+ * spanOffset(7); spanOffset(7n); // 7, 7
+ * spanOffset(1.5); spanOffset('1'); spanOffset(4294967306); // null, null, null
+ */
+export function spanOffset(value: unknown): number | null {
+  const n = typeof value === 'bigint' ? (value >= 0n && value <= BigInt(MAX_SPAN_OFFSET) ? Number(value) : NaN) : value;
+  return typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= MAX_SPAN_OFFSET ? n : null;
+}
+
+/** A value as JSON for an error message, bigints included (JSON.stringify throws on them). */
+function shown(value: unknown): string {
+  try {
+    return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/**
+ * The `{start, end}` offsets of one key span given as an object or a `[start, end]` pair, checked by
+ * {@link spanOffset}; an InputError names `where`, the span's index and the value otherwise.
+ *
+ * @example
+ * spanOffsets([7, 20], 'rows.jsonl:3', 0); // { start: 7, end: 20 }
+ * spanOffsets({ start: 1.5, end: 4 }, 'rows.jsonl:3', 0); // throws InputError
+ */
+export function spanOffsets(value: unknown, where: string, index: number): { start: number; end: number; kind?: unknown } {
+  const s = Array.isArray(value) ? { start: value[0], end: value[1], kind: value[2] } : (value as Record<string, unknown> | null);
+  const start = s && typeof s === 'object' ? spanOffset(s.start) : null;
+  const end = s && typeof s === 'object' ? spanOffset(s.end) : null;
+  if (start === null || end === null)
+    throw new InputError(`${where}: key span ${index} must be {start, end} or [start, end] with integer offsets in [0, ${MAX_SPAN_OFFSET}], got ${shown(value)}`);
+  return { start, end, kind: s!.kind };
+}
+
 /** Where each phrase sits in a text, and the phrases that are not in it. */
 export interface LocatedKeyParts {
   spans: KeySpan[];
@@ -64,17 +107,15 @@ export function locateKeyParts(text: string, phrases: readonly (string | { text:
  */
 export function parseKeySpans(value: unknown, text: string, where: string): KeySpan[] {
   if (value === null || value === undefined) return [];
-  if (!Array.isArray(value)) throw new InputError(`${where}: key spans must be a list, got ${typeof value}`);
+  if (!Array.isArray(value)) throw new InputError(`${where}: key spans must be a list, got ${shown(value)}`);
   if (value.every((v) => typeof v === 'string')) {
     const { spans, missing } = locateKeyParts(text, value as string[]);
     if (missing.length) throw new InputError(`${where}: key part(s) not found in the instruction: ${missing.map((m) => JSON.stringify(m)).join(', ')}`);
     return spans;
   }
   const spans = value.map((v, i): KeySpan => {
-    const s = Array.isArray(v) ? { start: v[0], end: v[1], kind: v[2] } : (v as Record<string, unknown>);
-    if (typeof s !== 'object' || s === null || !Number.isInteger(s.start) || !Number.isInteger(s.end))
-      throw new InputError(`${where}: key span ${i} must be {start, end} or [start, end] with integer offsets, got ${JSON.stringify(v)}`);
-    const span: KeySpan = { start: s.start as number, end: s.end as number };
+    const s = spanOffsets(v, where, i);
+    const span: KeySpan = { start: s.start, end: s.end };
     if (s.kind !== undefined && s.kind !== null) {
       if (!SPAN_KINDS.includes(s.kind as KeySpanKind)) throw new InputError(`${where}: key span ${i} kind ${JSON.stringify(s.kind)} is not one of ${SPAN_KINDS.join(', ')}`);
       span.kind = s.kind as KeySpanKind;

@@ -60,6 +60,8 @@ export interface ModelConfig {
   max_position_embeddings?: number;
   rope_theta?: number;
   rope_scaling?: unknown;
+  /** transformers 5: {rope_type, rope_theta, factor, …} in place of rope_theta and rope_scaling. */
+  rope_parameters?: unknown;
   rms_norm_eps?: number;
   hidden_act?: string;
   /** LLaMA: biases on q, k, v and o_proj. Qwen2 always has q/k/v biases and never an o_proj bias. */
@@ -97,6 +99,8 @@ export interface ModelShape {
   oBias: boolean;
   /** RoPE base θ; null for GPT-2, which has learned positions. */
   ropeTheta: number | null;
+  /** RoPE variant (default, linear, dynamic, llama3); null for GPT-2. The engine reads the same fields the same way. */
+  ropeType: RopeType | null;
   /** layer_norm_epsilon (GPT-2) or rms_norm_eps (LLaMA family). */
   eps: number;
   /** GPT-2's scale_attn_by_inverse_layer_idx: scores of layer i are further divided by i + 1. */
@@ -355,7 +359,7 @@ export function resolveConfig(preset?: string, overrides: ConfigOverrides = {}):
  * {@link ModelShape}. Missing optional fields take HF's class defaults; size fields are required.
  *
  * @throws ModelConfigError naming the bad field; UnsupportedModelError for a model_type or option
- *   the engine does not implement (rope_scaling, mlp_bias, Qwen2 sliding windows, cross attention,
+ *   the engine does not implement (RoPE variants other than default, linear, dynamic and llama3, mlp_bias, Qwen2 sliding windows, cross attention,
  *   activations other than gelu_new / silu).
  * @example
  * describeConfig(resolveConfig('qwen2-nano'));
@@ -404,6 +408,7 @@ export function describeConfig(cfg: ModelConfig): ModelShape {
       qkvBias: true,
       oBias: true,
       ropeTheta: null,
+      ropeType: null,
       eps: positiveNumber(cfg, 'layer_norm_epsilon', 1e-5),
       scaleAttnByLayer: optionalBool(cfg, 'scale_attn_by_inverse_layer_idx', false),
       slidingWindow: null,
@@ -412,7 +417,7 @@ export function describeConfig(cfg: ModelConfig): ModelShape {
 
   const act = cfg.hidden_act ?? 'silu';
   if (act !== 'silu') throw new UnsupportedModelError(`hidden_act ${act} is not supported (silu is)`);
-  if (cfg.rope_scaling != null) throw new UnsupportedModelError('rope_scaling is not supported');
+  const rope = ropeOf(cfg);
   if (cfg.mlp_bias === true) throw new UnsupportedModelError('mlp_bias is not supported');
   if (modelType === 'qwen2' && cfg.use_sliding_window === true) {
     throw new UnsupportedModelError('qwen2 use_sliding_window is not supported');
@@ -455,7 +460,8 @@ export function describeConfig(cfg: ModelConfig): ModelShape {
     // Qwen2 always biases q/k/v and never o_proj; Mistral has no biases; LLaMA's flag covers all four.
     qkvBias: modelType === 'qwen2' ? true : modelType === 'mistral' ? false : bias,
     oBias: modelType === 'llama' ? bias : false,
-    ropeTheta: positiveNumber(cfg, 'rope_theta', 10000),
+    ropeTheta: rope.theta,
+    ropeType: rope.type,
     eps: positiveNumber(cfg, 'rms_norm_eps', 1e-6),
     scaleAttnByLayer: false,
     slidingWindow: window,
@@ -587,10 +593,52 @@ function positiveInt(cfg: ModelConfig, key: string): number {
   return value as number;
 }
 
-function positiveNumber(cfg: ModelConfig, key: string, fallback: number): number {
+/** The RoPE variants the engine implements. */
+export const ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3'] as const;
+export type RopeType = (typeof ROPE_TYPES)[number];
+
+/** The fields each RoPE variant needs besides θ. */
+const ROPE_FIELDS: Record<RopeType, readonly string[]> = {
+  default: [],
+  linear: ['factor'],
+  dynamic: ['factor'],
+  llama3: ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'],
+};
+
+/**
+ * RoPE θ and variant from transformers 5's `rope_parameters` or transformers 4's `rope_theta` and
+ * `rope_scaling` (`rope_type`, or the older `type`), checked as the engine checks them
+ * (native/src/model/config.cpp): the variant's fields must be positive numbers; a variant the
+ * engine does not implement (yarn, longrope, …) is refused by name.
+ *
+ * @example
+ * ropeOf({ rope_parameters: { rope_type: 'default', rope_theta: 500000 } }); // { type: 'default', theta: 500000 }
+ */
+export function ropeOf(cfg: ModelConfig): { type: RopeType; theta: number } {
+  const params = cfg.rope_parameters as unknown, scaling = cfg.rope_scaling as unknown;
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (params != null && !isObject(params)) throw new ModelConfigError(`rope_parameters must be an object, not ${JSON.stringify(params)}`);
+  if (scaling != null && !isObject(scaling)) throw new ModelConfigError(`rope_scaling must be an object or null, not ${JSON.stringify(scaling)}`);
+  const src = isObject(params) ? params : isObject(scaling) ? scaling : null;
+  const where = isObject(params) ? 'rope_parameters' : 'rope_scaling';
+  const theta = isObject(params) && params.rope_theta != null ? positiveNumber(params as ModelConfig, 'rope_theta', 10000, where) : positiveNumber(cfg, 'rope_theta', 10000);
+  const raw = src?.rope_type ?? src?.type ?? 'default';
+  if (typeof raw !== 'string') throw new ModelConfigError(`${where}.rope_type must be a string, not ${JSON.stringify(raw)}`);
+  if (!(ROPE_TYPES as readonly string[]).includes(raw)) throw new UnsupportedModelError(`${where}: rope_type '${raw}' is not supported (${ROPE_TYPES.join(', ')})`);
+  const type = raw as RopeType;
+  for (const field of ROPE_FIELDS[type]) {
+    if (src![field] == null) throw new ModelConfigError(`${where}: field '${field}' is missing (rope_type ${type})`);
+    positiveNumber(src as ModelConfig, field, 1, where);
+  }
+  if (type === 'llama3' && !((src!.high_freq_factor as number) > (src!.low_freq_factor as number)))
+    throw new ModelConfigError(`${where}: high_freq_factor must be greater than low_freq_factor`);
+  return { type, theta };
+}
+
+function positiveNumber(cfg: ModelConfig, key: string, fallback: number, where?: string): number {
   const value = cfg[key] ?? fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new ModelConfigError(`${key} must be a positive number, not ${JSON.stringify(value)}`);
+    throw new ModelConfigError(`${where ? `${where}.` : ''}${key} must be a positive number, not ${JSON.stringify(value)}`);
   }
   return value;
 }

@@ -2,6 +2,7 @@
  * `Model`: a Hugging Face model folder loaded into the native engine, with its tokenizer.
  * Every heavy call runs on a worker thread and returns a Promise; the event loop stays free.
  */
+import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, InputError, KpigIOError, fromNative } from '../errors/index.js';
@@ -117,6 +118,8 @@ export class Model {
       throw new KpigIOError(`'${dir}' is not a Hugging Face model folder: it has no config.json`);
     const threads = options.threads ?? 0;
     if (!Number.isInteger(threads) || threads < 0) throw new InputError(`threads must be a non-negative integer, got ${threads}`);
+    const cores = availableParallelism();
+    if (threads > cores) throw new InputError(`threads ${threads} is more than the ${cores} cores this process may use; give at most ${cores} (0 = all)`);
     const tokenizer = options.tokenizer === false ? null : await loadTokenizer(dir);
     const nat = await native(() => loadAddon().loadModel(dir, threads));
     const model = new Model(dir, nat, tokenizer);

@@ -21,6 +21,8 @@ export interface NativeModelInfo {
   intermediateSize: number;
   maxPositions: number;
   ropeTheta: number;
+  /** RoPE variant as config.json asks: default, linear, dynamic or llama3. */
+  ropeType: string;
   normEps: number;
   tiedEmbeddings: boolean;
   qkvBias: boolean;

@@ -1,7 +1,8 @@
 /**
  * Scoring inputs larger than memory: rows are read a chunk at a time (Arrow IPC record batches or
- * JSONL lines), scored with {@link scoreTable}, and appended to an Arrow IPC stream on disk. The
- * output appears under its final name only when complete (temp file + rename).
+ * JSONL lines), scored with {@link scoreTable}, and appended to an Arrow IPC file on disk (the IPC
+ * stream format for a `.arrows` name). The output appears under its final name only when complete
+ * (temp file + rename).
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
@@ -9,8 +10,9 @@ import { createInterface } from 'node:readline';
 import { basename, dirname, extname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { finished } from 'node:stream/promises';
-import { Field, Int32, List, RecordBatchReader, RecordBatchStreamWriter, Struct, Table, Utf8, vectorFromArray } from 'apache-arrow';
+import { Field, Int32, List, RecordBatchFileWriter, RecordBatchReader, RecordBatchStreamWriter, Struct, Table, Utf8, vectorFromArray } from 'apache-arrow';
 import { InputError, KpigIOError } from '../errors/index.js';
+import { spanOffsets } from '../keyparts/explicit.js';
 import type { Model } from '../model/model.js';
 import { scoreTable, type ScoreTableOptions } from './table.js';
 
@@ -32,18 +34,24 @@ async function* jsonlChunks(path: string, chunkRows: number): AsyncGenerator<Tab
     });
   for await (const line of lines) {
     lineNo++;
-    if (!line.trim()) continue;
+    const text = lineNo === 1 && line.startsWith('\uFEFF') ? line.slice(1) : line;
+    if (!text.trim()) continue;
     let obj: Record<string, unknown>;
     try {
-      obj = JSON.parse(line);
+      obj = JSON.parse(text);
     } catch (err) {
       throw new InputError(`${path}:${lineNo}: not valid JSON: ${(err as Error).message}`);
     }
+    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new InputError(`${path}:${lineNo}: a row must be a JSON object`);
     const missing = ['task_id', 'instance_id', 'instruction', 'key_spans', 'output'].filter((k) => !(k in obj));
     if (missing.length) throw new InputError(`${path}:${lineNo}: missing field(s) ${missing.join(', ')}`);
     const spans = obj.key_spans;
     if (!Array.isArray(spans)) throw new InputError(`${path}:${lineNo}: key_spans must be a list of {start, end}`);
-    obj.key_spans = spans.map((s) => (Array.isArray(s) ? { start: s[0], end: s[1] } : s));
+    // Offsets are checked here, before they are packed into Int32 columns: no rounding, coercion or wrap-around.
+    obj.key_spans = spans.map((s, i) => {
+      const { start, end } = spanOffsets(s, `${path}:${lineNo}`, i);
+      return { start, end };
+    });
     rows.push(obj);
     if (rows.length === chunkRows) {
       yield table();
@@ -51,6 +59,23 @@ async function* jsonlChunks(path: string, chunkRows: number): AsyncGenerator<Tab
     }
   }
   if (rows.length) yield table();
+}
+
+/** The scoring input columns with no rows. */
+function emptyInput(): Table {
+  const utf8 = () => vectorFromArray([] as string[], new Utf8());
+  return new Table({ task_id: utf8(), instance_id: utf8(), instruction: utf8(), key_spans: vectorFromArray([], SPAN_TYPE), input: utf8(), output: utf8() });
+}
+
+/**
+ * The Arrow IPC format an output name asks for: `stream` for `.arrows`, else `file`.
+ *
+ * @example
+ * outputFormat('scores.arrow'); // 'file'
+ * outputFormat('scores.arrows'); // 'stream'
+ */
+export function outputFormat(path: string): 'file' | 'stream' {
+  return extname(path).toLowerCase() === '.arrows' ? 'stream' : 'file';
 }
 
 /** Arrow IPC (file or stream format) → one table per record batch. */
@@ -83,7 +108,8 @@ export function readScoringChunks(path: string, chunkRows = 4096): AsyncGenerato
 }
 
 /**
- * Scores chunks as they come and appends each scored chunk to an Arrow IPC stream at `outPath`.
+ * Scores chunks as they come and appends each scored chunk to an Arrow IPC file at `outPath` (an
+ * IPC stream when the name ends in `.arrows`; {@link outputFormat}).
  * Memory stays bounded by one chunk. Resolves with the number of rows written (one per input row).
  *
  * @example
@@ -97,16 +123,22 @@ export async function scoreStream(
 ): Promise<number> {
   const temp = join(dirname(outPath), `.${basename(outPath)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   const file = createWriteStream(temp);
-  const writer = new RecordBatchStreamWriter();
+  // `.arrows` is the IPC stream format; any other name gets the IPC file format (what
+  // pandas.read_feather, polars.read_ipc and pyarrow.ipc.open_file read).
+  const writer = outputFormat(outPath) === 'stream' ? new RecordBatchStreamWriter() : new RecordBatchFileWriter();
   writer.pipe(file);
   let rows = 0;
+  let chunksSeen = 0;
   try {
     for await (const chunk of chunks) {
       const scored = await scoreTable(model, chunk, options);
       for (const batch of scored.batches) writer.write(batch);
       rows += scored.numRows;
+      chunksSeen++;
       options.onChunk?.(rows);
     }
+    // An empty input still gets the output schema, so readers see the columns and zero rows.
+    if (chunksSeen === 0) for (const batch of (await scoreTable(model, emptyInput(), options)).batches) writer.write(batch);
     writer.finish();
     await finished(file);
     await rename(temp, outPath);

@@ -7,6 +7,7 @@
 import { Field, RecordBatch, Schema, Struct, Table, Utf8, makeData, makeVector, vectorFromArray, type Vector } from 'apache-arrow';
 import { InputError, KpigError } from '../errors/index.js';
 import type { Model } from '../model/model.js';
+import { spanOffsets } from '../keyparts/explicit.js';
 import { buildPair, type KeySpan, type MaskMode, type TokenPair } from './mask.js';
 import { scorePairs, type IgScore } from './pairs.js';
 
@@ -21,12 +22,14 @@ export interface ScoreTableOptions {
   signal?: AbortSignal;
 }
 
-function spansOf(value: unknown): KeySpan[] {
+/** The key spans of one row (an Arrow list of structs, int32 or int64 offsets); a bad offset is the row's InputError. */
+function spansOf(value: unknown, row: number): KeySpan[] {
   if (value === null || value === undefined) return [];
   const items = typeof value === 'object' && value !== null && 'toArray' in value ? (value as { toArray(): unknown[] }).toArray() : (value as unknown[]);
-  return Array.from(items, (s) => {
-    const o = s as { start: unknown; end: unknown };
-    return { start: Number(o.start), end: Number(o.end) };
+  return Array.from(items, (s, i) => {
+    const o = s as { start: unknown; end: unknown } | null;
+    const { start, end } = spanOffsets(o ? { start: o.start, end: o.end } : null, `row ${row}`, i);
+    return { start, end };
   });
 }
 
@@ -89,7 +92,7 @@ export async function scoreTable(model: Model, table: Table, options: ScoreTable
     try {
       pair = buildPair(
         tok,
-        { instruction: String(ins.get(row) ?? ''), keySpans: spansOf(spans.get(row)), input: String(inp.get(row) ?? ''), output: String(outp.get(row) ?? '') },
+        { instruction: String(ins.get(row) ?? ''), keySpans: spansOf(spans.get(row), row), input: String(inp.get(row) ?? ''), output: String(outp.get(row) ?? '') },
         { mode: options.maskMode, placeholder: options.placeholder },
       );
       const longest = Math.max(pair.full.length, pair.masked.length);

@@ -47,11 +47,20 @@ const HF_FILE = 'tokenizer.json';
 const HF_CONFIG_FILE = 'tokenizer_config.json';
 const BYTE_FILE = 'kpig-tokenizer.json';
 const MODEL_CONFIG_FILE = 'config.json';
+/** transformers' generation defaults; its eos_token_id (often a list: Llama 3's <|eot_id|> too) ends generation as Hugging Face's generate does. */
+const GENERATION_CONFIG_FILE = 'generation_config.json';
+
+/** config.json's ids, with generation_config.json's eos ids added and its bos id used where config.json has none. */
+function mergeIds(model: ConfigTokenIds | undefined, generation: ConfigTokenIds | undefined): ConfigTokenIds | undefined {
+  if (!generation) return model;
+  if (!model) return generation;
+  return { bosId: model.bosId ?? generation.bosId, eosIds: [...new Set([...(model.eosIds ?? []), ...(generation.eosIds ?? [])])], source: `${model.source} and ${generation.source}` };
+}
 
 /**
  * Loads the tokenizer of a model folder: `tokenizer.json` (+ `tokenizer_config.json`) when present,
- * else `kpig-tokenizer.json`. `config.json`, when present, supplies bos/eos ids the tokenizer
- * files leave out, and extra ids that end generation.
+ * else `kpig-tokenizer.json`. `config.json` and `generation_config.json`, when present, supply
+ * bos/eos ids the tokenizer files leave out, and extra ids that end generation.
  *
  * @throws ModelConfigError when the folder has neither file, or a file is malformed
  * @throws KpigIOError when a file exists but cannot be read
@@ -61,7 +70,7 @@ const MODEL_CONFIG_FILE = 'config.json';
  * console.log(tok.decode(ids), tok.eosIds);
  */
 export async function loadTokenizer(modelDir: string): Promise<Tokenizer> {
-  const configIds = await readConfigIds(join(modelDir, MODEL_CONFIG_FILE));
+  const configIds = mergeIds(await readConfigIds(join(modelDir, MODEL_CONFIG_FILE)), await readConfigIds(join(modelDir, GENERATION_CONFIG_FILE)));
 
   const hfPath = join(modelDir, HF_FILE);
   const hfText = await readIfExists(hfPath);

@@ -93,7 +93,8 @@ async function writeAdapterFiles(model: Model, dir: string): Promise<void> {
     modules_to_save: null,
     peft_type: 'LORA',
     r: lora.rank,
-    target_modules: lora.targets,
+    // PEFT takes the shorthand only as a string; a list ['all-linear'] would name a module.
+    target_modules: lora.targets.length === 1 && lora.targets[0] === 'all-linear' ? 'all-linear' : lora.targets,
     task_type: 'CAUSAL_LM',
     use_dora: false,
     use_rslora: false,
@@ -143,17 +144,34 @@ export async function loadAdapter(model: Model, dir: string): Promise<void> {
   if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) throw new ModelConfigError(`${cfgPath}: field 'r' must be a positive integer`);
   if (typeof alpha !== 'number' || !(alpha > 0)) throw new ModelConfigError(`${cfgPath}: field 'lora_alpha' must be a positive number`);
   const rawTargets = cfg.target_modules;
+  // PEFT reads a string target as a regular expression over full module names (all-linear aside).
+  if (typeof rawTargets === 'string' && rawTargets !== 'all-linear')
+    throw new ModelConfigError(`${cfgPath}: target_modules as a regular expression (${JSON.stringify(rawTargets)}) is not supported; list the module names`);
   const targets = typeof rawTargets === 'string' ? [rawTargets] : rawTargets;
   if (!Array.isArray(targets) || targets.some((t) => typeof t !== 'string'))
     throw new ModelConfigError(`${cfgPath}: field 'target_modules' must be a list of module names`);
+  refuseUnsupported(cfg, cfgPath);
+  const rsLora = cfg.use_rslora === true;
+  const rankPattern = patternOf(cfg, 'rank_pattern', cfgPath, true);
+  const alphaPattern = patternOf(cfg, 'alpha_pattern', cfgPath, false);
   const file = join(dir, 'adapter_model.safetensors');
   const st = await readSafetensors(file);
   // PEFT names may carry the adapter name ("...lora_A.default.weight"); ours do not.
   const stored = new Map<string, Float32Array>();
-  for (const [name, t] of st.tensors) stored.set(name.replace(/\.lora_([AB])\.default\.weight$/, '.lora_$1.weight'), toFloat32(t));
+  const shapes = new Map<string, number[]>();
+  for (const [name, t] of st.tensors) {
+    const key = name.replace(/\.lora_([AB])\.default\.weight$/, '.lora_$1.weight');
+    stored.set(key, toFloat32(t));
+    shapes.set(key, t.shape);
+  }
+  // Plain adapters load as they are. With rsLoRA or per-module ranks or alphas, every module's
+  // scale s = α_m / r_m (α_m / √r_m with rsLoRA) is folded into its B, and A and B are padded with
+  // zeros to the largest rank: the engine's one rank R and scale 1 then give exactly B·A·s.
+  const folded = rsLora || rankPattern.size > 0 || alphaPattern.size > 0;
+  const maxRank = Math.max(rank, ...rankPattern.values());
   let matched: string[];
   try {
-    matched = addLora(model, { rank, alpha, dropout: typeof cfg.lora_dropout === 'number' ? cfg.lora_dropout : 0, targets: targets as string[] });
+    matched = addLora(model, folded ? { rank: maxRank, alpha: maxRank, dropout: dropoutOf(cfg), targets: targets as string[] } : { rank, alpha, dropout: dropoutOf(cfg), targets: targets as string[] });
   } catch (err) {
     throw new ModelConfigError(`${cfgPath}: does not fit this model: ${(err as Error).message}`);
   }
@@ -162,14 +180,67 @@ export async function loadAdapter(model: Model, dir: string): Promise<void> {
   for (const t of expected) {
     const data = stored.get(t.name);
     if (!data) throw new ModelConfigError(`${file}: missing tensor '${t.name}' (the config targets ${matched.length} modules)`);
-    const want = t.shape.reduce((a, b) => a * b, 1);
-    const got = st.tensors.get(t.name) ?? st.tensors.get(t.name.replace(/\.weight$/, '.default.weight'));
-    if (data.length !== want || (got && got.shape.join(',') !== t.shape.join(',')))
-      throw new ModelConfigError(`${file}: tensor '${t.name}' has shape [${got?.shape.join(', ')}], the config implies [${t.shape.join(', ')}] (r = ${rank})`);
-    nat.writeTensor(t.name, 'param', data);
+    const module = t.name.replace(/^base_model\.model\./, '').replace(/\.lora_[AB]\.weight$/, '');
+    const r = patternValue(rankPattern, module) ?? rank;
+    const isA = t.name.endsWith('.lora_A.weight');
+    // A is [r, in], B is [out, r]; the engine's tensors are [R, in] and [out, R].
+    const want = folded ? (isA ? [r, t.shape[1]] : [t.shape[0], r]) : t.shape;
+    const got = shapes.get(t.name);
+    if (data.length !== want[0] * want[1] || (got && got.join(',') !== want.join(',')))
+      throw new ModelConfigError(`${file}: tensor '${t.name}' has shape [${got?.join(', ')}], the config implies [${want.join(', ')}] (r = ${r})`);
+    if (!folded) nat.writeTensor(t.name, 'param', data);
+    else {
+      const a = patternValue(alphaPattern, module) ?? alpha;
+      const scale = rsLora ? a / Math.sqrt(r) : a / r;
+      const out = new Float32Array(t.shape[0] * t.shape[1]);
+      if (isA) out.set(data); // rows r..R−1 stay zero
+      else for (let i = 0; i < t.shape[0]; i++) for (let j = 0; j < r; j++) out[i * t.shape[1] + j] = data[i * r + j] * scale;
+      nat.writeTensor(t.name, 'param', out);
+    }
     stored.delete(t.name);
   }
   if (stored.size > 0) throw new ModelConfigError(`${file}: tensors the config does not explain: ${[...stored.keys()].slice(0, 3).join(', ')}`);
+}
+
+function dropoutOf(cfg: Record<string, unknown>): number {
+  return typeof cfg.lora_dropout === 'number' ? cfg.lora_dropout : 0;
+}
+
+/** Adapter options whose effect the engine does not implement: refused by name rather than ignored. */
+function refuseUnsupported(cfg: Record<string, unknown>, where: string): void {
+  const set = (v: unknown) => v !== undefined && v !== null && v !== false && !(Array.isArray(v) && v.length === 0);
+  if (cfg.use_dora === true) throw new ModelConfigError(`${where}: DoRA adapters (use_dora: true) are not supported`);
+  if (cfg.bias !== undefined && cfg.bias !== 'none') throw new ModelConfigError(`${where}: bias ${JSON.stringify(cfg.bias)} is not supported (only 'none')`);
+  for (const field of ['modules_to_save', 'layers_to_transform', 'layers_pattern', 'exclude_modules', 'trainable_token_indices'])
+    if (set(cfg[field])) throw new ModelConfigError(`${where}: ${field} ${JSON.stringify(cfg[field])} is not supported`);
+  if (cfg.use_rslora !== undefined && typeof cfg.use_rslora !== 'boolean') throw new ModelConfigError(`${where}: use_rslora must be true or false`);
+}
+
+/** A PEFT `rank_pattern` / `alpha_pattern`: module-name pattern → value. */
+function patternOf(cfg: Record<string, unknown>, field: string, where: string, integer: boolean): Map<RegExp, number> {
+  const raw = cfg[field];
+  const out = new Map<RegExp, number>();
+  if (raw === undefined || raw === null) return out;
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ModelConfigError(`${where}: ${field} must be an object of module pattern → number`);
+  for (const [pattern, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (typeof value !== 'number' || !(value > 0) || (integer && !Number.isInteger(value)))
+      throw new ModelConfigError(`${where}: ${field}[${JSON.stringify(pattern)}] must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(value)}`);
+    let re: RegExp;
+    try {
+      // PEFT's matching: the pattern ends the module name, after a dot or at its start.
+      re = new RegExp(`^(.*\\.)?(${pattern})$`);
+    } catch (err) {
+      throw new ModelConfigError(`${where}: ${field} key ${JSON.stringify(pattern)} is not a valid pattern: ${(err as Error).message}`);
+    }
+    out.set(re, value);
+  }
+  return out;
+}
+
+/** The value of the first pattern that matches `module` (PEFT takes the first match), or undefined. */
+function patternValue(patterns: Map<RegExp, number>, module: string): number | undefined {
+  for (const [re, v] of patterns) if (re.test(module)) return v;
+  return undefined;
 }
 
 /** Trainer bookkeeping stored with a checkpoint. */

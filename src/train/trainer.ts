@@ -112,6 +112,7 @@ export class Trainer {
   readonly lora?: LoraSettings;
   #step = 0;
   #losses: number[] = [];
+  #queue: Promise<unknown> = Promise.resolve();
 
   /**
    * Prepares the model for training: full fine-tuning, or LoRA adapters added with `options.lora`.
@@ -191,6 +192,24 @@ export class Trainer {
     data: TrainingSequence[],
     hooks: { onProgress?: (p: TrainProgress) => void; signal?: AbortSignal } = {},
   ): Promise<TrainSummary> {
+    return this.#exclusive(() => this.#train(data, hooks));
+  }
+
+  /**
+   * Runs `work` after every call already queued on this trainer: `train` and `trainStep` never
+   * overlap, so two steps started at once are two optimizer steps on successive weights, not one
+   * step with both gradients merged.
+   */
+  #exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(work, work);
+    this.#queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  async #train(data: TrainingSequence[], hooks: { onProgress?: (p: TrainProgress) => void; signal?: AbortSignal }): Promise<TrainSummary> {
     const o = this.options;
     if (data.length === 0) throw new InputError('no training sequences (the data is empty, or every row was too long)');
     const perStep = o.batchSize * o.gradAccum;
@@ -254,10 +273,12 @@ export class Trainer {
   async trainStep(sequences: TrainingSequence[], lr: number, signal?: AbortSignal, options: StepOptions = {}): Promise<StepOutcome> {
     if (!(lr >= 0)) throw new InputError(`lr must be ≥ 0, got ${lr}`);
     if (options.normalizer !== undefined && !(options.normalizer > 0)) throw new InputError(`normalizer must be > 0, got ${options.normalizer}`);
-    const r = await this.#step_(sequences, lr, this.#step, signal, options);
-    this.#losses.push(r.loss);
-    this.#step++;
-    return r;
+    return this.#exclusive(async () => {
+      const r = await this.#step_(sequences, lr, this.#step, signal, options);
+      this.#losses.push(r.loss);
+      this.#step++;
+      return r;
+    });
   }
 
   async #step_(picked: TrainingSequence[], lr: number, step: number, signal?: AbortSignal, options: StepOptions = {}): Promise<StepOutcome & { tokens: number }> {

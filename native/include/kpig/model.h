@@ -24,6 +24,10 @@ struct ModelConfig {
   Arch arch = Arch::Llama;
   int64_t vocab = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, max_pos = 0;
   double rope_theta = 10000.0;
+  // RoPE as config.json asks (rope_parameters, or rope_theta + rope_scaling): default, linear,
+  // dynamic or llama3; inv_freq[i] is the angle per position of rotary pair i (head_dim / 2 entries).
+  std::string rope_type = "default";
+  std::vector<double> inv_freq;
   double eps = 1e-5;
   bool tied = false;
   bool qkv_bias = false, o_bias = false;

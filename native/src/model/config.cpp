@@ -1,4 +1,5 @@
 // config.json → ModelConfig, following Hugging Face's defaults for each model_type.
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -64,6 +65,70 @@ struct Reader {
   }
 };
 
+// A positive number field of a JSON object (rope parameters), or `dflt` when absent (NaN: required).
+double rope_number(const Json& o, const char* name, double dflt, const std::string& where) {
+  const Json* v = o.find(name);
+  if (!v || v->is_null()) {
+    if (std::isnan(dflt)) fail(ErrorCode::Config, where + ": field '" + name + "' is missing");
+    return dflt;
+  }
+  if (!v->is_number() || !(v->number > 0)) fail(ErrorCode::Config, where + ": field '" + name + "' must be a positive number");
+  return v->number;
+}
+
+// RoPE from transformers 5's `rope_parameters` {rope_type, rope_theta, factor, …} or transformers
+// 4's top-level `rope_theta` and `rope_scaling` {rope_type | type, factor, …}; inv_freq as
+// transformers' modeling_rope_utils computes it. `dynamic` (NTK) rescales only past
+// original_max_position_embeddings, which the engine's context never exceeds, so inside it equals
+// the default. Any other type is refused by name rather than run as the default.
+void rope_load(const Reader& r, ModelConfig& c, const std::string& file) {
+  const Json* params = r.get("rope_parameters");
+  const Json* scaling = r.get("rope_scaling");
+  if (params && !params->is_object()) r.bad("rope_parameters", "must be an object");
+  if (scaling && !scaling->is_object()) r.bad("rope_scaling", "must be an object or null");
+  const std::string where = file + (params ? ": rope_parameters" : ": rope_scaling");
+  const Json* src = params ? params : scaling;
+  c.rope_theta = params ? rope_number(*params, "rope_theta", r.real("rope_theta", 10000.0), where) : r.real("rope_theta", 10000.0);
+  std::string type = "default";
+  if (src) {
+    const Json* t = src->find("rope_type");
+    if (!t || t->is_null()) t = src->find("type");
+    if (t && !t->is_null()) {
+      if (!t->is_string()) fail(ErrorCode::Config, where + ": field 'rope_type' must be a string");
+      type = t->str;
+    }
+  }
+  const int64_t half = c.head_dim / 2;
+  c.inv_freq.assign(size_t(half), 0.0);
+  for (int64_t i = 0; i < half; i++) c.inv_freq[size_t(i)] = std::pow(c.rope_theta, -2.0 * double(i) / double(c.head_dim));
+  c.rope_type = type;
+  if (type == "default") return;
+  if (type == "linear") {
+    const double factor = rope_number(*src, "factor", NAN, where);
+    for (double& f : c.inv_freq) f /= factor;
+  } else if (type == "dynamic") {
+    rope_number(*src, "factor", NAN, where);
+  } else if (type == "llama3") {
+    const double factor = rope_number(*src, "factor", NAN, where);
+    const double low = rope_number(*src, "low_freq_factor", NAN, where);
+    const double high = rope_number(*src, "high_freq_factor", NAN, where);
+    const double old_ctx = rope_number(*src, "original_max_position_embeddings", NAN, where);
+    if (!(high > low)) fail(ErrorCode::Config, where + ": high_freq_factor must be greater than low_freq_factor");
+    const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+    const double pi = 3.14159265358979323846;
+    for (double& f : c.inv_freq) {
+      const double wavelen = 2 * pi / f;
+      if (wavelen > low_wavelen) f = f / factor;
+      else if (wavelen >= high_wavelen) {
+        const double smooth = (old_ctx / wavelen - low) / (high - low);
+        f = (1 - smooth) * f / factor + smooth * f;
+      }
+    }
+  } else {
+    fail(ErrorCode::Unsupported, where + ": rope_type '" + type + "' is not supported (default, linear, dynamic, llama3)");
+  }
+}
+
 }  // namespace
 
 ModelConfig config_load(const std::string& dir) {
@@ -117,7 +182,6 @@ ModelConfig config_load(const std::string& dir) {
     c.kv_heads = r.integer({"num_key_value_heads"}, false, c.heads);
     c.ffn = r.integer({"intermediate_size"}, true, 0);
     c.max_pos = r.integer({"max_position_embeddings"}, true, 0);
-    c.rope_theta = r.real("rope_theta", 10000.0);
     c.eps = r.real("rms_norm_eps", 1e-6);
     c.tied = r.boolean("tie_word_embeddings", false);
     if (c.heads % c.kv_heads != 0) r.bad("num_key_value_heads", "must divide num_attention_heads");
@@ -128,6 +192,7 @@ ModelConfig config_load(const std::string& dir) {
       c.head_dim = c.hidden / c.heads;
     }
     if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for RoPE");
+    rope_load(r, c, file);
     if (c.model_type == "qwen2") {
       c.qkv_bias = true;  // Qwen2 always has q/k/v biases and an unbiased o_proj
       if (r.boolean("use_sliding_window", false))
@@ -138,7 +203,6 @@ ModelConfig config_load(const std::string& dir) {
       if (!sw->is_number() || sw->number < double(c.max_pos))
         fail(ErrorCode::Unsupported, file + ": sliding_window is not supported (set it to null)");
     }
-    if (r.get("rope_scaling")) fail(ErrorCode::Unsupported, file + ": rope_scaling is not supported");
     if (r.boolean("mlp_bias", false)) fail(ErrorCode::Unsupported, file + ": mlp_bias is not supported");
     const std::string act = r.string("hidden_act", "silu");
     if (act != "silu") fail(ErrorCode::Unsupported, file + ": hidden_act '" + act + "' is not supported (silu)");

@@ -35,7 +35,7 @@ std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& 
   std::vector<float> rope(size_t(T * D));
   for (int64_t r = 0; r < T; r++)
     for (int64_t i = 0; i < half; i++) {
-      double a = double(pos[size_t(r)]) * std::pow(c.rope_theta, -2.0 * double(i) / double(D));
+      double a = double(pos[size_t(r)]) * c.inv_freq[size_t(i)];
       rope[size_t(r * D + i)] = float(std::cos(a));
       rope[size_t(r * D + half + i)] = float(std::sin(a));
     }

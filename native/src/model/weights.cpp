@@ -1,5 +1,6 @@
 // Loading Hugging Face safetensors checkpoints (single file or sharded) into float32 weights,
 // checking every tensor's presence and shape against config.json and rejecting unexpected ones.
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -83,6 +84,18 @@ class TensorSource {
                                    " but config.json implies " + shape_str(shape));
     std::vector<float> out(size_t(t->numel()));
     tensor_to_f32(*t, out.data());
+    // A NaN or ±Inf weight makes every output NaN (greedy decoding then answers token 0, scores
+    // come out null, every training step is skipped): refuse the checkpoint at load, naming it.
+    int64_t bad = 0, first = -1;
+    for (size_t i = 0; i < out.size(); i++)
+      if (!std::isfinite(out[i])) {
+        if (first < 0) first = int64_t(i);
+        bad++;
+      }
+    if (bad > 0)
+      fail(ErrorCode::Weights, it->second.second->path() + ": tensor '" + name + "' holds " + std::to_string(bad) +
+                                   " non-finite value(s) (NaN or ±Inf; the first at element " + std::to_string(first) +
+                                   "): the checkpoint is corrupt");
     used_.insert(name);
     dtypes_.insert(dtype_name(t->dtype));
     n_params_ += t->numel();
