@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
-import { tableFromIPC } from 'apache-arrow';
+import { arrowTableFromBytes } from '../io/arrow.js';
 import { InputError, KpigIOError } from '../errors/index.js';
 import type { Tokenizer } from '../tokenizer/index.js';
 
@@ -55,12 +55,7 @@ export async function readInstructions(path: string, map?: FieldMap): Promise<In
   const ext = extname(path).toLowerCase();
   const rows: InstructionExample[] = [];
   if (ext === '.arrow' || ext === '.feather' || ext === '.ipc') {
-    let table;
-    try {
-      table = tableFromIPC(bytes);
-    } catch (err) {
-      throw new InputError(`${path}: not a readable Arrow IPC file: ${(err as Error).message}`);
-    }
+    const table = arrowTableFromBytes(bytes, path);
     const names = table.schema.fields.map((x) => x.name);
     const missing = [f.instruction, f.output].filter((n) => !names.includes(n));
     if (missing.length) throw new InputError(`${path}: missing column(s) ${missing.join(', ')} (columns: ${names.join(', ')})`);

@@ -8,8 +8,8 @@ import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { createInterface } from 'node:readline';
-import { tableFromIPC, type Table } from 'apache-arrow';
-import { parquetReadObjects } from 'hyparquet';
+import { type Table } from 'apache-arrow';
+import { arrowTableFromBytes, parquetRows } from '../io/arrow.js';
 import { InputError, KpigIOError } from '../errors/index.js';
 import { parseKeySpans } from '../keyparts/explicit.js';
 import { parseJson } from './json.js';
@@ -229,13 +229,7 @@ function importObjects(objects: Row[], columns: string[], source: string, path: 
  * const set = await importArrow('data/rows.arrow', { fields: { output: 'answers' } });
  */
 export async function importArrow(path: string, options: RowImportOptions = {}): Promise<TaskSet> {
-  let table: Table;
-  try {
-    table = tableFromIPC(await readBytes(path));
-  } catch (err) {
-    if (err instanceof KpigIOError) throw err;
-    throw new InputError(`${path}: not a readable Arrow IPC file: ${(err as Error).message}`, { cause: err });
-  }
+  const table: Table = arrowTableFromBytes(await readBytes(path), path);
   const columns = table.schema.fields.map((f) => f.name);
   const objects: Row[] = [];
   for (let i = 0; i < table.numRows; i++) {
@@ -254,14 +248,7 @@ export async function importArrow(path: string, options: RowImportOptions = {}):
  * const set = await importParquet('data/train-00000.parquet', { fields: { instruction: 'definition', output: 'targets' } });
  */
 export async function importParquet(path: string, options: RowImportOptions = {}): Promise<TaskSet> {
-  const bytes = await readBytes(path);
-  const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  let objects: Row[];
-  try {
-    objects = (await parquetReadObjects({ file })) as Row[];
-  } catch (err) {
-    throw new InputError(`${path}: not a readable Parquet file: ${(err as Error).message}`, { cause: err });
-  }
+  const objects = (await parquetRows(await readBytes(path), path)) as Row[];
   if (objects.length === 0) throw new InputError(`${path}: no rows`);
   const columns = Object.keys(objects[0]);
   return importObjects(objects, columns, 'parquet', path, options);

@@ -13,6 +13,7 @@ import { finished } from 'node:stream/promises';
 import { Field, Int32, List, RecordBatchFileWriter, RecordBatchReader, RecordBatchStreamWriter, Struct, Table, Utf8, vectorFromArray } from 'apache-arrow';
 import { InputError, KpigIOError } from '../errors/index.js';
 import { spanOffsets } from '../keyparts/explicit.js';
+import { arrowReadError } from '../io/arrow.js';
 import type { Model } from '../model/model.js';
 import { scoreTable, type ScoreTableOptions } from './table.js';
 
@@ -84,11 +85,12 @@ async function* arrowChunks(path: string): AsyncGenerator<Table> {
   try {
     reader = await RecordBatchReader.from(createReadStream(path));
   } catch (err) {
-    throw new InputError(`${path}: not a readable Arrow IPC file: ${(err as Error).message}`);
+    throw arrowReadError(path, err);
   }
   try {
     for await (const batch of reader) yield new Table(batch);
   } catch (err) {
+    if (/Unrecognized type/.test((err as Error).message)) throw arrowReadError(path, err);
     throw new InputError(`${path}: corrupt Arrow data: ${(err as Error).message}`);
   }
 }
