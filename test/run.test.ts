@@ -263,6 +263,43 @@ describe('invalid configs fail before any work starts', () => {
     expect(existsSync(join(out, 'base'))).toBe(false);
   });
 
+  it('skips training instances longer than the length limit, counts them in length.json, and finishes', async () => {
+    const set = tinyTaskSet();
+    const seen = set.instances.filter((x) => x.split === 'train' && x.task_id === set.instances[0].task_id);
+    const long = seen[1];
+    long.input = 'a very long input '.repeat(30); // over 500 byte tokens, past maxLength 128
+    const longData = join(dirs.root, 'tasks-long');
+    await writeTaskSet(longData, set);
+    const out = join(dirs.root, 'run-long');
+    const r = kpig(['run', writeConfig('long', config({ name: 'kpig' }, { data: longData })), '--out', out]);
+    expect(r.stderr + r.stdout).toContain(`${long.task_id}: 1 training instance(s) longer than 128 tokens were skipped (length.json)`);
+    expect(r.status).toBe(0);
+    const record = JSON.parse(readFileSync(join(out, 'length.json'), 'utf8'));
+    expect(record.limit_tokens).toBe(128);
+    expect(record.skipped).toEqual({ [long.task_id]: { count: 1, instance_ids: [long.instance_id] } });
+    // It is neither trained nor replayed.
+    for (const stage of readdirSync(out).filter((d) => d.startsWith('stage-')))
+      expect(plan(out, Number(stage.slice(-1))).some((x) => x.task_id === long.task_id && x.instance_id === long.instance_id)).toBe(false);
+  });
+
+  it('resume refuses a data folder whose content changed since the run started, and cleans killed writers\' temp folders', async () => {
+    const own = join(dirs.root, 'tasks-resume');
+    await writeTaskSet(own, tinyTaskSet());
+    const out = join(dirs.root, 'run-resume-inputs');
+    const cfg = writeConfig('resume-inputs', config({ name: 'none' }, { data: own }));
+    expect(kpig(['run', cfg, '--out', out, '--quiet']).status).toBe(0);
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(out, 'stage-01', '.final.tmp-999999-0badc0de'));
+    expect(kpig(['run', '--resume', out, '--quiet']).status).toBe(0);
+    expect(readdirSync(join(out, 'stage-01')).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    const changed = tinyTaskSet();
+    changed.instances[0].outputs = ['something else'];
+    await writeTaskSet(own, changed, { overwrite: true });
+    const r = kpig(['run', '--resume', out]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`the data (${own}) changed since the run started; it would not continue the same run`);
+  });
+
   it('a seen task with no training instances', async () => {
     const bad = join(dirs.root, 'tasks-empty');
     await writeTaskSet(bad, tinyTaskSet({ emptyTrainTask: true }));

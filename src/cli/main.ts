@@ -210,7 +210,8 @@ program
     if (seqs.length < rows.length) console.error(`kpig: ${rows.length - seqs.length} of ${rows.length} rows are longer than ${maxLength} tokens and were left out`);
     const out = o.out as string;
     if (o.resume && o.force) throw new InvalidArgumentError('--resume and --force contradict each other: continue the run in --out, or start over');
-    const { dataFingerprint, modelFingerprint, prepareTrainFolder } = await import('../train/run-record.js');
+    const { prepareTrainFolder } = await import('../train/run-record.js');
+    const { dataFingerprint, modelFingerprint } = await import('../io/fingerprint.js');
     // What a step means: a resumed run must keep these (it may change the schedule, epochs or steps).
     const settings = {
       mode: o.full ? 'full' : 'lora',

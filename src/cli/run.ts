@@ -102,6 +102,10 @@ export function registerRun(program: Command): void {
                 `seen ROUGE-L ${fmt(e.seenRougeL)}, held-out ROUGE-L ${fmt(e.heldOutRougeL)}, held-out V ${fmt(e.heldOutVScore)}, ${duration(e.seconds)}`,
             );
             break;
+          case 'skipped-long':
+            if (tty) process.stderr.write('\r\x1b[K');
+            say(`stage ${e.stage}/${stages} ${e.task}: ${e.count} training instance(s) longer than ${e.limit} tokens were skipped (length.json)`);
+            break;
           case 'done':
             break;
         }

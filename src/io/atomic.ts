@@ -5,6 +5,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -154,4 +155,37 @@ export async function writeDirAtomic(dir: string, fill: (temp: string) => Promis
     await rm(temp, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** A temporary sibling from an atomic write (`.<name>.tmp-<pid>-<hex>`) or a folder moved aside (`.<name>.old-<pid>-<ms>`). */
+export function isTemp(name: string): boolean {
+  return /^\..+\.(tmp|old)-\d+-[0-9a-f]+$/.test(name);
+}
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes temporary folders and files of killed writers from `dir` (those whose process is gone)
+ * and returns their names.
+ *
+ * @example
+ * await cleanTemps('runs/sft'); // ['.checkpoint-40.tmp-4242-9f1c2a7b']
+ */
+export async function cleanTemps(dir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of existsSync(dir) ? await readdir(dir) : []) {
+    const m = /\.(?:tmp|old)-(\d+)-[0-9a-f]+$/.exec(name);
+    if (!m || !isTemp(name) || alive(Number(m[1]))) continue;
+    await rm(join(dir, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
 }

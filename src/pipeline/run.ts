@@ -17,7 +17,8 @@
  *   stage-NN/eval.arrow probe.arrow probe.json  evaluation and listening probes after the stage
  *   stage-NN/done.json                     the stage's summary; written last
  */
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { cp, mkdir, readFile, rm } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -27,7 +28,8 @@ import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset
 import { tokenizeExample, type TrainingSequence } from '../data/instructions.js';
 import { CancelledError, InputError, KpigIOError } from '../errors/index.js';
 import { readArrowTable } from '../io/arrow.js';
-import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
+import { cleanTemps, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
+import { dataFingerprint, modelFingerprint } from '../io/fingerprint.js';
 import { Model, nativeOf } from '../model/model.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../model/safetensors.js';
 import { deriveSeed, mulberry32, shuffled } from '../random/rng.js';
@@ -49,6 +51,7 @@ export type RunEvent =
   | { type: 'step'; stage: number; task: string; step: number; totalSteps: number; loss: number; ig: number | null; tokensPerSecond: number; etaSeconds: number }
   | { type: 'eval-progress'; stage: number; done: number; total: number }
   | { type: 'stage'; stage: number; task: string; seconds: number; replay: number; trainItems: number; steps: number; meanLoss: number; seenRougeL: number; heldOutRougeL: number; heldOutVScore: number | null; heldOutListening: number | null; seenListening: number | null }
+  | { type: 'skipped-long'; stage: number; task: string; count: number; limit: number }
   | { type: 'done'; runDir: string; seconds: number };
 
 export interface RunOptions {
@@ -145,6 +148,20 @@ function scoresTable(scores: ItemScore[]): Table {
   });
 }
 
+/** Tokens kept free for a masked instruction longer than its full one. */
+const LENGTH_MARGIN = 16;
+
+/** The run record of the length policy: what was left out for being too long. */
+async function writeLengthRecord(runDir: string, state: RunState, limit: number): Promise<void> {
+  const skipped = Object.fromEntries([...state.tooLong].map(([task, ids]) => [task, { count: ids.length, instance_ids: ids.slice(0, 20) }]));
+  await writeJsonAtomic(join(runDir, 'length.json'), {
+    limit_tokens: limit,
+    margin_tokens: LENGTH_MARGIN,
+    policy: 'training instances longer than the limit with some instruction they may get are skipped; evaluation prompts keep their last tokens',
+    skipped,
+  });
+}
+
 /** A sequence whose weights give the per-sample mean token CE times `scale` (prompt weights 0). */
 function sampleSequence(model: Model, instruction: string, input: string, output: string, maxLength: number, scale: number): TrainingSequence | null {
   const seq = tokenizeExample(model.tokenizer!, { instruction, input, output }, maxLength);
@@ -161,6 +178,14 @@ class RunState {
   readonly #stageInstances = new Map<string, InstanceRecord[]>();
   /** Other values of a key part, for counterfactual masking. */
   readonly keyValues: (task: string, kind: string | undefined) => string[];
+
+  /** Training instances left out of a task because they do not fit the length limit (the run's length policy). */
+  readonly tooLong = new Map<string, string[]>();
+  /**
+   * True when an instance fits the length limit with every instruction it may be trained or
+   * scored with; set by the run once the tokenizer is known (default: everything fits).
+   */
+  fits: (x: InstanceRecord, instructions: InstructionRecord[]) => boolean = () => true;
 
   constructor(
     readonly config: RunConfig,
@@ -198,10 +223,14 @@ class RunState {
    * chosen by a hash of the seed and the instance.
    */
   instructionFor(task: string, instanceId: string): InstructionRecord {
-    const x = this.instance(task, instanceId);
-    const own = x.instruction_id != null ? this.instructionById.get(x.instruction_id) : undefined;
-    const list = own ? (this.useVariants ? [own, ...(this.#rewrites.get(own.instruction_id) ?? [])] : [own]) : this.trainingInstructions(task);
+    const list = this.instructionsOf(this.instance(task, instanceId));
     return list[deriveSeed(this.config.seed, 'instruction', task, instanceId) % list.length];
+  }
+
+  /** Every instruction an instance may be trained or scored with. */
+  instructionsOf(x: InstanceRecord): InstructionRecord[] {
+    const own = x.instruction_id != null ? this.instructionById.get(x.instruction_id) : undefined;
+    return own ? (this.useVariants ? [own, ...(this.#rewrites.get(own.instruction_id) ?? [])] : [own]) : this.trainingInstructions(x.task_id);
   }
 
   /**
@@ -229,7 +258,11 @@ class RunState {
   stageInstances(task: string): InstanceRecord[] {
     let picked = this.#stageInstances.get(task);
     if (!picked) {
-      const all = this.set.instances.filter((x) => x.task_id === task && x.split === 'train');
+      const candidates = this.set.instances.filter((x) => x.task_id === task && x.split === 'train');
+      // The length policy: an instance longer than the limit with some instruction it may get is
+      // left out of training, replay and scoring, and counted (length.json), rather than stopping the run.
+      const all = candidates.filter((x) => this.fits(x, this.instructionsOf(x)));
+      if (all.length < candidates.length) this.tooLong.set(task, candidates.filter((x) => !all.includes(x)).map((x) => x.instance_id));
       const cap = this.config.train.maxInstances;
       picked = cap === 0 || all.length <= cap ? all : shuffled(all, mulberry32(deriveSeed(this.config.seed, 'stage-instances', task))).slice(0, cap);
       this.#stageInstances.set(task, picked);
@@ -267,6 +300,13 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
 
   const model = await Model.load(config.model, { threads: config.threads || undefined });
   if (!model.tokenizer) throw new RunConfigError('model', `${config.model} has no tokenizer`);
+  const lengthLimit = Math.min(config.train.maxLength, model.info.maxPositions);
+  state.fits = (x, instructions) => {
+    const tok = model.tokenizer!;
+    const tail = tok.encode(x.input).length + tok.encode(x.outputs[0] ?? '').length;
+    // The masked instruction may be a little longer than the full one (a placeholder or another key value).
+    return instructions.every((ins) => tokenizeExample(tok, { instruction: ins.text, input: x.input, output: x.outputs[0] ?? '' }, Infinity)!.tokens.length + LENGTH_MARGIN <= lengthLimit) && tail < lengthLimit;
+  };
   try {
     const trainer = new Trainer(model, {
       mode: config.train.mode,
@@ -373,6 +413,9 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
         heldOutListening: listening(probes?.tasks ?? null, stream.held_out),
         seenListening: listening(probes?.tasks ?? null, seenNow),
       };
+      const long = state.tooLong.get(stream.seen[t - 1]);
+      if (long) emit({ type: 'skipped-long', stage: t, task: stream.seen[t - 1], count: long.length, limit: lengthLimit });
+      await writeLengthRecord(runDir, state, lengthLimit);
       await writeJsonAtomic(join(stageDir, 'done.json'), summary);
       await writeJsonAtomic(join(runDir, 'status.json'), { state: t === T ? 'done' : 'running', stages_done: t, stages_total: T });
       emit({ type: 'stage', ...summary });
@@ -397,6 +440,23 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
   }
 }
 
+/** Fingerprints of what a run reads: the model folder and the task-set files. */
+interface RunInputs {
+  model: string;
+  data: string;
+}
+
+async function runInputs(config: RunConfig, options: RunOptions): Promise<RunInputs> {
+  let data = 'in-memory task set';
+  if (!options.taskSet) {
+    const hash = createHash('sha256');
+    const files = statSync(config.data).isDirectory() ? readdirSync(config.data).filter((f) => f.endsWith('.arrow')).sort().map((f) => join(config.data, f)) : [config.data];
+    for (const f of files) hash.update(`${f}:${await dataFingerprint(f)}`);
+    data = hash.digest('hex');
+  }
+  return { model: await modelFingerprint(config.model), data };
+}
+
 async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions): Promise<void> {
   const cfgPath = join(runDir, 'config.json');
   if (options.resume) {
@@ -404,6 +464,16 @@ async function prepareRunDir(runDir: string, config: RunConfig, options: RunOpti
     const before = JSON.parse(readFileSync(cfgPath, 'utf8'));
     if (JSON.stringify(before) !== JSON.stringify(config))
       throw new InputError(`${runDir}: the config differs from the one the run started with; resume with the run's own config.json`);
+    // The same paths may hold other files by now: a resumed run must see the model and data it started with.
+    const inputsPath = join(runDir, 'inputs.json');
+    if (existsSync(inputsPath)) {
+      const was = JSON.parse(readFileSync(inputsPath, 'utf8')) as RunInputs;
+      const now = await runInputs(config, options);
+      const diff = (['model', 'data'] as const).filter((k) => was[k] !== now[k]);
+      if (diff.length)
+        throw new InputError(`${runDir}: the ${diff.map((k) => `${k} (${k === 'model' ? config.model : config.data})`).join(' and ')} changed since the run started; it would not continue the same run`);
+    }
+    for (const dir of [runDir, ...readdirSync(runDir).filter((d) => d.startsWith('stage-')).map((d) => join(runDir, d))]) await cleanTemps(dir);
     return;
   }
   if (existsSync(runDir) && readdirSync(runDir).length > 0) {
@@ -412,6 +482,7 @@ async function prepareRunDir(runDir: string, config: RunConfig, options: RunOpti
   }
   await mkdir(runDir, { recursive: true });
   await writeJsonAtomic(cfgPath, config);
+  await writeJsonAtomic(join(runDir, 'inputs.json'), await runInputs(config, options));
   await writeJsonAtomic(join(runDir, 'masking.json'), {
     replay: config.strategy.replayMask,
     objective: config.strategy.objectiveMask,

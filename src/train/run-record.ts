@@ -4,12 +4,11 @@
  * `--resume` refuse to continue a run with other data, batch size or model, and cleans the
  * temporary folders that killed runs leave behind.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InputError, KpigIOError } from '../errors/index.js';
-import { writeJsonAtomic } from '../io/atomic.js';
+import { cleanTemps, isTemp, writeJsonAtomic } from '../io/atomic.js';
 
 export const TRAIN_RECORD = 'kpig-train.json';
 
@@ -21,84 +20,9 @@ export interface TrainRunRecord {
   settings: Record<string, string | number | boolean | null>;
 }
 
-async function sha256File(path: string, limit = Infinity): Promise<string> {
-  const hash = createHash('sha256');
-  await new Promise<void>((resolve, reject) => {
-    const s = createReadStream(path, limit === Infinity ? {} : { start: 0, end: limit - 1 });
-    s.on('data', (c) => hash.update(c));
-    s.on('end', () => resolve());
-    s.on('error', reject);
-  });
-  return hash.digest('hex');
-}
-
-/**
- * A fingerprint of a model folder that changes when its config or weights change: the hash of
- * config.json, and of each weights file its size and first 64 KiB (the safetensors header, which
- * names every tensor, shape and offset).
- *
- * @example
- * await modelFingerprint('models/tiny'); // '3f1c…'
- */
-export async function modelFingerprint(dir: string): Promise<string> {
-  const hash = createHash('sha256');
-  try {
-    hash.update(await readFile(join(dir, 'config.json')));
-    for (const f of (await readdir(dir)).filter((f) => f.endsWith('.safetensors')).sort()) {
-      const size = (await stat(join(dir, f))).size;
-      hash.update(`${f}:${size}:${await sha256File(join(dir, f), 65536)}`);
-    }
-  } catch (err) {
-    throw new KpigIOError(`cannot read the model folder ${dir}: ${(err as Error).message}`, { cause: err });
-  }
-  return hash.digest('hex');
-}
-
-/** The SHA-256 of a data file, read as a stream. */
-export async function dataFingerprint(path: string): Promise<string> {
-  try {
-    return await sha256File(path);
-  } catch (err) {
-    throw new KpigIOError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
 /** Entries a training run writes into its folder. */
 function ownEntry(name: string): boolean {
   return name === TRAIN_RECORD || name === 'final' || name === 'final-adapter' || /^checkpoint-\d+$/.test(name) || isTemp(name);
-}
-
-/** A temporary sibling from an atomic write (`.<name>.tmp-<pid>-<hex>`) or a folder moved aside (`.<name>.old-<pid>-<ms>`). */
-function isTemp(name: string): boolean {
-  return /^\..+\.(tmp|old)-\d+-[0-9a-f]+$/.test(name);
-}
-
-function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
- * Removes temporary folders and files of killed writers from `dir` (those whose process is gone)
- * and returns their names.
- *
- * @example
- * await cleanTemps('runs/sft'); // ['.checkpoint-40.tmp-4242-9f1c2a7b']
- */
-export async function cleanTemps(dir: string): Promise<string[]> {
-  const removed: string[] = [];
-  for (const name of existsSync(dir) ? await readdir(dir) : []) {
-    const m = /\.(?:tmp|old)-(\d+)-[0-9a-f]+$/.exec(name);
-    if (!m || !isTemp(name) || alive(Number(m[1]))) continue;
-    await rm(join(dir, name), { recursive: true, force: true });
-    removed.push(name);
-  }
-  return removed;
 }
 
 /** The fields of two records that differ, as `name: was → now`. */
