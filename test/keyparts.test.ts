@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { detectLabelSet, matchLabel } from '../src/data/labels.js';
+import { closedOutputSet, detectLabelSet, matchLabel } from '../src/data/labels.js';
 import { InputError } from '../src/errors/index.js';
 import { labelRecall, locateKeyParts, parseKeySpans, spanOffset } from '../src/keyparts/explicit.js';
 import { extractKeyParts } from '../src/keyparts/heuristic.js';
@@ -55,6 +55,18 @@ describe('heuristic key-part extractor', () => {
 });
 
 describe('label sets', () => {
+  it('falls back to the outputs when they are a small closed set the instruction names in no way a rule reads', () => {
+    const snli = 'Determine whether the sentences agree, disagree, or neither. Your answer must be in the form of the letters E, C, and N respectively.';
+    const outputs = Array.from({ length: 60 }, (_, i) => 'ECN'[(i * 7) % 3]);
+    expect(detectLabelSet(snli, { outputs })).toEqual(['E', 'C', 'N']);
+    expect(detectLabelSet(snli, { outputs, fromOutputs: false })).toBeNull();
+    // Open-ended outputs, or too few repeats of each value, stay open.
+    expect(detectLabelSet('Write a title.', { outputs: Array.from({ length: 60 }, (_, i) => `title ${i}`) })).toBeNull();
+    expect(detectLabelSet('Write a title.', { outputs: Array.from({ length: 30 }, (_, i) => `t${i % 10}`) })).toBeNull();
+    expect(detectLabelSet('Summarise.', { outputs: Array.from({ length: 40 }, (_, i) => (i % 2 ? 'a long answer of many words' : 'short')) })).toBeNull();
+    expect(closedOutputSet([...Array(15).fill('Yes'), ...Array(10).fill('no'), 'No', 'No', 'No', 'No', 'No', 'No', 'No', 'No', 'No', 'No', 'No'])).toEqual(['Yes', 'No']);
+  });
+
   it('detects the closed output space and takes the spelling of the outputs', () => {
     expect(detectLabelSet('Classify the review into "good" or "bad".')).toEqual(['good', 'bad']);
     expect(detectLabelSet('Divide the reviews into two classes: negative or positive, based on the text.', { outputs: ['Positive', 'Negative', 'Positive'] })).toEqual([

@@ -12,6 +12,38 @@ export interface DetectLabelOptions {
   outputs?: readonly string[];
   /** Share of `outputs` a candidate must cover to be the label set (default 0.9). */
   minCoverage?: number;
+  /**
+   * When no enumeration in the instruction covers the outputs, take the outputs themselves as the
+   * label set if they form a small closed set (default true; {@link closedOutputSet}).
+   */
+  fromOutputs?: boolean;
+}
+
+/**
+ * The outputs as a label set when they are a small closed set: at least 20 outputs, at most 20
+ * distinct values (compared trimmed, case-insensitively), each short (≤ 4 words, ≤ 40
+ * characters), each value given five times on average. Values in order of first
+ * appearance, each in its most frequent spelling; null otherwise. This is how a task whose
+ * instruction names its labels in a way no rule reads ("the letters E, C, and N respectively")
+ * still gets its label space from its training outputs.
+ *
+ * @example
+ * closedOutputSet(Array.from({ length: 30 }, (_, i) => 'ECN'[i % 3])); // ['E', 'C', 'N']
+ */
+export function closedOutputSet(outputs: readonly string[]): string[] | null {
+  if (outputs.length < 20) return null;
+  const spellings = new Map<string, Map<string, number>>();
+  for (const raw of outputs) {
+    const o = raw.trim();
+    if (!o || o.length > 40 || o.split(/\s+/).length > 4) return null;
+    const key = norm(o);
+    const m = spellings.get(key) ?? new Map<string, number>();
+    m.set(o, (m.get(o) ?? 0) + 1);
+    spellings.set(key, m);
+    if (spellings.size > 20) return null;
+  }
+  if (spellings.size < 2 || outputs.length < 5 * spellings.size) return null;
+  return [...spellings.values()].map((m) => [...m].sort((a, b) => b[1] - a[1])[0][0]);
 }
 
 const norm = (s: string) => s.trim().toLowerCase();
@@ -69,7 +101,7 @@ export function detectLabelSet(instruction: string, options: DetectLabelOptions 
       bestCoverage = coverage;
     }
   }
-  if (!best || bestCoverage < (options.minCoverage ?? 0.9)) return null;
+  if (!best || bestCoverage < (options.minCoverage ?? 0.9)) return options.fromOutputs === false ? null : closedOutputSet(outputs);
   return dedupe(best.items).map((label) => {
     if (outputs.includes(label)) return label;
     const spellings = new Set(outputs.map((o) => o.trim()).filter((o) => norm(o) === norm(label)));
