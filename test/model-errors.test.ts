@@ -8,10 +8,12 @@ import {
   KpigIOError,
   ModelConfigError,
   ModelWeightsError,
+  OutOfMemoryError,
   SafetensorsError,
   UnsupportedModelError,
 } from '../src/errors/index.js';
 import { Model } from '../src/model/model.js';
+import { createRandomModel } from '../src/model/writer.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../src/model/safetensors.js';
 import { ModelDir } from './support/models.js';
 
@@ -85,6 +87,18 @@ describe('bad model folders', () => {
     const err = await loadError(dir);
     expect(err).toBeInstanceOf(ModelWeightsError);
     expect(err.message).toContain(`tensor '${name}' holds 2 non-finite value(s) (NaN or ±Inf; the first at element 5)`);
+  });
+
+  it('a model too large for the machine is refused before anything is allocated, with what it needs', async () => {
+    const { totalmem } = await import('node:os');
+    // About 0.97 B parameters (3.9 GB of float32) per layer: enough layers for twice this machine's RAM.
+    const layers = Math.ceil((2 * totalmem()) / (4 * (4 * 8192 * 8192 + 3 * 8192 * 28672)));
+    const dir = copyModel();
+    editConfig(dir, (c) => Object.assign(c, { hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: layers, num_attention_heads: 64, num_key_value_heads: 8, vocab_size: 32000 }));
+    const err = await loadError(dir);
+    expect(err).toBeInstanceOf(OutOfMemoryError);
+    expect(err.message).toMatch(/parameters as float32\) needs about [\d.]+ GiB, more than 85% of this machine's [\d.]+ GiB of RAM/);
+    await expect(createRandomModel(join(dirs.root, 'huge'), { preset: 'llama-nano', seed: 1, config: { hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: layers, num_attention_heads: 64, num_key_value_heads: 8 } })).rejects.toThrow(OutOfMemoryError);
   });
 
   it('truncated safetensors file', async () => {

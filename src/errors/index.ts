@@ -14,6 +14,7 @@ export type KpigErrorCode =
   | 'E_ADDON' // the native addon could not be loaded
   | 'E_CANCELLED' // the caller cancelled a long call
   | 'E_ENDPOINT' // a remote endpoint (an LLM server) failed, timed out or answered malformed data
+  | 'E_MEMORY' // the work needs more memory than the machine has (said before allocating it)
   | 'E_INTERNAL'; // a bug: please report
 
 export class KpigError extends Error {
@@ -97,6 +98,14 @@ const byCode: Record<string, new (message: string) => KpigError> = {
   E_IO: KpigIOError,
   E_CANCELLED: CancelledError,
 };
+
+/** The memory a model or a batch would need exceeds what the machine has; raised before allocating it. */
+export class OutOfMemoryError extends KpigError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_MEMORY', message, options);
+    this.name = 'OutOfMemoryError';
+  }
+}
 
 /** Turns an error thrown by the native addon (a plain Error with a `code`) into its typed class. */
 export function fromNative(err: unknown): unknown {

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { CancelledError, InputError, KpigIOError, fromNative } from '../errors/index.js';
 import { loadAddon, type NativeModel, type NativeModelInfo } from '../native/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/index.js';
+import { countParameters, readModelConfig } from './config.js';
+import { checkMemory } from './memory.js';
 
 export type ModelInfo = NativeModelInfo;
 
@@ -121,6 +123,14 @@ export class Model {
     const cores = availableParallelism();
     if (threads > cores) throw new InputError(`threads ${threads} is more than the ${cores} cores this process may use; give at most ${cores} (0 = all)`);
     const tokenizer = options.tokenizer === false ? null : await loadTokenizer(dir);
+    // The engine keeps float32 weights: say so before it allocates more than the machine has.
+    let params: number | null = null;
+    try {
+      params = countParameters(await readModelConfig(dir));
+    } catch {
+      // A config TypeScript cannot size is left to the engine, which names what is wrong with it.
+    }
+    if (params !== null) checkMemory(params * 4, `loading ${dir} (${params.toLocaleString('en-US')} parameters as float32)`);
     const nat = await native(() => loadAddon().loadModel(dir, threads));
     const model = new Model(dir, nat, tokenizer);
     if (tokenizer && tokenizer.vocabSize > model.info.vocabSize)

@@ -21,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { InputError } from '../errors/index.js';
 import { checkDestination, moveIntoPlace, writeJsonAtomic } from '../io/atomic.js';
 import { type ConfigOverrides, type ModelConfig, parameterShapes, resolveConfig } from './config.js';
+import { checkMemory, checkTensorBytes } from './memory.js';
 import {
   f32ToBf16,
   f32ToF16,
@@ -98,6 +99,10 @@ export async function createRandomModel(outDir: string, options: RandomModelOpti
   }
   const config = resolveConfig(options.preset, { ...options.config, torch_dtype: DTYPES[dtype].torch });
   const params = parameterShapes(config);
+  const bytesPer = dtype === 'f32' ? 4 : 2;
+  for (const p of params) checkTensorBytes(numel(p.shape) * bytesPer, p.name);
+  const total = params.reduce((n, p) => n + numel(p.shape), 0);
+  checkMemory(total * bytesPer, `creating a ${total.toLocaleString('en-US')}-parameter ${dtype} model (it is built in memory before it is written)`);
   if (!Number.isSafeInteger(shards) || shards < 1 || shards > params.length) {
     throw new InputError(`shards must be an integer from 1 to ${params.length} (the tensor count), not ${shards}`);
   }
