@@ -7,7 +7,7 @@
  * here rather than from a dependency, because reports only ever need the 0.975 quantile at small
  * integer degrees of freedom (a handful of seeds).
  */
-import { InputError } from '../errors/index.js';
+import { InputError, KpigError } from '../errors/index.js';
 
 /** A mean with the half-width of its 95% t-interval (null when fewer than two values). */
 export interface IntervalSummary {
@@ -75,7 +75,7 @@ function betaContinuedFraction(a: number, b: number, x: number): number {
   }
   // Unreachable for the arguments this module passes (a ≥ 1/2, b = 1/2); a silent wrong quantile
   // would be worse than a loud failure.
-  throw new Error(`incomplete beta continued fraction did not converge (a=${a}, b=${b}, x=${x})`);
+  throw new KpigError('E_INTERNAL', `incomplete beta continued fraction did not converge (a=${a}, b=${b}, x=${x})`);
 }
 
 /** The regularized incomplete beta function I_x(a, b), for a, b > 0 and x in [0, 1]. */
