@@ -26,6 +26,7 @@ const VARIANTS = {
   'no-diversity': { diversity: false },
   'pool-mask': { replayMask: 'pool', objectiveMask: 'pool' },
   'no-objective': { igObjective: false },
+  'no-ig-replay': { igReplay: false },
   'design-reading': { selection: 'lowest', igLevel: 'token', tauFloor: 0, minShare: 0, replayMask: 'fixed', objectiveMask: 'fixed' },
 };
 const names = values.only ? values.only.split(',') : Object.keys(VARIANTS);

@@ -30,20 +30,24 @@ function u32(data: Uint8Array, at: number): number {
   return (data[at] | (data[at + 1] << 8) | (data[at + 2] << 16) | (data[at + 3] << 24)) >>> 0;
 }
 
+/** A length of 15 in a token goes on in bytes of 255 and one final byte: the full length and where reading continues. */
+function extended(data: Uint8Array, i: number, to: number, len: number, what: string): [number, number] {
+  let b: number;
+  do {
+    if (i >= to) throw new Error(`LZ4: a ${what} length runs past the block`);
+    b = data[i++];
+    len += b;
+  } while (b === 255);
+  return [len, i];
+}
+
 /** Decodes one LZ4 block (`data[from, to)`) onto the end of `out`; matches may reach into earlier output. */
 function decodeBlock(data: Uint8Array, from: number, to: number, out: Output, linkedFrom: number): void {
   let i = from;
   while (i < to) {
     const token = data[i++];
     let lit = token >>> 4;
-    if (lit === 15) {
-      let b: number;
-      do {
-        if (i >= to) throw new Error('LZ4: a literal length runs past the block');
-        b = data[i++];
-        lit += b;
-      } while (b === 255);
-    }
+    if (lit === 15) [lit, i] = extended(data, i, to, lit, 'literal');
     if (i + lit > to) throw new Error('LZ4: literals run past the block');
     out.reserve(lit);
     out.buf.set(data.subarray(i, i + lit), out.len);
@@ -55,14 +59,7 @@ function decodeBlock(data: Uint8Array, from: number, to: number, out: Output, li
     i += 2;
     if (offset === 0 || offset > out.len - linkedFrom) throw new Error(`LZ4: match offset ${offset} reaches before the data`);
     let len = (token & 15) + 4;
-    if ((token & 15) === 15) {
-      let b: number;
-      do {
-        if (i >= to) throw new Error('LZ4: a match length runs past the block');
-        b = data[i++];
-        len += b;
-      } while (b === 255);
-    }
+    if ((token & 15) === 15) [len, i] = extended(data, i, to, len, 'match');
     out.reserve(len);
     let src = out.len - offset;
     const buf = out.buf;
