@@ -51,6 +51,17 @@ describe('kpig CLI', () => {
     expect(g.stderr).toContain('no tokenizer in');
   });
 
+  it('generate samples with a seed, the same draws for the same seed; bad sampling options exit 2', () => {
+    const args = ['generate', model, '-p', 'ab', '-p', 'cd', '-n', '6', '--temperature', '1', '--seed', '5', '--json'];
+    const a = kpig(...args), b = kpig(...args);
+    expect(a.status).toBe(0);
+    expect(a.stdout).toBe(b.stdout);
+    expect(a.stdout).not.toBe(kpig(...args.slice(0, -3), '--seed', '6', '--json').stdout);
+    const bad = kpig('generate', model, '-p', 'x', '--top-p', '2');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('--top-p must be a number in (0, 1]');
+  });
+
   it('generate prints one JSON line per prompt', () => {
     const r = kpig('generate', model, '-p', 'Hello', '-p', 'Hi', '-n', '5', '--json');
     expect(r.status).toBe(0);

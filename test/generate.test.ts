@@ -129,3 +129,72 @@ describe('generation control', () => {
     model.dispose();
   });
 });
+
+describe('sampling', () => {
+  let model: Model;
+  const prompt = [1, 40, 41, 42, 43];
+  let probs: number[] = [];
+  let sharp: number[] = [];
+  const softmax = (row: number[], t: number) => {
+    const mx = Math.max(...row);
+    const e = row.map((x) => Math.exp((x - mx) / t));
+    const z = e.reduce((a, b) => a + b, 0);
+    return e.map((x) => x / z);
+  };
+  beforeAll(async () => {
+    model = await Model.load(await dirs.make({ preset: 'llama-nano', seed: 8, normInit: 'jitter', config: { vocab_size: 259 } }), { tokenizer: false });
+    const V = model.info.vocabSize;
+    const [logits] = await model.logits([prompt]);
+    const row = Array.from(logits.subarray((prompt.length - 1) * V, prompt.length * V));
+    probs = softmax(row, 1);
+    // This random model's top logits differ by hundredths: at T = 0.05 its top five are far from
+    // uniform (about 0.35 … 0.09), so a sampler that ignored the probabilities would fail below.
+    sharp = softmax(row, 0.05);
+  });
+  afterAll(() => model.dispose());
+  const ranked = () => probs.map((p, i) => [p, i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  const draws = async (n: number, o: { temperature?: number; topK?: number; topP?: number; seed?: number }) =>
+    (await model.generate(Array.from({ length: n }, () => prompt), { maxNewTokens: 1, eosIds: [], ...o })).map((g) => g.tokens[0]);
+
+  it('is greedy at temperature 0, with top-k 1, and with a tiny top-p', async () => {
+    const greedy = (await model.generate([prompt], { maxNewTokens: 6, eosIds: [] }))[0].tokens;
+    for (const o of [{ temperature: 0 }, { temperature: 1.5, topK: 1 }, { temperature: 1.5, topP: 1e-9 }])
+      expect((await model.generate([prompt], { maxNewTokens: 6, eosIds: [], ...o }))[0].tokens, JSON.stringify(o)).toEqual(greedy);
+  });
+
+  it('draws from softmax(logits / T) cut to the top k, renormalised (4000 draws, total variation < 0.04)', async () => {
+    const top = sharp.map((p, i) => [p, i] as const).sort((a, b) => b[0] - a[0]).slice(0, 5);
+    const got = await draws(4000, { temperature: 0.05, topK: 5, seed: 3 });
+    const allowed = new Set(top.map(([, i]) => i));
+    expect(got.every((t) => allowed.has(t))).toBe(true);
+    const mass = top.reduce((a, [p]) => a + p, 0);
+    const freq = (i: number) => got.filter((t) => t === i).length / got.length;
+    const tv = top.reduce((a, [p, i]) => a + Math.abs(freq(i) - p / mass), 0) / 2;
+    expect(tv).toBeLessThan(0.04);
+    // Uniform draws over the same five would be far off.
+    expect(top.reduce((a, [p]) => a + Math.abs(0.2 - p / mass), 0) / 2).toBeGreaterThan(0.1);
+  });
+
+  it('keeps the smallest set whose probability reaches top-p', async () => {
+    const r = ranked();
+    const got = await draws(2000, { temperature: 1, topP: r[0][0] + r[1][0] * 0.5, seed: 4 });
+    expect(new Set(got)).toEqual(new Set([r[0][1], r[1][1]]));
+  });
+
+  it('is a function of the seed and the prompt index, not of the rest of the batch', async () => {
+    const o = { maxNewTokens: 8, eosIds: [], temperature: 1, seed: 11 };
+    const [a1] = await model.generate([prompt, [1, 50, 51]], o);
+    const [a2] = await model.generate([prompt, [1, 60, 61, 62, 63]], o);
+    const [a3] = await model.generate([prompt], o);
+    expect(a2.tokens).toEqual(a1.tokens);
+    expect(a3.tokens).toEqual(a1.tokens);
+    const [other] = await model.generate([prompt], { ...o, seed: 12 });
+    expect(other.tokens).not.toEqual(a1.tokens);
+  });
+
+  it('refuses bad sampling options', async () => {
+    await expect(model.generate([prompt], { temperature: -1 })).rejects.toThrow(/temperature must be a finite number ≥ 0/);
+    await expect(model.generate([prompt], { topP: 0 })).rejects.toThrow(/topP must be in \(0, 1\]/);
+    await expect(model.generate([prompt], { topK: 1.5 })).rejects.toThrow(/topK must be a non-negative integer/);
+  });
+});

@@ -433,7 +433,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return p;
   }
 
-  // generate(tokens, offsets, {maxNewTokens, eosIds?: Int32Array}, control: Uint8Array(S + 1), onStep?)
+  // generate(tokens, offsets, {maxNewTokens, eosIds?: Int32Array, temperature?, topK?, topP?, seed?},
+  //          control: Uint8Array(S + 1), onStep?)
   //   → Promise<{tokens: Int32Array, offsets: Int32Array, finish: Uint8Array}>
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -448,6 +449,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     if (!mnt.IsNumber() || mnt.As<Napi::Number>().DoubleValue() < 0)
       throw_input(env, "maxNewTokens must be a non-negative number");
     opt.max_new_tokens = mnt.As<Napi::Number>().Int64Value();
+    auto number = [&](const char* name, double dflt) {
+      Napi::Value v = o.Get(name);
+      if (v.IsUndefined() || v.IsNull()) return dflt;
+      if (!v.IsNumber()) throw_input(env, std::string(name) + " must be a number");
+      return v.As<Napi::Number>().DoubleValue();
+    };
+    opt.temperature = number("temperature", 0.0);
+    opt.top_k = int64_t(number("topK", 0.0));
+    opt.top_p = number("topP", 1.0);
+    opt.seed = uint64_t(number("seed", 0.0));
     Napi::Value eos = o.Get("eosIds");
     if (!eos.IsUndefined() && !eos.IsNull()) {
       if (!eos.IsTypedArray() || eos.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)

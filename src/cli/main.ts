@@ -16,7 +16,7 @@ import { registerData } from './data.js';
 import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
-import { bytes, count, duration, int, samePath, threads } from './util.js';
+import { bytes, count, duration, int, nonNegative, probability, samePath, threads } from './util.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
   version: string;
@@ -69,18 +69,22 @@ program
 
 program
   .command('generate')
-  .description('greedy generation from one or more prompts (batched, KV cache); streams a single prompt as it is generated')
+  .description('generation from one or more prompts, greedy or sampled (batched, KV cache); streams a single prompt as it is generated')
   .argument('<model-dir>', 'Hugging Face model folder')
   .requiredOption('-p, --prompt <text...>', 'prompt text (repeat for a batch)')
   .option('-n, --max-new-tokens <n>', 'most new tokens per prompt', int('--max-new-tokens', 0), 64)
   .option('--stop <text...>', 'stop strings (the output is cut before them)')
   .option('--no-special-tokens', 'do not add the tokenizer\'s BOS to the prompts')
+  .option('--temperature <x>', 'sampling temperature (0: greedy)', nonNegative('--temperature'), 0)
+  .option('--top-k <n>', 'sample among the k most likely tokens (0: all)', int('--top-k', 0), 0)
+  .option('--top-p <p>', 'sample among the smallest set of tokens whose probability reaches p', probability('--top-p'), 1)
+  .option('--seed <n>', 'seed of the draws (prompt i draws from a stream of seed, i and the step)', int('--seed', 0), 0)
   .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--json', 'print one JSON object per prompt instead of text')
   .action(
     async (
       dir: string,
-      opts: { prompt: string[]; maxNewTokens: number; stop?: string[]; specialTokens: boolean; threads?: number; json?: boolean },
+      opts: { prompt: string[]; maxNewTokens: number; stop?: string[]; specialTokens: boolean; threads?: number; json?: boolean; temperature: number; topK: number; topP: number; seed: number },
     ) => {
       const model = await Model.load(dir, { threads: opts.threads });
       const controller = new AbortController();
@@ -93,6 +97,10 @@ program
         stop: opts.stop,
         addSpecialTokens: opts.specialTokens,
         signal: controller.signal,
+        temperature: opts.temperature,
+        topK: opts.topK,
+        topP: opts.topP,
+        seed: opts.seed,
         onToken: stream
           ? (_i, token) => {
               produced.push(token);

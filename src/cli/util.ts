@@ -4,6 +4,24 @@ import { realpathSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 
+/** A parser for a finite number ≥ 0. */
+export function nonNegative(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0 || value.trim() === '') throw new InvalidArgumentError(`${name} must be a number ≥ 0`);
+    return n;
+  };
+}
+
+/** A parser for a probability in (0, 1]. */
+export function probability(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`${name} must be a number in (0, 1]`);
+    return n;
+  };
+}
+
 /** The `--threads` parser: an integer from 1 to the cores this process may use. */
 export function threads(value: string): number {
   const n = int('--threads', 1)(value);

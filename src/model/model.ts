@@ -38,6 +38,14 @@ export interface GenerateOptions {
   /** Called on the main thread as tokens arrive: (prompt index, new token id). */
   onToken?: (index: number, token: number) => void;
   signal?: AbortSignal;
+  /** Sampling temperature (default 0: greedy). Above 0, tokens are drawn from softmax(logits / temperature). */
+  temperature?: number;
+  /** Sample only among the k most likely tokens (default 0: all). */
+  topK?: number;
+  /** Sample only among the smallest set of tokens whose probability reaches p (default 1). */
+  topP?: number;
+  /** Seed of the draws: prompt i of a call draws from a stream of (seed, i, step), whatever else is in the batch (default 0). */
+  seed?: number;
 }
 
 export type FinishReason = 'eos' | 'length' | 'stop' | 'context';
@@ -204,7 +212,7 @@ export class Model {
   }
 
   /**
-   * Batched greedy decoding with a KV cache. Prompts are strings (encoded with the model's
+   * Batched decoding with a KV cache, greedy or sampled (temperature, top-k, top-p, seed). Prompts are strings (encoded with the model's
    * tokenizer) or token ids. Stops per prompt on EOS, a stop string, `maxNewTokens` or a full context.
    *
    * @example
@@ -214,6 +222,11 @@ export class Model {
   async generate(prompts: Array<string | ArrayLike<number>>, options: GenerateOptions = {}): Promise<Generation[]> {
     const maxNewTokens = options.maxNewTokens ?? 64;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new InputError(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
+    const { temperature = 0, topK = 0, topP = 1, seed = 0 } = options;
+    if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new InputError(`temperature must be a finite number ≥ 0, got ${temperature}`);
+    if (!Number.isInteger(topK) || topK < 0) throw new InputError(`topK must be a non-negative integer, got ${topK}`);
+    if (!(topP > 0 && topP <= 1)) throw new InputError(`topP must be in (0, 1], got ${topP}`);
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new InputError(`seed must be a non-negative integer, got ${seed}`);
     if (prompts.length === 0) return [];
     const tok = this.tokenizer;
     const stops = (options.stop ?? []).filter((s) => s.length > 0);
@@ -244,7 +257,7 @@ export class Model {
     let res;
     try {
       res = await native(() =>
-        this.#handle().generate(packed.tokens, packed.offsets, { maxNewTokens, eosIds: Int32Array.from(eos) }, control, onStep),
+        this.#handle().generate(packed.tokens, packed.offsets, { maxNewTokens, eosIds: Int32Array.from(eos), temperature, topK, topP, seed }, control, onStep),
       );
     } finally {
       options.signal?.removeEventListener('abort', abort);

@@ -138,7 +138,7 @@ export interface NativeModel {
   generate(
     tokens: Int32Array,
     offsets: Int32Array,
-    options: { maxNewTokens: number; eosIds?: Int32Array },
+    options: { maxNewTokens: number; eosIds?: Int32Array; temperature?: number; topK?: number; topP?: number; seed?: number },
     control: Uint8Array,
     onStep?: (step: Int32Array) => void,
   ): Promise<NativeGenerateResult>;

@@ -67,6 +67,13 @@ struct PackedBatch {
 
 struct GenerateOptions {
   int64_t max_new_tokens = 64;
+  // Sampling: temperature 0 is greedy (argmax). Otherwise softmax(logits / temperature), cut to the
+  // top_k most likely tokens (0: all) and to the smallest set whose probability reaches top_p,
+  // then one draw from a stream that is a function of (seed, the prompt's index in the call, step).
+  double temperature = 0.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
   std::vector<int32_t> eos_ids;  // empty: the config's eos ids
   // Read before every step; a non-zero entry stops that sequence (e.g. a stop string was seen).
   const volatile uint8_t* stop_flags = nullptr;

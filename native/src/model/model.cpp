@@ -106,10 +106,61 @@ void Model::forward_mean_hidden(const PackedBatch& b, float* embeddings) {
   }
 }
 
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// One draw from softmax(x / T) cut to top-k and top-p; the uniform number is a function of (seed,
+// sequence, step) only, so a prompt's samples do not depend on what else is in its batch.
+int32_t sample_row(const float* x, int64_t V, const GenerateOptions& opt, uint64_t seq, uint64_t step) {
+  std::vector<std::pair<double, int32_t>> p(static_cast<size_t>(V));
+  double mx = -INFINITY;
+  for (int64_t v = 0; v < V; v++) mx = std::max(mx, double(x[v]));
+  double z = 0;
+  for (int64_t v = 0; v < V; v++) {
+    const double e = std::exp((double(x[v]) - mx) / opt.temperature);
+    p[size_t(v)] = {e, int32_t(v)};
+    z += e;
+  }
+  // Most likely first; ties by token id, so the order (and the draw) is deterministic.
+  std::sort(p.begin(), p.end(), [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  size_t keep = opt.top_k > 0 ? std::min<size_t>(size_t(opt.top_k), p.size()) : p.size();
+  if (opt.top_p < 1.0) {
+    double cum = 0;
+    for (size_t i = 0; i < keep; i++) {
+      cum += p[i].first / z;
+      if (cum >= opt.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  double kept = 0;
+  for (size_t i = 0; i < keep; i++) kept += p[i].first;
+  const uint64_t bits = splitmix64(splitmix64(splitmix64(opt.seed) ^ seq) ^ step);
+  const double u = double(bits >> 11) * (1.0 / 9007199254740992.0) * kept;  // uniform in [0, kept)
+  double acc = 0;
+  for (size_t i = 0; i < keep; i++) {
+    acc += p[i].first;
+    if (u < acc) return p[i].second;
+  }
+  return p[keep - 1].second;
+}
+
+}  // namespace
+
 GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions& opt) {
   std::lock_guard<std::mutex> lock(mu_);
   validate(prompts);
   if (opt.max_new_tokens < 0) fail(ErrorCode::Input, "max_new_tokens must be ≥ 0");
+  if (!(opt.temperature >= 0) || !std::isfinite(opt.temperature)) fail(ErrorCode::Input, "temperature must be a finite number ≥ 0");
+  if (opt.top_k < 0) fail(ErrorCode::Input, "top_k must be ≥ 0");
+  if (!(opt.top_p > 0 && opt.top_p <= 1)) fail(ErrorCode::Input, "top_p must be in (0, 1]");
   ModelImpl& m = *impl_;
   const ModelConfig& c = m.info.config;
   const int64_t S = prompts.n_seqs, C = c.hidden, V = c.vocab;
@@ -148,7 +199,8 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
     std::fill(step.begin(), step.end(), -1);
     for (size_t i = 0; i < rows.size(); i++) {
       const int64_t s = rows[i];
-      const int32_t tok = int32_t(argmax_row(&logits[i * size_t(V)], V));
+      const int32_t tok = opt.temperature > 0 ? sample_row(&logits[i * size_t(V)], V, opt, uint64_t(s), uint64_t(out[size_t(s)].size()))
+                                              : int32_t(argmax_row(&logits[i * size_t(V)], V));
       if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
         finish[size_t(s)] = uint8_t(FinishReason::Eos);
         active[size_t(s)] = false;
