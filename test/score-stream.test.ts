@@ -200,6 +200,13 @@ describe('kpig score', () => {
     expect(readFileSync(data, 'utf8')).toBe(text);
   });
 
+  it('a missing input is one line naming it, status 1', () => {
+    const r = cli('--data', join(root, 'missing.jsonl'), '--out', join(root, 'never3.arrow'));
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toMatch(/^kpig: cannot read the scoring input .*missing\.jsonl: ENOENT/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
   it('refuses more threads than the machine has cores, before starting any', () => {
     const r = cli('--data', join(root, 'same.jsonl'), '--out', join(root, 'never2.arrow'), '-t', '100000');
     expect(r.status).toBe(2);

@@ -339,6 +339,7 @@ program
     if (o.maskMode !== 'replace' && o.maskMode !== 'delete') throw new InvalidArgumentError('--mask-mode must be replace or delete');
     if (o.precision !== 'fp32' && o.precision !== 'bf16') throw new InvalidArgumentError('--precision must be fp32 or bf16');
     if (samePath(o.data as string, o.out as string)) throw new InvalidArgumentError(`--out ${o.out as string} is the --data file: scoring would replace its input; choose another --out`);
+    const chunks = readScoringChunks(o.data as string, o.chunkRows as number); // checks the input before the model loads
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
     model.setMatmulPrecision(o.precision);
     const controller = new AbortController();
@@ -352,7 +353,7 @@ program
     let rowsBefore = 0;
     const tty = process.stderr.isTTY && !o.json;
     try {
-      const rows = await scoreStream(model, readScoringChunks(o.data as string, o.chunkRows as number), o.out as string, {
+      const rows = await scoreStream(model, chunks, o.out as string, {
         maxTokensPerBatch: o.maxTokensPerBatch as number,
         maskMode: o.maskMode as 'replace' | 'delete',
         placeholder: o.placeholder as string,

@@ -4,7 +4,7 @@
  * stream format for a `.arrows` name). The output appears under its final name only when complete
  * (temp file + rename).
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { basename, dirname, extname, join } from 'node:path';
@@ -103,6 +103,11 @@ async function* arrowChunks(path: string): AsyncGenerator<Table> {
  * for await (const chunk of readScoringChunks('instances.jsonl')) console.log(chunk.numRows);
  */
 export function readScoringChunks(path: string, chunkRows = 4096): AsyncGenerator<Table> {
+  try {
+    if (!statSync(path).isFile()) throw new Error('not a file');
+  } catch (err) {
+    throw new KpigIOError(`cannot read the scoring input ${path}: ${(err as Error).message}`, { cause: err });
+  }
   const ext = extname(path).toLowerCase();
   if (ext === '.jsonl' || ext === '.ndjson') return jsonlChunks(path, chunkRows);
   if (['.arrow', '.arrows', '.ipc', '.feather'].includes(ext)) return arrowChunks(path);
