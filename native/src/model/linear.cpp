@@ -10,13 +10,6 @@ namespace kpig {
 
 namespace {
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // Dropout keep-decision of element i: a pure function of (seed, i), so a resumed run drops the
 // same elements as an uninterrupted one.
 bool keep(uint64_t seed, uint64_t i, float p) {

@@ -108,13 +108,6 @@ void Model::forward_mean_hidden(const PackedBatch& b, float* embeddings) {
 
 namespace {
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // One draw from softmax(x / T) cut to top-k and top-p; the uniform number is a function of (seed,
 // sequence, step) only, so a prompt's samples do not depend on what else is in its batch.
 int32_t sample_row(const float* x, int64_t V, const GenerateOptions& opt, uint64_t seq, uint64_t step) {

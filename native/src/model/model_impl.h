@@ -15,6 +15,14 @@
 
 namespace kpig {
 
+// SplitMix64: the mixing step behind the engine's seeded draws (dropout masks, sampling).
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 // A LoRA adapter on output columns [o0, o1) of a (possibly fused) linear layer, as PEFT defines it:
 // y[:, o0:o1] += scale · (dropout(x)·Aᵀ)·Bᵀ, scale = alpha / r.
 struct LoraAdapter {

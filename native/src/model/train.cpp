@@ -49,11 +49,11 @@ std::string layer_path(const ModelConfig& c, int64_t l) {
   return c.arch == Arch::GPT2 ? "transformer.h." + std::to_string(l) + "." : "model.layers." + std::to_string(l) + ".";
 }
 
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+// The next number of a SplitMix64 stream whose state is `s` (advanced).
+uint64_t splitmix64_next(uint64_t& s) {
+  const uint64_t r = splitmix64(s);
+  s += 0x9E3779B97F4A7C15ull;
+  return r;
 }
 
 }  // namespace
@@ -186,7 +186,7 @@ std::vector<std::string> Model::lora_add(const LoraConfig& cfg) {
       const int64_t in = mod.lin->in;
       a.A.resize(size_t(cfg.rank * in));
       const double bound = 1.0 / std::sqrt(double(in));
-      for (float& v : a.A) v = float((double(splitmix64(rng) >> 11) * 0x1.0p-53 * 2.0 - 1.0) * bound);
+      for (float& v : a.A) v = float((double(splitmix64_next(rng) >> 11) * 0x1.0p-53 * 2.0 - 1.0) * bound);
       a.B.assign(size_t((mod.o1 - mod.o0) * cfg.rank), 0.f);
       a.gA.assign(a.A.size(), 0.f);
       a.gB.assign(a.B.size(), 0.f);
