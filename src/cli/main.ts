@@ -38,13 +38,16 @@ program
   .action(async (dir: string, opts: { json?: boolean }) => {
     // info needs no tokenizer: a folder without one is described, and the missing tokenizer named.
     const { loadTokenizer } = await import('../tokenizer/index.js');
-    const tokenizerProblem = await loadTokenizer(dir).then(
-      () => null,
-      (err: Error) => (existsSync(join(dir, 'config.json')) ? err.message : null),
-    );
-    const model = await Model.load(dir, { threads: 1, tokenizer: tokenizerProblem === null ? undefined : false });
-    const i = model.info;
+    let tokenizerProblem: string | null = null;
+    const found = existsSync(join(dir, 'config.json'))
+      ? await loadTokenizer(dir).catch((err: Error) => {
+          tokenizerProblem = err.message;
+          return null;
+        })
+      : null;
+    const model = await Model.load(dir, { threads: 1, tokenizer: found ?? false });
     const tok = model.tokenizer;
+    const i = model.info;
     if (opts.json) {
       console.log(JSON.stringify({ ...i, tokenizer: tok ? { kind: tok.kind, vocabSize: tok.vocabSize, bosId: tok.bosId, eosIds: tok.eosIds } : { missing: tokenizerProblem } }, null, 2));
       return;

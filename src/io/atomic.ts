@@ -157,9 +157,12 @@ export async function writeDirAtomic(dir: string, fill: (temp: string) => Promis
   }
 }
 
-/** A temporary sibling from an atomic write (`.<name>.tmp-<pid>-<hex>`) or a folder moved aside (`.<name>.old-<pid>-<ms>`). */
+/** A temporary sibling from an atomic write (`.<name>.tmp-<pid>-<hex>`) or a folder moved aside (`.<name>.old-<pid>-<ms>`); group 1 is the writer's pid. */
+const TEMP_NAME = /^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]+$/;
+
+/** True for the name of such a temporary sibling. */
 export function isTemp(name: string): boolean {
-  return /^\..+\.(tmp|old)-\d+-[0-9a-f]+$/.test(name);
+  return TEMP_NAME.test(name);
 }
 
 function alive(pid: number): boolean {
@@ -182,8 +185,8 @@ function alive(pid: number): boolean {
 export async function cleanTemps(dir: string): Promise<string[]> {
   const removed: string[] = [];
   for (const name of existsSync(dir) ? await readdir(dir) : []) {
-    const m = /\.(?:tmp|old)-(\d+)-[0-9a-f]+$/.exec(name);
-    if (!m || !isTemp(name) || alive(Number(m[1]))) continue;
+    const m = TEMP_NAME.exec(name);
+    if (!m || alive(Number(m[1]))) continue;
     await rm(join(dir, name), { recursive: true, force: true });
     removed.push(name);
   }

@@ -22,8 +22,8 @@ export interface PackedSequences {
 export interface LoadModelOptions {
   /** Worker threads for this model (default: every core available to the process). */
   threads?: number;
-  /** Load the folder's tokenizer (default true); a folder without one is an error unless false. */
-  tokenizer?: boolean;
+  /** Load the folder's tokenizer (default true; a folder without one is an error unless false), or use the one given. */
+  tokenizer?: boolean | Tokenizer;
 }
 
 export interface GenerateOptions {
@@ -130,7 +130,7 @@ export class Model {
     if (!Number.isInteger(threads) || threads < 0) throw new InputError(`threads must be a non-negative integer, got ${threads}`);
     const cores = availableParallelism();
     if (threads > cores) throw new InputError(`threads ${threads} is more than the ${cores} cores this process may use; give at most ${cores} (0 = all)`);
-    const tokenizer = options.tokenizer === false ? null : await loadTokenizer(dir);
+    const tokenizer = options.tokenizer === false ? null : typeof options.tokenizer === 'object' ? options.tokenizer : await loadTokenizer(dir);
     // The engine keeps float32 weights: say so before it allocates more than the machine has.
     let params: number | null = null;
     try {

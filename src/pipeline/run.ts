@@ -182,8 +182,8 @@ class RunState {
   /** Training instances left out of a task because they do not fit the length limit (the run's length policy). */
   readonly tooLong = new Map<string, string[]>();
   /**
-   * True when an instance fits the length limit with every instruction it may be trained or
-   * scored with; set by the run once the tokenizer is known (default: everything fits).
+   * True when an instance fits the length limit with the longest of the instructions it may be
+   * trained or scored with; set by the run once the tokenizer is known (default: everything fits).
    */
   fits: (x: InstanceRecord, instructions: InstructionRecord[]) => boolean = () => true;
 
@@ -261,8 +261,13 @@ class RunState {
       const candidates = this.set.instances.filter((x) => x.task_id === task && x.split === 'train');
       // The length policy: an instance longer than the limit with some instruction it may get is
       // left out of training, replay and scoring, and counted (length.json), rather than stopping the run.
-      const all = candidates.filter((x) => this.fits(x, this.instructionsOf(x)));
-      if (all.length < candidates.length) this.tooLong.set(task, candidates.filter((x) => !all.includes(x)).map((x) => x.instance_id));
+      const all: InstanceRecord[] = [];
+      const long: string[] = [];
+      for (const x of candidates) {
+        if (this.fits(x, this.instructionsOf(x))) all.push(x);
+        else long.push(x.instance_id);
+      }
+      if (long.length) this.tooLong.set(task, long);
       const cap = this.config.train.maxInstances;
       picked = cap === 0 || all.length <= cap ? all : shuffled(all, mulberry32(deriveSeed(this.config.seed, 'stage-instances', task))).slice(0, cap);
       this.#stageInstances.set(task, picked);
@@ -301,11 +306,20 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
   const model = await Model.load(config.model, { threads: config.threads || undefined });
   if (!model.tokenizer) throw new RunConfigError('model', `${config.model} has no tokenizer`);
   const lengthLimit = Math.min(config.train.maxLength, model.info.maxPositions);
+  // An instance fits when it does with the longest instruction it may get: instruction lengths are
+  // counted once each, then one example per instance is tokenised.
+  const instructionTokens = new Map<string, number>();
+  const tokensOf = (ins: InstructionRecord) => {
+    let n = instructionTokens.get(ins.instruction_id);
+    if (n === undefined) instructionTokens.set(ins.instruction_id, (n = model.tokenizer!.encode(ins.text).length));
+    return n;
+  };
   state.fits = (x, instructions) => {
-    const tok = model.tokenizer!;
-    const tail = tok.encode(x.input).length + tok.encode(x.outputs[0] ?? '').length;
-    // The masked instruction may be a little longer than the full one (a placeholder or another key value).
-    return instructions.every((ins) => tokenizeExample(tok, { instruction: ins.text, input: x.input, output: x.outputs[0] ?? '' }, Infinity)!.tokens.length + LENGTH_MARGIN <= lengthLimit) && tail < lengthLimit;
+    const longest = instructions.reduce<InstructionRecord | null>((a, ins) => (a === null || tokensOf(ins) > tokensOf(a) ? ins : a), null);
+    const seq = tokenizeExample(model.tokenizer!, { instruction: longest?.text ?? '', input: x.input, output: x.outputs[0] ?? '' }, Infinity);
+    // The masked instruction may be a little longer than the full one (a placeholder or another key
+    // value); an example that tokenises to nothing (an empty response) is left to training, which skips it.
+    return seq === null || seq.tokens.length + LENGTH_MARGIN <= lengthLimit;
   };
   try {
     const trainer = new Trainer(model, {

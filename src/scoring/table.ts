@@ -27,8 +27,7 @@ function spansOf(value: unknown, row: number): KeySpan[] {
   if (value === null || value === undefined) return [];
   const items = typeof value === 'object' && value !== null && 'toArray' in value ? (value as { toArray(): unknown[] }).toArray() : (value as unknown[]);
   return Array.from(items, (s, i) => {
-    const o = s as { start: unknown; end: unknown } | null;
-    const { start, end } = spanOffsets(o ? { start: o.start, end: o.end } : null, `row ${row}`, i);
+    const { start, end } = spanOffsets(s, `row ${row}`, i);
     return { start, end };
   });
 }

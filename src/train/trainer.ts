@@ -201,11 +201,8 @@ export class Trainer {
    * step with both gradients merged.
    */
   #exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(work, work);
-    this.#queue = run.then(
-      () => undefined,
-      () => undefined,
-    );
+    const run = this.#queue.then(work);
+    this.#queue = run.catch(() => undefined); // a failed call does not block the next
     return run;
   }
 

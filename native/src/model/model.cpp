@@ -120,9 +120,12 @@ int32_t sample_row(const float* x, int64_t V, const GenerateOptions& opt, uint64
     p[size_t(v)] = {e, int32_t(v)};
     z += e;
   }
-  // Most likely first; ties by token id, so the order (and the draw) is deterministic.
-  std::sort(p.begin(), p.end(), [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  // Most likely first, ties by token id, so the order (and the draw) is deterministic. Only as much
+  // of the vocabulary is ordered as the cut needs: the top k, all of it for top-p alone, none for neither.
+  const auto first = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
   size_t keep = opt.top_k > 0 ? std::min<size_t>(size_t(opt.top_k), p.size()) : p.size();
+  if (keep < p.size()) std::partial_sort(p.begin(), p.begin() + std::ptrdiff_t(keep), p.end(), first);
+  else if (opt.top_p < 1.0) std::sort(p.begin(), p.end(), first);
   if (opt.top_p < 1.0) {
     double cum = 0;
     for (size_t i = 0; i < keep; i++) {
