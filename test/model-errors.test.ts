@@ -212,7 +212,8 @@ describe('bad model folders', () => {
 
   it('a RoPE variant the engine does not implement, by name; a variant without its fields', async () => {
     for (const [rope, want] of [
-      [{ rope_scaling: { type: 'yarn', factor: 2 } }, /rope_scaling: rope_type 'yarn' is not supported \(default, linear, dynamic, llama3\)/],
+      [{ rope_scaling: { type: 'su', factor: 2 } }, /rope_scaling: rope_type 'su' is not supported \(default, linear, dynamic, llama3, yarn\)/],
+      [{ partial_rotary_factor: 0.5 }, /partial_rotary_factor other than 1 is not supported/],
       [{ rope_parameters: { rope_type: 'longrope', rope_theta: 1e4 } }, /rope_parameters: rope_type 'longrope' is not supported/],
     ] as const) {
       const dir = copyModel();

@@ -186,7 +186,7 @@ describe('presets and config.json', () => {
     expect(() => resolveConfig('llama-nano', { head_dim: 15 })).toThrow(/head_dim \(15\) must be even/);
     expect(() => resolveConfig('llama-nano', { rms_norm_eps: 0 })).toThrow(/rms_norm_eps must be a positive number/);
     expect(() => resolveConfig('gpt2-nano', { model_type: 'llama' })).toThrow(ModelConfigError);
-    expect(() => resolveConfig('llama-nano', { rope_scaling: { type: 'yarn', factor: 2 } })).toThrow(UnsupportedModelError);
+    expect(() => resolveConfig('llama-nano', { rope_scaling: { type: 'longrope', factor: 2 } })).toThrow(UnsupportedModelError);
     expect(resolveConfig('llama-nano', { rope_scaling: { type: 'linear', factor: 2 } }).rope_scaling).toEqual({ type: 'linear', factor: 2 });
     expect(() => resolveConfig('llama-nano', { hidden_act: 'gelu' })).toThrow(UnsupportedModelError);
     expect(() => resolveConfig('gpt2-nano', { activation_function: 'relu' })).toThrow(UnsupportedModelError);

@@ -9,6 +9,7 @@ import {
   loadTokenizer,
   writeByteTokenizer,
 } from '../src/tokenizer/index.js';
+import { addedToken, BYTE_LEVEL, byteChars, byteLevelTokenizerJson } from './support/tokenizers.js';
 
 let root: string;
 let dirCount = 0;
@@ -31,16 +32,6 @@ async function modelDir(files: Record<string, unknown>): Promise<string> {
   return dir;
 }
 
-/** GPT-2's byte → printable character table, written independently of the package under test. */
-function byteChars(): string[] {
-  const printable = (b: number) =>
-    (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-  const chars: string[] = [];
-  let shifted = 0;
-  for (let b = 0; b < 256; b++) chars.push(String.fromCharCode(printable(b) ? b : 256 + shifted++));
-  return chars;
-}
-
 // A tiny GPT-2-style byte-level BPE. Byte b has id b; the merges below get ids 256.. in order, so
 // merge rank = id - 256; `<|endoftext|>` is an added special token with id 264.
 const G = byteChars()[0x20]; // 'Ġ', the byte-level stand-in for a space
@@ -56,44 +47,8 @@ const MERGES: [string, string][] = [
 ];
 const EOT = 264;
 
-const BYTE_LEVEL = {
-  type: 'ByteLevel',
-  add_prefix_space: false,
-  trim_offsets: true,
-  use_regex: true,
-};
-
-function addedToken(id: number, content: string) {
-  const flags = { single_word: false, lstrip: false, rstrip: false, normalized: false };
-  return { id, content, ...flags, special: true };
-}
-
 function tinyTokenizerJson(postProcessor: unknown = BYTE_LEVEL, extraAdded: unknown[] = []) {
-  const vocab: Record<string, number> = {};
-  byteChars().forEach((c, b) => (vocab[c] = b));
-  MERGES.forEach(([a, b], i) => (vocab[a + b] = 256 + i));
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [addedToken(EOT, '<|endoftext|>'), ...extraAdded],
-    normalizer: null,
-    pre_tokenizer: BYTE_LEVEL,
-    post_processor: postProcessor,
-    decoder: BYTE_LEVEL,
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: '',
-      end_of_word_suffix: '',
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges: MERGES.map(([a, b]) => `${a} ${b}`),
-    },
-  };
+  return byteLevelTokenizerJson({ merges: MERGES, added: [addedToken(EOT, '<|endoftext|>'), ...extraAdded], postProcessor });
 }
 
 // A LLaMA-style template that puts `<s>` (id 265) before the text.

@@ -5,7 +5,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { pct } from '../report/tables.js';
-import { duration, int, threads } from './util.js';
+import { duration, int, templateArg, threads } from './util.js';
 
 /**
  * Adds `kpig eval` and `kpig report` to the program.
@@ -26,6 +26,7 @@ export function registerEval(program: Command): void {
     .option('--max-instances <n>', 'at most n instances per task', int('--max-instances', 1))
     .option('--max-new-tokens <n>', 'most generated tokens per instance', int('--max-new-tokens', 1), 64)
     .option('--batch-size <n>', 'prompts per generation call', int('--batch-size', 1), 8)
+    .option('--template <spec>', 'prompt template: superni ("Definition: … Output:"), chat (the model\'s chat template; its end-of-turn token ends generation) or a file (.jinja: a chat template; else text with {instruction} and {input} slots)', 'superni')
     .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
     .option('--json', 'print the per-task summary as JSON on stdout')
     .action(async (modelDir: string, o: Record<string, unknown>) => {
@@ -37,6 +38,10 @@ export function registerEval(program: Command): void {
       const set = await readTaskSet(o.data as string);
       const tasks = o.tasks ? (o.tasks as string).split(',').map((t) => t.trim()).filter(Boolean) : undefined;
       const model = await Model.load(modelDir, { threads: o.threads as number | undefined });
+      const template = await templateArg(o.template as string, modelDir).catch((err: unknown) => {
+        model.dispose();
+        throw err;
+      });
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       const tty = process.stderr.isTTY;
@@ -49,6 +54,7 @@ export function registerEval(program: Command): void {
           maxInstancesPerTask: o.maxInstances as number | undefined,
           maxNewTokens: o.maxNewTokens as number,
           batchSize: o.batchSize as number,
+          template,
           signal: controller.signal,
           onProgress: (done, total) => {
             const sec = (Date.now() - t0) / 1000;
@@ -63,7 +69,7 @@ export function registerEval(program: Command): void {
         if (tty) process.stderr.write('\n');
         await writePredictions(o.out as string, rows, {
           fingerprint: taskSetFingerprint(set),
-          extra: { model: modelDir, split: o.split as string, max_new_tokens: String(o.maxNewTokens) },
+          extra: { model: modelDir, split: o.split as string, max_new_tokens: String(o.maxNewTokens), template: o.template as string },
         });
         const summary = summarizeTasks(rows, set);
         const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);

@@ -16,7 +16,7 @@ import { registerData } from './data.js';
 import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
-import { bytes, count, duration, int, nonNegative, probability, samePath, threads } from './util.js';
+import { bytes, count, duration, int, nonNegative, probability, samePath, templateArg, threads } from './util.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
   version: string;
@@ -78,6 +78,8 @@ program
   .option('-n, --max-new-tokens <n>', 'most new tokens per prompt', int('--max-new-tokens', 0), 64)
   .option('--stop <text...>', 'stop strings (the output is cut before them)')
   .option('--no-special-tokens', 'do not add the tokenizer\'s BOS to the prompts')
+  .option('--template <spec>', 'wrap each prompt as the instruction of a prompt template: superni, chat (the model\'s chat template) or a template file; a chat template\'s end-of-turn token ends generation (default: the prompt as it is)')
+  .option('--input <text>', 'with --template: the input shown with every prompt', '')
   .option('--temperature <x>', 'sampling temperature (0: greedy)', nonNegative('--temperature'), 0)
   .option('--top-k <n>', 'sample among the k most likely tokens (0: all)', int('--top-k', 0), 0)
   .option('--top-p <p>', 'sample among the smallest set of tokens whose probability reaches p', probability('--top-p'), 1)
@@ -87,17 +89,27 @@ program
   .action(
     async (
       dir: string,
-      opts: { prompt: string[]; maxNewTokens: number; stop?: string[]; specialTokens: boolean; threads?: number; json?: boolean; temperature: number; topK: number; topP: number; seed: number },
+      opts: { prompt: string[]; maxNewTokens: number; stop?: string[]; specialTokens: boolean; threads?: number; json?: boolean; temperature: number; topK: number; topP: number; seed: number; template?: string; input: string },
     ) => {
+      if (opts.input && !opts.template) throw new InvalidArgumentError('--input needs --template (it fills the template\'s input slot)');
       const model = await Model.load(dir, { threads: opts.threads });
+      let prompts: string[] | number[][] = opts.prompt;
+      let eosIds: number[] | undefined;
+      if (opts.template) {
+        const { promptTokens, stopTokens } = await import('../template/index.js');
+        const template = await templateArg(opts.template, dir);
+        prompts = opts.prompt.map((p) => promptTokens(model.tokenizer!, template, { instruction: p, input: opts.input }));
+        eosIds = [...new Set([...model.info.eosIds, ...stopTokens(model.tokenizer!, template)])];
+      }
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       const stream = opts.prompt.length === 1 && !opts.json && process.stdout.isTTY;
       let shown = '';
       const produced: number[] = [];
-      const results = await model.generate(opts.prompt, {
+      const results = await model.generate(prompts, {
         maxNewTokens: opts.maxNewTokens,
         stop: opts.stop,
+        eosIds,
         addSpecialTokens: opts.specialTokens,
         signal: controller.signal,
         temperature: opts.temperature,
@@ -203,6 +215,7 @@ program
   .option('--instruction-field <name>', 'field holding the instruction', 'instruction')
   .option('--input-field <name>', 'field holding the input', 'input')
   .option('--output-field <name>', 'field holding the response', 'output')
+  .option('--template <spec>', 'prompt template: superni ("Definition: … Output:"), chat (the model\'s chat template) or a file (.jinja: a chat template; else text with {instruction} and {input} slots)', 'superni')
   .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--json', 'one JSON line per step on stdout instead of a progress bar')
   .action(async (dir: string, o: Record<string, unknown>) => {
@@ -217,7 +230,8 @@ program
       output: o.outputField as string,
     });
     const maxLength = (o.maxLength as number | undefined) ?? model.info.maxPositions;
-    const seqs = rows.map((r) => tokenizeExample(model.tokenizer!, r, maxLength)).filter((x) => x !== null);
+    const template = await templateArg(o.template as string, dir);
+    const seqs = rows.map((r) => tokenizeExample(model.tokenizer!, r, maxLength, template)).filter((x) => x !== null);
     if (seqs.length < rows.length) console.error(`kpig: ${rows.length - seqs.length} of ${rows.length} rows are longer than ${maxLength} tokens and were left out`);
     const out = o.out as string;
     if (o.resume && o.force) throw new InvalidArgumentError('--resume and --force contradict each other: continue the run in --out, or start over');
@@ -232,6 +246,7 @@ program
       seed: o.seed as number,
       maxLength,
       fields: `${o.instructionField as string},${o.inputField as string},${o.outputField as string}`,
+      template: o.template === 'superni' || o.template === 'chat' ? (o.template as string) : resolve(o.template as string),
     };
     const prepared = await prepareTrainFolder(
       out,
@@ -334,6 +349,7 @@ program
   .option('--chunk-rows <n>', 'JSONL rows read and scored at a time (bounds memory)', int('--chunk-rows', 1), 4096)
   .option('--mask-mode <mode>', 'replace key spans with the placeholder, or delete them', 'replace')
   .option('--placeholder <text>', 'text that replaces a key span', '[MASK]')
+  .option('--template <spec>', 'prompt template: superni ("Definition: … Output:"), chat (the model\'s chat template) or a file (.jinja: a chat template; else text with {instruction} and {input} slots)', 'superni')
   .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--precision <p>', 'matmul precision: fp32, or bf16 (inputs rounded to bfloat16, float32 accumulation; AMX where present)', 'fp32')
   .option('--json', 'one JSON progress line per chunk on stdout instead of a progress line')
@@ -345,6 +361,7 @@ program
     const chunks = readScoringChunks(o.data as string, o.chunkRows as number); // checks the input before the model loads
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
     model.setMatmulPrecision(o.precision);
+    const template = await templateArg(o.template as string, dir);
     const controller = new AbortController();
     process.once('SIGINT', () => controller.abort());
     // Rows in a JSONL input, for the ETA (one cheap pass over the file).
@@ -360,6 +377,7 @@ program
         maxTokensPerBatch: o.maxTokensPerBatch as number,
         maskMode: o.maskMode as 'replace' | 'delete',
         placeholder: o.placeholder as string,
+        template,
         signal: controller.signal,
         onProgress: (p) => {
           const sec = (Date.now() - t0) / 1000;

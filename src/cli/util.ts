@@ -3,6 +3,8 @@ import { InvalidArgumentError } from 'commander';
 import { realpathSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
+import { InputError } from '../errors/index.js';
+import type { PromptTemplate } from '../template/index.js';
 
 /** A parser for a finite number ≥ 0. */
 export function nonNegative(name: string) {
@@ -71,4 +73,18 @@ export function duration(sec: number): string {
   if (!Number.isFinite(sec)) return '?';
   const m = Math.floor(sec / 60), s = Math.round(sec % 60);
   return m > 0 ? `${m}m${String(s).padStart(2, '0')}s` : `${s}s`;
+}
+
+/**
+ * The prompt template a `--template` flag names (superni, chat or a file), with a bad value as a
+ * usage error (status 2) that says what is wrong.
+ */
+export async function templateArg(spec: string, modelDir: string): Promise<PromptTemplate> {
+  try {
+    const { resolvePromptTemplate } = await import('../template/index.js');
+    return await resolvePromptTemplate(spec, modelDir);
+  } catch (err) {
+    if (err instanceof InputError) throw new InvalidArgumentError(err.message);
+    throw err;
+  }
 }

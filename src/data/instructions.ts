@@ -7,7 +7,10 @@ import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { arrowTableFromBytes } from '../io/arrow.js';
 import { InputError, KpigIOError } from '../errors/index.js';
+import { encodeExample, superniTemplate, type PromptTemplate } from '../template/index.js';
 import type { Tokenizer } from '../tokenizer/index.js';
+
+const SUPERNI = superniTemplate();
 
 export interface InstructionExample {
   instruction: string;
@@ -111,21 +114,16 @@ export interface TrainingSequence {
 }
 
 /**
- * Tokenises a row as prompt + response + EOS with weight 1 on every position that predicts a
- * response token (or the EOS), 0 on the prompt: the loss covers the response only.
- * Returns null when the sequence would exceed `maxLength` tokens.
+ * Tokenises a row as prompt + response + its end (EOS, or a chat template's end-of-turn token)
+ * with weight 1 on every position that predicts a response token or that end, 0 on the prompt:
+ * the loss covers the response only. The prompt is `template`'s (default: the SuperNI prompt of
+ * {@link renderPrompt}). Returns null when the sequence would exceed `maxLength` tokens or the
+ * response is empty.
  *
  * @example
  * const seq = tokenizeExample(tokenizer, row, 512);
  */
-export function tokenizeExample(tok: Tokenizer, ex: InstructionExample, maxLength: number): TrainingSequence | null {
-  const prompt = tok.encode(renderPrompt(ex), { addSpecialTokens: true });
-  const response = tok.encode(ex.output);
-  if (tok.eosIds.length) response.push(tok.eosIds[0]);
-  if (response.length === 0) return null;
-  const tokens = [...prompt, ...response];
-  if (tokens.length > maxLength) return null;
-  const weights = new Array<number>(tokens.length).fill(0);
-  for (let t = prompt.length - 1; t < tokens.length - 1; t++) weights[t] = 1;
-  return { tokens, weights };
+export function tokenizeExample(tok: Tokenizer, ex: InstructionExample, maxLength: number, template: PromptTemplate = SUPERNI): TrainingSequence | null {
+  const seq = encodeExample(tok, template, { instruction: ex.instruction, input: ex.input }, ex.output, maxLength);
+  return seq && { tokens: seq.tokens, weights: seq.weights };
 }

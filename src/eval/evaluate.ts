@@ -4,10 +4,10 @@
  * reference output is a single line; the prediction is the generated text before the stop, with
  * surrounding whitespace removed.
  */
-import { renderPrompt } from '../data/instructions.js';
 import type { InstanceRecord, Split, TaskRecord, TaskSet } from '../data/taskset.js';
 import { CancelledError, InputError } from '../errors/index.js';
 import type { Model } from '../model/model.js';
+import { promptTokens, stopTokens, superniTemplate, type PromptTemplate } from '../template/index.js';
 import { scorePrediction, type PredictionRow } from './predictions.js';
 
 export interface EvaluateOptions {
@@ -26,6 +26,8 @@ export interface EvaluateOptions {
    * own (`instruction_id`); default: the text of its `<task_id>/seed` instruction.
    */
   instructionFor?: (task: TaskRecord) => string;
+  /** The prompt template (default: the SuperNI prompt); a chat template's end-of-turn token also ends generation. */
+  template?: PromptTemplate;
   signal?: AbortSignal;
   /** Called after every batch with instances done and the total. */
   onProgress?: (done: number, total: number) => void;
@@ -44,8 +46,8 @@ function keepTail(prompt: number[], n: number, bos: number | null): number[] {
 }
 
 /**
- * Generates an answer for every selected instance with the SuperNI prompt
- * (`renderPrompt({instruction, input, output: ''})`) and scores it: ROUGE-L and exact match
+ * Generates an answer for every selected instance with the prompt template (default: the SuperNI
+ * prompt, `renderPrompt({instruction, input, output: ''})`) and scores it: ROUGE-L and exact match
  * against the instance's outputs, validity against the task's label set. Rows come back task by
  * task in instance order. Prompts longer than the model's context (less the generated tokens)
  * keep their last tokens, where the input and "Output:" are.
@@ -67,6 +69,8 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
   const tok = model.tokenizer;
   if (!tok) throw new InputError('evaluateModel: the model has no tokenizer; load it with one');
 
+  const template = options.template ?? superniTemplate();
+  const eosIds = [...new Set([...model.info.eosIds, ...stopTokens(tok, template)])];
   const taskById = new Map(set.tasks.map((t) => [t.task_id, t]));
   const taskIds = options.tasks ?? set.tasks.map((t) => t.task_id);
   const unknown = taskIds.filter((t) => !taskById.has(t));
@@ -104,7 +108,7 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
       // An instance bound to an instruction is asked with it: its output answers that instruction's key values.
       const own = inst.instruction_id != null ? instructionById.get(inst.instruction_id) : undefined;
       const instruction = own ? own.text : fallback();
-      const prompt = tok.encode(renderPrompt({ instruction, input: inst.input, output: '' }), { addSpecialTokens: true });
+      const prompt = promptTokens(tok, template, { instruction, input: inst.input });
       jobs.push({ task, inst, prompt: prompt.length > budget ? keepTail(prompt, budget, tok.bosId) : prompt, labelSet: own?.label_set ?? task.label_set });
     }
   }
@@ -118,7 +122,7 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
     const batch = order.slice(b, b + batchSize);
     const gens = await model.generate(
       batch.map((i) => jobs[i].prompt),
-      { maxNewTokens, stop: ['\n'], signal: options.signal },
+      { maxNewTokens, stop: ['\n'], eosIds, signal: options.signal },
     );
     batch.forEach((i, k) => (texts[i] = gens[k].text.trim()));
     done += batch.length;

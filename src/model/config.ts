@@ -594,7 +594,7 @@ function positiveInt(cfg: ModelConfig, key: string): number {
 }
 
 /** The RoPE variants the engine implements. */
-export const ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3'] as const;
+export const ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn'] as const;
 export type RopeType = (typeof ROPE_TYPES)[number];
 
 /** The fields each RoPE variant needs besides θ. */
@@ -603,13 +603,23 @@ const ROPE_FIELDS: Record<RopeType, readonly string[]> = {
   linear: ['factor'],
   dynamic: ['factor'],
   llama3: ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'],
+  yarn: [],
+};
+
+/** Fields a variant reads when present (then they must be positive numbers). */
+const ROPE_OPTIONAL: Record<RopeType, readonly string[]> = {
+  default: [],
+  linear: [],
+  dynamic: [],
+  llama3: [],
+  yarn: ['factor', 'original_max_position_embeddings', 'attention_factor', 'beta_fast', 'beta_slow'],
 };
 
 /**
  * RoPE θ and variant from transformers 5's `rope_parameters` or transformers 4's `rope_theta` and
  * `rope_scaling` (`rope_type`, or the older `type`), checked as the engine checks them
  * (native/src/model/config.cpp): the variant's fields must be positive numbers; a variant the
- * engine does not implement (yarn, longrope, …) is refused by name.
+ * engine does not implement (longrope, …) is refused by name.
  *
  * @example
  * ropeOf({ rope_parameters: { rope_type: 'default', rope_theta: 500000 } }); // { type: 'default', theta: 500000 }
@@ -630,6 +640,9 @@ export function ropeOf(cfg: ModelConfig): { type: RopeType; theta: number } {
     if (src![field] == null) throw new ModelConfigError(`${where}: field '${field}' is missing (rope_type ${type})`);
     positiveNumber(src as ModelConfig, field, 1, where);
   }
+  for (const field of ROPE_OPTIONAL[type]) if (src![field] != null) positiveNumber(src as ModelConfig, field, 1, where);
+  for (const [field, value] of [['partial_rotary_factor', src?.partial_rotary_factor], ['partial_rotary_factor', cfg.partial_rotary_factor]] as const)
+    if (value != null && value !== 1) throw new UnsupportedModelError(`${field} other than 1 is not supported (every head dimension is rotated), got ${JSON.stringify(value)}`);
   if (type === 'llama3' && !((src!.high_freq_factor as number) > (src!.low_freq_factor as number)))
     throw new ModelConfigError(`${where}: high_freq_factor must be greater than low_freq_factor`);
   return { type, theta };

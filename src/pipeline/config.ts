@@ -88,6 +88,12 @@ export interface RunConfig {
   strategy: StrategyConfig;
   train: TrainConfig;
   eval: EvalConfig;
+  /**
+   * The prompt template of training, scoring and evaluation: `superni` (default), `chat` (the
+   * model's chat template) or the path of a template file (`.jinja`: a chat template; else a
+   * string with `{instruction}` and `{input}` slots).
+   */
+  template: string;
   seed: number;
   threads: number;
 }
@@ -182,6 +188,11 @@ function strList(v: unknown, field: string, where: string): string[] {
   return v as string[];
 }
 
+/** `superni` and `chat` name templates; anything else is a file path, resolved against `base`. */
+function templateSpec(v: string, base: string): string {
+  return v === 'superni' || v === 'chat' ? v : resolve(base, v);
+}
+
 /**
  * Checks a parsed config object and fills in defaults. Relative `model` / `data` paths resolve
  * against `baseDir`. Throws {@link RunConfigError} naming the first bad field.
@@ -193,7 +204,7 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
   const where = options.where ?? 'run config';
   const base = options.baseDir ?? process.cwd();
   if (!isObject(raw)) throw new RunConfigError('(top level)', 'must be a mapping of fields', where);
-  checkKeys(raw, ['name', 'model', 'data', 'stream', 'strategy', 'train', 'eval', 'seed', 'threads'], '', where);
+  checkKeys(raw, ['name', 'model', 'data', 'stream', 'strategy', 'train', 'eval', 'template', 'seed', 'threads'], '', where);
   const model = resolve(base, str(raw.model, 'model', where));
   const data = resolve(base, str(raw.data, 'data', where));
   let stream: RunConfig['stream'] = 'default';
@@ -269,6 +280,7 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
     strategy,
     train,
     eval: evalConfig,
+    template: raw.template === undefined ? 'superni' : templateSpec(str(raw.template, 'template', where), base),
     seed: raw.seed === undefined ? 0 : num(raw.seed, 'seed', where, { min: 0, int: true }),
     threads: raw.threads === undefined ? 0 : num(raw.threads, 'threads', where, { min: 0, int: true }),
   };
@@ -331,5 +343,7 @@ export function checkRunInputs(config: RunConfig, options: { needData?: boolean;
   if (!existsSync(config.model) || !statSync(config.model).isDirectory())
     throw new RunConfigError('model', `no model folder at ${config.model}`, where);
   if (!existsSync(resolve(config.model, 'config.json'))) throw new RunConfigError('model', `${config.model} has no config.json`, where);
+  if (config.template !== 'superni' && config.template !== 'chat' && !existsSync(config.template))
+    throw new RunConfigError('template', `no template file at ${config.template} (use superni, chat or a file)`, where);
   if (options.needData !== false && (!existsSync(config.data) || !statSync(config.data).isDirectory())) throw new RunConfigError('data', `no task-set folder at ${config.data}`, where);
 }

@@ -6,6 +6,7 @@
 import type { TaskSet } from '../data/taskset.js';
 import { InputError } from '../errors/index.js';
 import { evaluateModel } from '../eval/evaluate.js';
+import type { PromptTemplate } from '../template/index.js';
 import { exactMatch } from '../eval/metrics.js';
 import { readPredictions, summarizeTasks, taskSetFingerprint, writePredictions, type PredictionRow, type TaskSummary } from '../eval/predictions.js';
 import { writeJsonAtomic } from '../io/atomic.js';
@@ -30,6 +31,7 @@ export async function evaluateStage(
   out: string,
   onProgress?: (done: number, total: number) => void,
   signal?: AbortSignal,
+  template?: PromptTemplate,
 ): Promise<StageScores> {
   const rows = await evaluateModel(model, set, {
     tasks,
@@ -37,6 +39,7 @@ export async function evaluateStage(
     maxInstancesPerTask: config.eval.maxInstancesPerTask,
     maxNewTokens: config.eval.maxNewTokens,
     batchSize: config.eval.batchSize,
+    template,
     signal,
     onProgress,
   });
@@ -83,6 +86,7 @@ export async function evaluateProbes(
   config: RunConfig,
   out: string,
   signal?: AbortSignal,
+  template?: PromptTemplate,
 ): Promise<ProbeScores | null> {
   const withProbes = tasks.filter((t) => set.instances.some((x) => x.task_id === t && x.split === 'probe'));
   if (withProbes.length === 0) return null;
@@ -92,6 +96,7 @@ export async function evaluateProbes(
     maxInstancesPerTask: config.eval.maxInstancesPerTask,
     maxNewTokens: config.eval.maxNewTokens,
     batchSize: config.eval.batchSize,
+    template,
     signal,
   });
   await writePredictions(out, rows, { fingerprint: taskSetFingerprint(set) });

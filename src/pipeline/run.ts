@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { Float64, Table, Utf8, tableToIPC, vectorFromArray } from 'apache-arrow';
 import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
 import { tokenizeExample, type TrainingSequence } from '../data/instructions.js';
+import { promptTokens, resolvePromptTemplate, stopTokens, superniTemplate, type PromptTemplate } from '../template/index.js';
 import { CancelledError, InputError, KpigIOError } from '../errors/index.js';
 import { readArrowTable } from '../io/arrow.js';
 import { cleanTemps, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
@@ -41,7 +42,7 @@ import { scorePairs } from '../scoring/pairs.js';
 import { saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
 import { learningRate } from '../train/schedule.js';
 import { Trainer } from '../train/trainer.js';
-import { checkRunInputs, RunConfigError, type MaskScheme, type RunConfig } from './config.js';
+import { checkRunInputs, resolveRunConfig, RunConfigError, type MaskScheme, type RunConfig } from './config.js';
 import { evaluateProbes, evaluateStage, listening, readStageScores, type StageScores } from './evaluate.js';
 import { loadTaskSet } from './taskset.js';
 
@@ -163,8 +164,8 @@ async function writeLengthRecord(runDir: string, state: RunState, limit: number)
 }
 
 /** A sequence whose weights give the per-sample mean token CE times `scale` (prompt weights 0). */
-function sampleSequence(model: Model, instruction: string, input: string, output: string, maxLength: number, scale: number): TrainingSequence | null {
-  const seq = tokenizeExample(model.tokenizer!, { instruction, input, output }, maxLength);
+function sampleSequence(model: Model, template: PromptTemplate, instruction: string, input: string, output: string, maxLength: number, scale: number): TrainingSequence | null {
+  const seq = tokenizeExample(model.tokenizer!, { instruction, input, output }, maxLength, template);
   if (!seq) return null;
   const n = seq.weights.reduce((a, w) => a + (w !== 0 ? 1 : 0), 0);
   return { tokens: seq.tokens, weights: seq.weights.map((w) => (w * scale) / n) };
@@ -186,6 +187,8 @@ class RunState {
    * trained or scored with; set by the run once the tokenizer is known (default: everything fits).
    */
   fits: (x: InstanceRecord, instructions: InstructionRecord[]) => boolean = () => true;
+  /** The run's prompt template (config.template), set once the model is loaded. */
+  template: PromptTemplate = superniTemplate();
 
   constructor(
     readonly config: RunConfig,
@@ -305,6 +308,7 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
 
   const model = await Model.load(config.model, { threads: config.threads || undefined });
   if (!model.tokenizer) throw new RunConfigError('model', `${config.model} has no tokenizer`);
+  state.template = await resolvePromptTemplate(config.template, config.model);
   const lengthLimit = Math.min(config.train.maxLength, model.info.maxPositions);
   // An instance fits when it does with the longest instruction it may get: instruction lengths are
   // counted once each, then one example per instance is tokenised.
@@ -316,7 +320,7 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
   };
   state.fits = (x, instructions) => {
     const longest = instructions.reduce<InstructionRecord | null>((a, ins) => (a === null || tokensOf(ins) > tokensOf(a) ? ins : a), null);
-    const seq = tokenizeExample(model.tokenizer!, { instruction: longest?.text ?? '', input: x.input, output: x.outputs[0] ?? '' }, Infinity);
+    const seq = tokenizeExample(model.tokenizer!, { instruction: longest?.text ?? '', input: x.input, output: x.outputs[0] ?? '' }, Infinity, state.template);
     // The masked instruction may be a little longer than the full one (a placeholder or another key
     // value); an example that tokenises to nothing (an empty response) is left to training, which skips it.
     return seq === null || seq.tokens.length + LENGTH_MARGIN <= lengthLimit;
@@ -344,8 +348,8 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
     if (!existsSync(join(runDir, 'base', 'done.json'))) {
       emit({ type: 'phase', stage: 0, phase: 'eval', detail: 'base model' });
       await mkdir(join(runDir, 'base'), { recursive: true });
-      await evaluateStage(model, state.set, tasks, config, join(runDir, 'base', 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: 0, done, total }), options.signal);
-      await evaluateProbes(model, state.set, tasks, config, join(runDir, 'base', 'probe.arrow'), options.signal);
+      await evaluateStage(model, state.set, tasks, config, join(runDir, 'base', 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: 0, done, total }), options.signal, state.template);
+      await evaluateProbes(model, state.set, tasks, config, join(runDir, 'base', 'probe.arrow'), options.signal, state.template);
       await writeJsonAtomic(join(runDir, 'base', 'done.json'), { stage: 0 });
     }
     let stepsThisProcess = 0;
@@ -406,8 +410,8 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       if (strategy.loss === 'ewc') await writeEwc(model, state, task, join(stageDir, 'ewc.safetensors'), ewc, config);
       await rm(ckptDir, { recursive: true, force: true });
       emit({ type: 'phase', stage: t, phase: 'eval' });
-      const scores = await evaluateStage(model, state.set, tasks, config, join(stageDir, 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: t, done, total }), options.signal);
-      const probes = await evaluateProbes(model, state.set, tasks, config, join(stageDir, 'probe.arrow'), options.signal);
+      const scores = await evaluateStage(model, state.set, tasks, config, join(stageDir, 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: t, done, total }), options.signal, state.template);
+      const probes = await evaluateProbes(model, state.set, tasks, config, join(stageDir, 'probe.arrow'), options.signal, state.template);
       const seconds = (Date.now() - ts) / 1000;
       const seenNow = stream.seen.slice(0, t);
       const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
@@ -454,10 +458,20 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
   }
 }
 
-/** Fingerprints of what a run reads: the model folder and the task-set files. */
+/** Fingerprints of what a run reads: the model folder, the task-set files and the prompt template. */
 interface RunInputs {
   model: string;
   data: string;
+  /** Absent in runs started before templates were configurable (then: superni). */
+  template?: string;
+}
+
+/** What a template writes around probe parts (a file's or a model's template may change under the same name). */
+async function templateFingerprint(config: RunConfig): Promise<string> {
+  if (config.template === 'superni') return 'superni';
+  const t = await resolvePromptTemplate(config.template, config.model);
+  const parts = { instruction: '\u0001', input: '\u0002' };
+  return createHash('sha256').update(`${t.render(parts).text}\u0000${t.renderConversation?.(parts, '\u0003') ?? ''}`).digest('hex');
 }
 
 async function runInputs(config: RunConfig, options: RunOptions): Promise<RunInputs> {
@@ -468,14 +482,15 @@ async function runInputs(config: RunConfig, options: RunOptions): Promise<RunInp
     for (const f of files) hash.update(`${f}:${await dataFingerprint(f)}`);
     data = hash.digest('hex');
   }
-  return { model: await modelFingerprint(config.model), data };
+  return { model: await modelFingerprint(config.model), data, template: await templateFingerprint(config) };
 }
 
 async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions): Promise<void> {
   const cfgPath = join(runDir, 'config.json');
   if (options.resume) {
     if (!existsSync(cfgPath)) throw new InputError(`${runDir} is not a run directory (no config.json) to resume`);
-    const before = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    // Read through the config reader, so fields added since the run started take their defaults.
+    const before = resolveRunConfig(JSON.parse(readFileSync(cfgPath, 'utf8')), { where: cfgPath });
     if (JSON.stringify(before) !== JSON.stringify(config))
       throw new InputError(`${runDir}: the config differs from the one the run started with; resume with the run's own config.json`);
     // The same paths may hold other files by now: a resumed run must see the model and data it started with.
@@ -483,9 +498,10 @@ async function prepareRunDir(runDir: string, config: RunConfig, options: RunOpti
     if (existsSync(inputsPath)) {
       const was = JSON.parse(readFileSync(inputsPath, 'utf8')) as RunInputs;
       const now = await runInputs(config, options);
-      const diff = (['model', 'data'] as const).filter((k) => was[k] !== now[k]);
+      was.template ??= 'superni';
+      const diff = (['model', 'data', 'template'] as const).filter((k) => was[k] !== now[k]);
       if (diff.length)
-        throw new InputError(`${runDir}: the ${diff.map((k) => `${k} (${k === 'model' ? config.model : config.data})`).join(' and ')} changed since the run started; it would not continue the same run`);
+        throw new InputError(`${runDir}: the ${diff.map((k) => `${k} (${config[k]})`).join(' and ')} changed since the run started; it would not continue the same run`);
     }
     for (const dir of [runDir, ...readdirSync(runDir).filter((d) => d.startsWith('stage-')).map((d) => join(runDir, d))]) await cleanTemps(dir);
     return;
@@ -560,8 +576,9 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
     // LwF for a generative model: the old model's own greedy answers to the new task's prompts,
     // trained alongside (sequence-level distillation).
     const cur = current.filter((x) => x.task_id === task);
-    const prompts = cur.map((x) => renderFor(state, x));
-    const gens = await model.generate(prompts, { maxNewTokens: config.eval.maxNewTokens, stop: ['\n'], signal });
+    const prompts = cur.map((x) => promptFor(model, state, x));
+    const eosIds = [...new Set([...model.info.eosIds, ...stopTokens(model.tokenizer!, state.template)])];
+    const gens = await model.generate(prompts, { maxNewTokens: config.eval.maxNewTokens, stop: ['\n'], eosIds, signal });
     cur.forEach((x, i) => {
       const text = (gens[i].text ?? '').trim();
       if (text) items.push({ ...x, role: 'lwf', target: text });
@@ -576,10 +593,10 @@ function llmTagger(cacheDir: string): (ins: InstructionRecord) => Promise<string
   return (ins) => llmTags(client, ins.text);
 }
 
-function renderFor(state: RunState, item: PlanItem): string {
+function promptFor(model: Model, state: RunState, item: PlanItem): number[] {
   const x = state.instance(item.task_id, item.instance_id);
   const ins = state.instructionById.get(item.instruction_id)!;
-  return `Definition: ${ins.text}\n\n${x.input ? `Input: ${x.input}\n` : ''}Output: `;
+  return promptTokens(model.tokenizer!, state.template, { instruction: ins.text, input: x.input });
 }
 
 async function scoreItems(model: Model, state: RunState, items: PlanItem[], scheme: MaskScheme, labels: (it: PlanItem) => Array<string | number>, signal?: AbortSignal): Promise<ItemScore[]> {
@@ -593,10 +610,10 @@ async function scoreItems(model: Model, state: RunState, items: PlanItem[], sche
     const pairs = chunk.map((it) => {
       const x = state.instance(it.task_id, it.instance_id);
       const ins = state.instructionById.get(it.instruction_id)!;
-      const full = tokenizeExample(tok, { instruction: ins.text, input: x.input, output: x.outputs[0] }, Infinity)!;
+      const full = tokenizeExample(tok, { instruction: ins.text, input: x.input, output: x.outputs[0] }, Infinity, state.template)!;
       const text = state.masked(ins, scheme, ...labels(it));
       maskedText.push(text);
-      const masked = tokenizeExample(tok, { instruction: text, input: x.input, output: x.outputs[0] }, Infinity)!;
+      const masked = tokenizeExample(tok, { instruction: text, input: x.input, output: x.outputs[0] }, Infinity, state.template)!;
       const responseLen = full.weights.filter((w) => w !== 0).length;
       return { full: full.tokens, masked: masked.tokens, responseLen };
     });
@@ -649,7 +666,7 @@ async function writeEwc(model: Model, state: RunState, task: string, path: strin
   nat.zeroGrad();
   for (const x of xs) {
     const ins = state.instructionFor(task, x.instance_id);
-    const seq = sampleSequence(model, ins.text, x.input, x.outputs[0], config.train.maxLength, 1);
+    const seq = sampleSequence(model, state.template, ins.text, x.input, x.outputs[0], config.train.maxLength, 1);
     if (!seq) continue;
     await nat.trainAccumulate(Int32Array.from(seq.tokens), Int32Array.from([0, seq.tokens.length]), Float32Array.from(seq.weights), 0, false);
     for (const info of trainable) {
@@ -736,12 +753,12 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
       }
       if (ig !== undefined && ig < gamma) {
         // L = CE_full + λ·(γ − (CE_masked − CE_full)) = (1+λ)·CE_full − λ·CE_masked + λγ
-        const full = sampleSequence(s.model, ins.text, x.input, target, tc.maxLength, 1 + lambda);
-        const masked = sampleSequence(s.model, score!.masked_instruction, x.input, target, tc.maxLength, -lambda);
+        const full = sampleSequence(s.model, s.state.template, ins.text, x.input, target, tc.maxLength, 1 + lambda);
+        const masked = sampleSequence(s.model, s.state.template, score!.masked_instruction, x.input, target, tc.maxLength, -lambda);
         if (full && masked) seqs.push(full, masked);
         else if (full) seqs.push(full);
       } else {
-        const seq = sampleSequence(s.model, ins.text, x.input, target, tc.maxLength, scale);
+        const seq = sampleSequence(s.model, s.state.template, ins.text, x.input, target, tc.maxLength, scale);
         if (seq) seqs.push(seq);
       }
     }

@@ -1,12 +1,14 @@
 /**
  * Key-part masking: an instruction with its key spans replaced by a placeholder (or deleted), and
- * the full/masked token pair built with the prompt template. The response is tokenised on its own,
- * so both sequences end with exactly the same response tokens.
+ * the full/masked token pair built with the prompt template. Both sequences end with exactly the
+ * same response tokens.
  */
 import { InputError } from '../errors/index.js';
-import { renderPrompt } from '../data/instructions.js';
 import { deriveSeed, mulberry32 } from '../random/rng.js';
+import { encodeExample, superniTemplate, type PromptTemplate } from '../template/index.js';
 import type { Tokenizer } from '../tokenizer/index.js';
+
+const SUPERNI = superniTemplate();
 
 /** A key part: characters [start, end) of the instruction (UTF-16 code units, as JS strings index). */
 export interface KeySpan {
@@ -207,19 +209,25 @@ export interface TokenPair {
 }
 
 /**
- * Tokenises a row into its full and masked sequences (prompt template + response).
+ * Tokenises a row into its full and masked sequences (prompt template + the output's tokens; the
+ * SuperNI prompt unless `template` says otherwise). Both end with the full sequence's response
+ * tokens; the token that would end the response (EOS, end-of-turn) is not part of the pair.
  *
+ * @throws InputError when the response is empty
  * @example
  * const pair = buildPair(tokenizer, { instruction: 'Answer yes or no.', keySpans: [{ start: 7, end: 16 }], input: 'Is ice cold?', output: 'yes' });
  */
-export function buildPair(tok: Tokenizer, row: ScoringRow, options: { mode?: MaskMode; placeholder?: string } = {}): TokenPair {
-  const response = tok.encode(row.output);
-  if (response.length === 0) throw new InputError('the response (output) is empty');
+export function buildPair(tok: Tokenizer, row: ScoringRow, options: { mode?: MaskMode; placeholder?: string; template?: PromptTemplate } = {}): TokenPair {
+  const template = options.template ?? SUPERNI;
   const masked = maskInstruction(row.instruction, row.keySpans, options.mode, options.placeholder);
-  const fullPrompt = tok.encode(renderPrompt({ instruction: row.instruction, input: row.input, output: row.output }), { addSpecialTokens: true });
-  const maskedPrompt = tok.encode(renderPrompt({ instruction: masked, input: row.input, output: row.output }), { addSpecialTokens: true });
-  const full = [...fullPrompt, ...response], maskedSeq = [...maskedPrompt, ...response];
+  const full = encodeExample(tok, template, { instruction: row.instruction, input: row.input }, row.output);
+  const other = encodeExample(tok, template, { instruction: masked, input: row.input }, row.output);
+  if (!full || !other) throw new InputError('the response (output) is empty');
+  // The scored response is the output's tokens, without the token that ends it.
+  const response = full.tokens.slice(full.promptLength, full.tokens.length - full.endTokens);
+  const fullSeq = [...full.tokens.slice(0, full.promptLength), ...response];
+  const maskedSeq = [...other.tokens.slice(0, other.promptLength), ...response];
   let firstDiff = 0;
-  while (firstDiff < full.length && firstDiff < maskedSeq.length && full[firstDiff] === maskedSeq[firstDiff]) firstDiff++;
-  return { full, masked: maskedSeq, responseLen: response.length, firstDiff };
+  while (firstDiff < fullSeq.length && firstDiff < maskedSeq.length && fullSeq[firstDiff] === maskedSeq[firstDiff]) firstDiff++;
+  return { full: fullSeq, masked: maskedSeq, responseLen: response.length, firstDiff };
 }

@@ -8,6 +8,7 @@ import { Field, RecordBatch, Schema, Struct, Table, Utf8, makeData, makeVector, 
 import { InputError, KpigError } from '../errors/index.js';
 import type { Model } from '../model/model.js';
 import { spanOffsets } from '../keyparts/explicit.js';
+import type { PromptTemplate } from '../template/index.js';
 import { buildPair, type KeySpan, type MaskMode, type TokenPair } from './mask.js';
 import { scorePairs, type IgScore } from './pairs.js';
 
@@ -18,6 +19,8 @@ export interface ScoreTableOptions {
   maxTokensPerBatch?: number;
   maskMode?: MaskMode;
   placeholder?: string;
+  /** The prompt template (default: the SuperNI prompt). */
+  template?: PromptTemplate;
   onProgress?: (p: { rows: number; totalRows: number; tokens: number; elapsedSeconds: number }) => void;
   signal?: AbortSignal;
 }
@@ -92,7 +95,7 @@ export async function scoreTable(model: Model, table: Table, options: ScoreTable
       pair = buildPair(
         tok,
         { instruction: String(ins.get(row) ?? ''), keySpans: spansOf(spans.get(row), row), input: String(inp.get(row) ?? ''), output: String(outp.get(row) ?? '') },
-        { mode: options.maskMode, placeholder: options.placeholder },
+        { mode: options.maskMode, placeholder: options.placeholder, template: options.template },
       );
       const longest = Math.max(pair.full.length, pair.masked.length);
       if (longest > model.info.maxPositions)

@@ -44,6 +44,13 @@ export interface PromptTemplate {
   /** Whether the tokenizer should add its special tokens (BOS); false when the template writes them itself. */
   readonly addSpecialTokens: boolean;
   render(parts: PromptParts): RenderedPrompt;
+  /**
+   * Chat templates only: the whole conversation with `output` as the assistant turn (no generation
+   * prompt), as `apply_chat_template` renders it for training. It starts with `render(parts).text`;
+   * what it writes after the response (e.g. `<|eot_id|>`, `<|im_end|>\n`) ends the response.
+   * Templates without it end the response with the tokenizer's EOS token.
+   */
+  renderConversation?(parts: PromptParts, output: string): string;
 }
 
 /** Builds a rendered prompt from pieces, recording where the instruction and input land. */
@@ -151,19 +158,27 @@ export function chatTemplate(source: string, options: ChatTemplateOptions = {}):
   } catch (err) {
     throw new InputError(`chat template '${name}' does not parse: ${(err as Error).message}`, { cause: err });
   }
+  const contentOf = (parts: PromptParts) => `${parts.instruction}${parts.input ? '\n\n' : ''}${parts.input}`;
+  const run = (parts: PromptParts, output: string | null): string => {
+    const messages = [
+      ...(options.system ? [{ role: 'system', content: options.system }] : []),
+      { role: 'user', content: contentOf(parts) },
+      ...(output === null ? [] : [{ role: 'assistant', content: output }]),
+    ];
+    try {
+      return template.render({ messages, add_generation_prompt: output === null, bos_token: options.bosToken ?? '', eos_token: options.eosToken ?? '' });
+    } catch (err) {
+      throw new InputError(`chat template '${name}' failed to render: ${(err as Error).message}`, { cause: err });
+    }
+  };
   return {
     name,
     addSpecialTokens: false,
+    renderConversation: (parts, output) => run(parts, output),
     render(parts) {
       const sep = parts.input ? '\n\n' : '';
-      const content = `${parts.instruction}${sep}${parts.input}`;
-      const messages = [...(options.system ? [{ role: 'system', content: options.system }] : []), { role: 'user', content }];
-      let text: string;
-      try {
-        text = template.render({ messages, add_generation_prompt: true, bos_token: options.bosToken ?? '', eos_token: options.eosToken ?? '' });
-      } catch (err) {
-        throw new InputError(`chat template '${name}' failed to render: ${(err as Error).message}`, { cause: err });
-      }
+      const content = contentOf(parts);
+      const text = run(parts, null);
       const at = text.indexOf(content, options.system ? text.indexOf(options.system) + options.system.length : 0);
       if (at < 0) throw new InputError(`chat template '${name}' does not carry the user message verbatim, so its segments cannot be located`);
       return build(
@@ -217,13 +232,42 @@ export async function loadPromptTemplate(modelDir: string): Promise<PromptTempla
   return chatTemplate(source, { bosToken: tokenText(config.bos_token), eosToken: tokenText(config.eos_token), name: `${modelDir} chat template` });
 }
 
+/**
+ * The template a command or run asks for: `superni` (the default prompt), `chat` (the model
+ * folder's chat template; an error when it has none), or a file: a `.jinja` file is a chat
+ * template, anything else a {@link userTemplate} string with `{instruction}` and `{input}` slots.
+ *
+ * @throws InputError for a missing file, a model without a chat template, or a bad template
+ * @example
+ * const template = await resolvePromptTemplate('chat', '/models/Qwen2.5-0.5B-Instruct');
+ */
+export async function resolvePromptTemplate(spec: string, modelDir: string): Promise<PromptTemplate> {
+  if (spec === 'superni') return superniTemplate();
+  if (spec === 'chat') {
+    const t = await loadPromptTemplate(modelDir);
+    if (t.name === 'superni') throw new InputError(`--template chat: ${modelDir} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja); use superni or a template file`);
+    return t;
+  }
+  let source: string;
+  try {
+    source = await readFile(spec, 'utf8');
+  } catch (err) {
+    throw new InputError(`template '${spec}' is neither superni, chat nor a readable file: ${(err as Error).message}`, { cause: err });
+  }
+  if (/\.jinja2?$/i.test(spec)) {
+    const config = await readFile(join(modelDir, 'tokenizer_config.json'), 'utf8').then((t) => JSON.parse(t) as Record<string, unknown>, () => ({}) as Record<string, unknown>);
+    return chatTemplate(source, { bosToken: tokenText(config.bos_token), eosToken: tokenText(config.eos_token), name: spec });
+  }
+  return userTemplate(source, spec);
+}
+
 export interface TokenizedPrompt {
   tokens: number[];
   /** Per token, its {@link SEGMENT_CODES} code. */
   segments: Uint8Array;
   /** Per token, 1 when it overlaps a key span of the instruction. */
   keyMask: Uint8Array;
-  /** Per position, 1 where it predicts a response token (or the EOS): the loss covers the response only. */
+  /** Per position, 1 where it predicts a response token (or the token that ends it): the loss covers the response only. */
   weights: number[];
   /** Tokens of the prompt; the response starts here. */
   promptLength: number;
@@ -231,11 +275,13 @@ export interface TokenizedPrompt {
 
 /**
  * The end character of each token of `ids` in `text`, or null when decoding does not give `text`
- * back (then offsets cannot be trusted). Tokens that complete no character (a byte of a multi-byte
- * character, a special token) end where the previous one did.
+ * back (then offsets cannot be trusted). Special tokens decode to their own text (a chat
+ * template writes them). Tokens that complete no character (a byte of a multi-byte character)
+ * end where the previous one did.
  */
 function tokenEnds(tok: Tokenizer, ids: number[], text: string): number[] | null {
-  const singles = ids.map((id) => tok.decode([id]));
+  const all = { skipSpecialTokens: false };
+  const singles = ids.map((id) => tok.decode([id], all));
   if (singles.join('') === text) {
     let at = 0;
     return singles.map((s) => (at += s.length));
@@ -243,7 +289,7 @@ function tokenEnds(tok: Tokenizer, ids: number[], text: string): number[] | null
   const ends: number[] = [];
   let prev = 0;
   for (let i = 0; i < ids.length; i++) {
-    const prefix = tok.decode(ids.slice(0, i + 1));
+    const prefix = tok.decode(ids.slice(0, i + 1), all);
     // A prefix that stops inside a character decodes to a trailing U+FFFD the text does not have.
     const end = prefix.endsWith('\uFFFD') && text[prefix.length - 1] !== '\uFFFD' ? prev : prefix.length;
     if (end < prev || text.slice(0, end) !== prefix.slice(0, end)) return null;
@@ -253,25 +299,136 @@ function tokenEnds(tok: Tokenizer, ids: number[], text: string): number[] | null
   return prev === text.length ? ends : null;
 }
 
+/** One example as tokens: the prompt (with each token's end character when known), then the response and the token that ends it. */
+interface EncodedTurn {
+  rendered: RenderedPrompt;
+  prompt: number[];
+  /** End character of each prompt token in `rendered.text`; null when unknown (or not asked for). */
+  ends: number[] | null;
+  /** Response tokens, the last of them the end of the response (EOS, or the chat template's end-of-turn token) when `ended`. */
+  response: number[];
+  ended: boolean;
+}
+
+/**
+ * A chat template's conversation: encoded in one piece as `apply_chat_template` does, then cut
+ * where the response starts (the first token reaching past the generation prompt) and after the
+ * first token the template writes after the response. Trailing template text after that token
+ * (ChatML's newline) is never predicted and is left out.
+ */
+function encodeChatTurn(tok: Tokenizer, template: PromptTemplate, parts: PromptParts, output: string): EncodedTurn | null {
+  const rendered = template.render(parts);
+  const conv = template.renderConversation!(parts, output);
+  const p = rendered.text.length;
+  if (!conv.startsWith(rendered.text))
+    throw new InputError(`chat template '${template.name}' renders the conversation with another beginning than its generation prompt, so the response cannot be located`);
+  const rest = conv.slice(p);
+  const response = rest.startsWith(output) ? output : rest.startsWith(output.trim()) ? output.trim() : null;
+  if (response === null) throw new InputError(`chat template '${template.name}' does not carry the response verbatim after the generation prompt`);
+  if (!response) return null;
+  const ids = tok.encode(conv, { addSpecialTokens: template.addSpecialTokens });
+  const ends = tokenEnds(tok, ids, conv);
+  const responseEnd = p + response.length;
+  if (!ends) {
+    // No character offsets: prompt, response and end encoded apart (a boundary may then differ from apply_chat_template).
+    const end = tok.encode(rest.slice(response.length));
+    const stop = end.length ? end[0] : tok.eosIds[0];
+    return { rendered, prompt: tok.encode(rendered.text, { addSpecialTokens: template.addSpecialTokens }), ends: null, response: [...tok.encode(response), ...(stop === undefined ? [] : [stop])], ended: stop !== undefined };
+  }
+  let k = 0;
+  while (k < ids.length && ends[k] <= p) k++;
+  let j = k;
+  while (j < ids.length && ends[j] <= responseEnd) j++;
+  // j: the first token past the response, the end-of-turn token; a template that writes nothing after the response gets EOS.
+  const tail = j < ids.length ? [ids[j]] : tok.eosIds.length ? [tok.eosIds[0]] : [];
+  return { rendered, prompt: ids.slice(0, k), ends: ends.slice(0, k), response: [...ids.slice(k, j), ...tail], ended: tail.length > 0 };
+}
+
+function encodeTurn(tok: Tokenizer, template: PromptTemplate, parts: PromptParts, output: string, withEnds: boolean): EncodedTurn | null {
+  if (template.renderConversation) return encodeChatTurn(tok, template, parts, output);
+  const rendered = template.render(parts);
+  const prompt = tok.encode(rendered.text, { addSpecialTokens: template.addSpecialTokens });
+  const response = tok.encode(output);
+  if (response.length === 0) return null;
+  if (tok.eosIds.length) response.push(tok.eosIds[0]);
+  return { rendered, prompt, ends: withEnds ? tokenEnds(tok, prompt, rendered.text) : null, response, ended: tok.eosIds.length > 0 };
+}
+
+/**
+ * The prompt tokens of `parts` for generation: the template's text with its generation prompt,
+ * encoded as `apply_chat_template(..., add_generation_prompt=True)` does for a chat template.
+ *
+ * @example
+ * const ids = promptTokens(tok, template, { instruction: 'Say hi.', input: '' });
+ */
+export function promptTokens(tok: Tokenizer, template: PromptTemplate, parts: PromptParts): number[] {
+  return tok.encode(template.render(parts).text, { addSpecialTokens: template.addSpecialTokens });
+}
+
+/**
+ * Token ids that end a generated response under `template`: the tokenizer's EOS ids, and for a
+ * chat template the special token it writes after an assistant turn (Llama 3's `<|eot_id|>`,
+ * ChatML's `<|im_end|>`).
+ *
+ * @example
+ * const gens = await model.generate(prompts, { eosIds: [...model.info.eosIds, ...stopTokens(tok, template)] });
+ */
+export function stopTokens(tok: Tokenizer, template: PromptTemplate): number[] {
+  const ids = new Set(tok.eosIds);
+  if (template.renderConversation) {
+    const turn = encodeChatTurn(tok, template, { instruction: 'x', input: '' }, 'y');
+    const last = turn?.response[turn.response.length - 1];
+    if (last !== undefined && tok.decode([last]) === '') ids.add(last);
+  }
+  return [...ids];
+}
+
+/**
+ * Prompt + response tokens of one example and the weight of each position (1 where it predicts a
+ * response token or the token that ends the response), without segments: the training form of
+ * {@link tokenizePrompt}. Null when the response is empty or the sequence exceeds `maxLength`.
+ *
+ * @example
+ * const seq = encodeExample(tok, superniTemplate(), { instruction: 'Answer yes or no.', input: 'Is ice cold?' }, 'yes');
+ */
+export function encodeExample(
+  tok: Tokenizer,
+  template: PromptTemplate,
+  parts: PromptParts,
+  output: string,
+  maxLength = Infinity,
+): { tokens: number[]; weights: number[]; promptLength: number; /** 1 when the last token ends the response (EOS or end-of-turn), else 0. */ endTokens: number } | null {
+  const turn = encodeTurn(tok, template, parts, output, false);
+  if (!turn || turn.response.length === 0) return null;
+  const tokens = [...turn.prompt, ...turn.response];
+  if (tokens.length > maxLength) return null;
+  const weights = new Array<number>(tokens.length).fill(0);
+  for (let t = Math.max(turn.prompt.length - 1, 0); t < tokens.length - 1; t++) weights[t] = 1;
+  return { tokens, weights, promptLength: turn.prompt.length, endTokens: turn.ended ? 1 : 0 };
+}
+
 /**
  * Renders and tokenises one example: the prompt through `template` (tokens aligned to characters
  * by decoding, so a token's segment and key flag come from the characters it covers), then the
- * response on its own plus EOS, as `tokenizeExample` does. A tokenizer that does not decode its own
- * encoding back to the prompt gets each segment encoded separately instead. Returns null when the
- * sequence would exceed `maxLength` or the response is empty.
+ * response and the token that ends it. For SuperNI and user templates the response is encoded on
+ * its own plus EOS, as `tokenizeExample` does; a chat template's conversation is encoded in one
+ * piece, token for token what `apply_chat_template` gives, up to its end-of-turn token. A
+ * tokenizer that does not decode its own encoding back to the prompt gets each segment encoded
+ * separately instead. Returns null when the sequence would exceed `maxLength` or the response is empty.
  *
  * @example
  * const t = tokenizePrompt(tok, superniTemplate(), { instruction: 'Answer "yes" or "no".', input: 'Is ice cold?', keySpans: [{ start: 7, end: 20 }] }, 'yes');
  * // t.segments: 0 for "Definition: ", 1 for the instruction, 2 for the input, 3 for "yes" + EOS; t.keyMask: 1 on '"yes" or "no"'
  */
 export function tokenizePrompt(tok: Tokenizer, template: PromptTemplate, parts: PromptParts, output: string, options: { maxLength?: number } = {}): TokenizedPrompt | null {
-  const rendered = template.render(parts);
+  const turn = encodeTurn(tok, template, parts, output, true);
+  if (!turn || turn.response.length === 0) return null;
+  const { rendered, response, ends } = turn;
+  let prompt = turn.prompt;
   const segmentAt = (pos: number): number => SEGMENT_CODES[rendered.ranges.find((r) => r.start <= pos && pos < r.end)?.segment ?? 'template'];
   const keyIn = (start: number, end: number) => (rendered.keyRanges.some((k) => start < k.end && k.start < end) ? 1 : 0);
-  let prompt = tok.encode(rendered.text, { addSpecialTokens: template.addSpecialTokens });
   let segs: number[] = [];
   let keys: number[] = [];
-  const ends = tokenEnds(tok, prompt, rendered.text);
   if (ends) {
     let prev = 0;
     prompt.forEach((id, i) => {
@@ -296,13 +453,10 @@ export function tokenizePrompt(tok: Tokenizer, template: PromptTemplate, parts: 
       }
     }
   }
-  const response = tok.encode(output);
-  if (tok.eosIds.length) response.push(tok.eosIds[0]);
-  if (response.length === 0) return null;
   const tokens = [...prompt, ...response];
   if (options.maxLength !== undefined && tokens.length > options.maxLength) return null;
   const weights = new Array<number>(tokens.length).fill(0);
-  for (let t = prompt.length - 1; t < tokens.length - 1; t++) weights[t] = 1;
+  for (let t = Math.max(prompt.length - 1, 0); t < tokens.length - 1; t++) weights[t] = 1;
   return {
     tokens,
     segments: Uint8Array.from([...segs, ...response.map(() => SEGMENT_CODES.response)]),

@@ -1,9 +1,9 @@
 // Checkpoints written by Hugging Face transformers (5, where the RoPE settings live in
 // `rope_parameters`): kpig loads each folder and must give the logits transformers computed,
 // within 1e-4, for Llama with θ = 5e5 and with llama3, linear and dynamic scaling, Qwen2 with
-// θ = 1e6, Mistral and GPT-2; a RoPE variant the engine does not implement (yarn) is refused by
-// name. The Python side needs torch and transformers (test/interop/python.ts says where it looks).
-import { readFileSync } from 'node:fs';
+// θ = 1e6, Mistral, GPT-2, and YaRN (defaults; given betas, truncate and attention factor; DeepSeek's
+// mscale pair); a RoPE variant the engine does not implement (longrope) is refused by name. The Python side needs torch and transformers (test/interop/python.ts says where it looks).
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { describeConfig } from '../../src/model/config.js';
@@ -31,7 +31,7 @@ describe.skipIf(!python.ok)(`transformers checkpoints${python.ok ? '' : ` (skipp
     expect(cases.map((c) => c.name)).toContain('llama-llama3');
   });
 
-  it.each(['llama-theta5e5', 'llama-llama3', 'llama-linear', 'llama-dynamic', 'qwen2-theta1e6', 'mistral', 'gpt2'])('%s: kpig logits = transformers logits within 1e-4', async (name) => {
+  it.each(['llama-theta5e5', 'llama-llama3', 'llama-linear', 'llama-dynamic', 'qwen2-theta1e6', 'mistral', 'gpt2', 'llama-yarn', 'qwen2-yarn-betas', 'llama-yarn-mscale'])('%s: kpig logits = transformers logits within 1e-4', async (name) => {
     const c = cases.find((x) => x.name === name)!;
     const model = await Model.load(c.dir, { tokenizer: false, threads: 1 });
     const [got] = await model.logits([c.ids]);
@@ -45,9 +45,14 @@ describe.skipIf(!python.ok)(`transformers checkpoints${python.ok ? '' : ` (skipp
     model.dispose();
   });
 
-  it('refuses a RoPE variant it does not implement (yarn) by name, in the engine and in TypeScript', async () => {
-    const c = cases.find((x) => x.name === 'llama-yarn')!;
-    await expect(Model.load(c.dir, { tokenizer: false })).rejects.toThrow(/rope_type 'yarn' is not supported \(default, linear, dynamic, llama3\)/);
-    expect(() => describeConfig(JSON.parse(readFileSync(join(c.dir, 'config.json'), 'utf8')))).toThrow(/rope_type 'yarn' is not supported/);
+  it('refuses a RoPE variant it does not implement (longrope) by name, in the engine and in TypeScript', async () => {
+    const c = cases.find((x) => x.name === 'llama-theta5e5')!;
+    const dir = join(root.dir, 'llama-longrope');
+    cpSync(c.dir, dir, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    cfg.rope_parameters = { rope_type: 'longrope', rope_theta: 1e4, short_factor: [1], long_factor: [2], original_max_position_embeddings: 16 };
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    await expect(Model.load(dir, { tokenizer: false })).rejects.toThrow(/rope_type 'longrope' is not supported \(default, linear, dynamic, llama3, yarn\)/);
+    expect(() => describeConfig(cfg)).toThrow(/rope_type 'longrope' is not supported/);
   });
 });

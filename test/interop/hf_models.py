@@ -33,6 +33,10 @@ cases = {
     "mistral": MistralConfig(**{**common, "sliding_window": None}, **rope(1e6)),
     "gpt2": GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=4, n_positions=64),
     "llama-yarn": LlamaConfig(**common, **rope(1e4, rope_type="yarn", factor=4.0, original_max_position_embeddings=16)),
+    "qwen2-yarn-betas": Qwen2Config(**common, **rope(1e6, rope_type="yarn", factor=2.0, original_max_position_embeddings=32,
+                                                    beta_fast=16.0, beta_slow=2.0, truncate=False, attention_factor=1.3)),
+    "llama-yarn-mscale": LlamaConfig(**common, **rope(1e4, rope_type="yarn", factor=8.0, original_max_position_embeddings=16,
+                                                     mscale=1.0, mscale_all_dim=0.5)),
 }
 ids = [[1, 5, 9, 17, 33, 2, 60, 61, 62, 63, 64, 70, 71, 72, 80, 81, 90, 91, 92, 93, 94, 95, 96, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22]]
 result = {"transformers": transformers.__version__, "cases": []}

@@ -25,9 +25,11 @@ struct ModelConfig {
   int64_t vocab = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, max_pos = 0;
   double rope_theta = 10000.0;
   // RoPE as config.json asks (rope_parameters, or rope_theta + rope_scaling): default, linear,
-  // dynamic or llama3; inv_freq[i] is the angle per position of rotary pair i (head_dim / 2 entries).
+  // dynamic, llama3 or yarn; inv_freq[i] is the angle per position of rotary pair i (head_dim / 2
+  // entries); cos and sin are multiplied by rope_attention_scale (YaRN's attention factor, else 1).
   std::string rope_type = "default";
   std::vector<double> inv_freq;
+  double rope_attention_scale = 1.0;
   double eps = 1e-5;
   bool tied = false;
   bool qkv_bias = false, o_bias = false;

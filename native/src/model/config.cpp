@@ -98,6 +98,9 @@ void rope_load(const Reader& r, ModelConfig& c, const std::string& file) {
       type = t->str;
     }
   }
+  for (const Json* p : {src ? src->find("partial_rotary_factor") : nullptr, r.get("partial_rotary_factor")})
+    if (p && !p->is_null() && !(p->is_number() && p->number == 1.0))
+      fail(ErrorCode::Unsupported, file + ": partial_rotary_factor other than 1 is not supported (every head dimension is rotated)");
   const int64_t half = c.head_dim / 2;
   c.inv_freq.assign(size_t(half), 0.0);
   for (int64_t i = 0; i < half; i++) c.inv_freq[size_t(i)] = std::pow(c.rope_theta, -2.0 * double(i) / double(c.head_dim));
@@ -124,8 +127,39 @@ void rope_load(const Reader& r, ModelConfig& c, const std::string& file) {
         f = (1 - smooth) * f / factor + smooth * f;
       }
     }
+  } else if (type == "yarn") {
+    // YaRN: per rotary pair, a ramp between interpolated (θ·factor) and original frequencies over
+    // the pairs whose wavelength is between beta_fast and beta_slow rotations of the original
+    // context; cos and sin scaled by the attention factor (0.1·ln(factor) + 1 unless given).
+    const Json* f = src->find("factor");
+    const double old_ctx = rope_number(*src, "original_max_position_embeddings", double(c.max_pos), where);
+    const double factor = f && !f->is_null() ? rope_number(*src, "factor", NAN, where) : double(c.max_pos) / old_ctx;
+    const Json* given = src->find("attention_factor");
+    auto mscale = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+    const Json* ms = src->find("mscale");
+    const Json* ms_all = src->find("mscale_all_dim");
+    const bool both = ms && ms->is_number() && ms->number != 0 && ms_all && ms_all->is_number() && ms_all->number != 0;
+    c.rope_attention_scale = given && !given->is_null() ? rope_number(*src, "attention_factor", NAN, where)
+                             : both ? mscale(factor, ms->number) / mscale(factor, ms_all->number)
+                                    : mscale(factor, 1.0);
+    const double beta_fast = rope_number(*src, "beta_fast", 32.0, where), beta_slow = rope_number(*src, "beta_slow", 1.0, where);
+    const Json* tr = src->find("truncate");
+    if (tr && !tr->is_null() && !tr->is_bool()) fail(ErrorCode::Config, where + ": field 'truncate' must be true or false");
+    const bool truncate = !(tr && tr->is_bool() && !tr->boolean);
+    const double dim = double(c.head_dim), pi = 3.14159265358979323846;
+    auto correction_dim = [&](double rotations) { return dim * std::log(old_ctx / (rotations * 2 * pi)) / (2 * std::log(c.rope_theta)); };
+    double low = correction_dim(beta_fast), high = correction_dim(beta_slow);
+    if (truncate) low = std::floor(low), high = std::ceil(high);
+    low = std::max(low, 0.0), high = std::min(high, dim - 1);
+    if (low == high) high += 0.001;
+    for (int64_t i = 0; i < half; i++) {
+      const double ramp = std::min(1.0, std::max(0.0, (double(i) - low) / (high - low)));
+      const double keep = 1 - ramp;  // the share of the original (extrapolated) frequency
+      double& fr = c.inv_freq[size_t(i)];
+      fr = fr / factor * (1 - keep) + fr * keep;
+    }
   } else {
-    fail(ErrorCode::Unsupported, where + ": rope_type '" + type + "' is not supported (default, linear, dynamic, llama3)");
+    fail(ErrorCode::Unsupported, where + ": rope_type '" + type + "' is not supported (default, linear, dynamic, llama3, yarn)");
   }
 }
 

@@ -28,7 +28,7 @@ void ModelImpl::head_logits(int64_t M, const float* hidden, float* logits, const
   gemm(pool.get(), M, c.vocab, c.hidden, hidden, c.hidden, 1, w.head_ptr(), 1, c.hidden, logits, c.vocab, false);
 }
 
-// cos/sin tables (T, D) of every row's position; angles in double, since pos·θ^(−2i/D) loses
+// cos/sin tables (T, D) of every row's position, times the attention scale; angles in double, since pos·θ^(−2i/D) loses
 // precision in float32 at long positions.
 std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& pos) {
   const int64_t D = c.head_dim, half = D / 2, T = int64_t(pos.size());
@@ -36,8 +36,8 @@ std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& 
   for (int64_t r = 0; r < T; r++)
     for (int64_t i = 0; i < half; i++) {
       double a = double(pos[size_t(r)]) * c.inv_freq[size_t(i)];
-      rope[size_t(r * D + i)] = float(std::cos(a));
-      rope[size_t(r * D + half + i)] = float(std::sin(a));
+      rope[size_t(r * D + i)] = float(std::cos(a) * c.rope_attention_scale);
+      rope[size_t(r * D + half + i)] = float(std::sin(a) * c.rope_attention_scale);
     }
   return rope;
 }
