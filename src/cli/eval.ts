@@ -20,7 +20,7 @@ export function registerEval(program: Command): void {
     .description('greedy generation on the test instances of a task set (stop at newline/EOS), scored with ROUGE-L, exact match and label-set validity; predictions written as Arrow')
     .argument('<model-dir>', 'Hugging Face model folder')
     .requiredOption('--data <taskset-dir>', 'task-set folder (tasks.arrow, instructions.arrow, instances.arrow, streams.arrow)')
-    .requiredOption('--out <file.arrow>', 'prediction table to write (Arrow IPC file)')
+    .requiredOption('--out <file.arrow>', 'prediction table to write (Arrow IPC file; a name ending in .parquet gets Parquet)')
     .option('--tasks <ids>', 'comma-separated task ids (default: every task)')
     .option('--split <split>', 'test or train', 'test')
     .option('--max-instances <n>', 'at most n instances per task', int('--max-instances', 1))

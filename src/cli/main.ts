@@ -344,7 +344,7 @@ program
   .description('information gain of the key parts of every row (full vs key-parts-masked instruction), written as Arrow')
   .argument('<model-dir>', 'Hugging Face model folder')
   .requiredOption('--data <file>', 'rows with task_id, instance_id, instruction, key_spans [{start, end}], input, output: .jsonl or .arrow')
-  .requiredOption('--out <file>', 'output Arrow IPC file (one row per input row, keyed by task_id and instance_id); a name ending in .arrows gets the IPC stream format')
+  .requiredOption('--out <file>', 'output table, one row per input row keyed by task_id and instance_id: an Arrow IPC file; a name ending in .arrows gets the IPC stream format, .parquet gets Parquet')
   .option('--max-tokens-per-batch <n>', 'token budget of one engine call (full + masked tokens)', int('--max-tokens-per-batch', 2), 16384)
   .option('--chunk-rows <n>', 'JSONL rows read and scored at a time (bounds memory)', int('--chunk-rows', 1), 4096)
   .option('--mask-mode <mode>', 'replace key spans with the placeholder, or delete them', 'replace')

@@ -5,11 +5,13 @@
  * per-task summary every report and score matrix is built from lives here too.
  */
 import { createHash } from 'node:crypto';
+import { extname } from 'node:path';
 import { Bool, Field, Float64, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableToIPC, vectorFromArray, type DataType } from 'apache-arrow';
 import type { TaskSet } from '../data/taskset.js';
 import { InputError } from '../errors/index.js';
 import { readArrowTable } from '../io/arrow.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { writeParquetTable } from '../io/parquet.js';
 import { exactMatch, isValidOutput } from './metrics.js';
 import { constantAnswerRate } from './stats.js';
 import { rougeL } from './rouge.js';
@@ -79,7 +81,7 @@ export function scorePrediction(prediction: string, references: readonly string[
 }
 
 /**
- * Writes prediction rows as an Arrow IPC file, atomically.
+ * Writes prediction rows as an Arrow IPC file (or Parquet, for a name ending in `.parquet`), atomically.
  *
  * @example
  * await writePredictions('out/eval.arrow', rows, { fingerprint: taskSetFingerprint(set) });
@@ -96,7 +98,9 @@ export async function writePredictions(path: string, rows: readonly PredictionRo
   const children = COLUMNS.map(([name, type]) => vectorFromArray(rows.map((r) => r[name as keyof PredictionRow]) as unknown[], type).data[0]);
   const schema = new Schema(fields, metadata);
   const data = makeData({ type: new Struct(fields), length: rows.length, nullCount: 0, children });
-  await writeFileAtomic(path, tableToIPC(new Table(schema, [new RecordBatch(schema, data)]), 'file'));
+  const table = new Table(schema, [new RecordBatch(schema, data)]);
+  if (extname(path).toLowerCase() === '.parquet') await writeParquetTable(path, table);
+  else await writeFileAtomic(path, tableToIPC(table, 'file'));
 }
 
 /**

@@ -84,7 +84,7 @@ export async function syncDir(dir: string): Promise<void> {
  * The leading dot hides it from casual listings; the pid and random suffix keep concurrent writers
  * of the same file apart.
  */
-function tempSiblingPath(path: string): string {
+export function tempSiblingPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 

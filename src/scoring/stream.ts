@@ -7,13 +7,14 @@
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import { basename, dirname, extname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { extname } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { Field, Int32, List, RecordBatchFileWriter, RecordBatchReader, RecordBatchStreamWriter, Struct, Table, Utf8, vectorFromArray } from 'apache-arrow';
 import { InputError, KpigIOError } from '../errors/index.js';
 import { spanOffsets } from '../keyparts/explicit.js';
-import { arrowReadError } from '../io/arrow.js';
+import { arrowReadError, readArrowTable } from '../io/arrow.js';
+import { tempSiblingPath } from '../io/atomic.js';
+import { ParquetTableWriter } from '../io/parquet.js';
 import type { Model } from '../model/model.js';
 import { scoreTable, type ScoreTableOptions } from './table.js';
 
@@ -69,28 +70,44 @@ function emptyInput(): Table {
 }
 
 /**
- * The Arrow IPC format an output name asks for: `stream` for `.arrows`, else `file`.
+ * The format an output name asks for: `stream` (Arrow IPC stream) for `.arrows`, `parquet` for
+ * `.parquet`, else `file` (Arrow IPC file).
  *
  * @example
  * outputFormat('scores.arrow'); // 'file'
  * outputFormat('scores.arrows'); // 'stream'
  */
-export function outputFormat(path: string): 'file' | 'stream' {
-  return extname(path).toLowerCase() === '.arrows' ? 'stream' : 'file';
+export function outputFormat(path: string): 'file' | 'stream' | 'parquet' {
+  const ext = extname(path).toLowerCase();
+  return ext === '.arrows' ? 'stream' : ext === '.parquet' ? 'parquet' : 'file';
 }
 
 /** Arrow IPC (file or stream format) → one table per record batch. */
 async function* arrowChunks(path: string): AsyncGenerator<Table> {
+  // View and large types (polars' default) are beyond apache-arrow's streaming reader: such a file
+  // is decoded whole (arrowTableFromBytes rebuilds the plain types), then handed out batch by batch.
+  const whole = async function* () {
+    const table = await readArrowTable(path);
+    for (const batch of table.batches) yield new Table(batch);
+  };
   let reader;
   try {
     reader = await RecordBatchReader.from(createReadStream(path));
   } catch (err) {
+    if (/Unrecognized type/.test((err as Error).message)) return yield* whole();
     throw arrowReadError(path, err);
   }
+  let yielded = 0;
   try {
-    for await (const batch of reader) yield new Table(batch);
+    for await (const batch of reader) {
+      yielded++;
+      yield new Table(batch);
+    }
   } catch (err) {
-    if (/Unrecognized type/.test((err as Error).message)) throw arrowReadError(path, err);
+    if (/Unrecognized type/.test((err as Error).message)) {
+      if (yielded === 0) return yield* whole();
+      throw arrowReadError(path, err);
+    }
     throw new InputError(`${path}: corrupt Arrow data: ${(err as Error).message}`);
   }
 }
@@ -115,9 +132,10 @@ export function readScoringChunks(path: string, chunkRows = 4096): AsyncGenerato
 }
 
 /**
- * Scores chunks as they come and appends each scored chunk to an Arrow IPC file at `outPath` (an
- * IPC stream when the name ends in `.arrows`; {@link outputFormat}).
- * Memory stays bounded by one chunk. Resolves with the number of rows written (one per input row).
+ * Scores chunks as they come and appends each scored chunk to the table file at `outPath`: Arrow
+ * IPC file format, an IPC stream when the name ends in `.arrows`, Parquet for `.parquet`
+ * ({@link outputFormat}). Memory stays bounded by one chunk. Resolves with the number of rows
+ * written (one per input row).
  *
  * @example
  * const rows = await scoreStream(model, readScoringChunks('big.jsonl'), 'scores.arrow');
@@ -128,33 +146,68 @@ export async function scoreStream(
   outPath: string,
   options: ScoreTableOptions & { onChunk?: (rowsDone: number) => void } = {},
 ): Promise<number> {
-  const temp = join(dirname(outPath), `.${basename(outPath)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const file = createWriteStream(temp);
-  // `.arrows` is the IPC stream format; any other name gets the IPC file format (what
-  // pandas.read_feather, polars.read_ipc and pyarrow.ipc.open_file read).
-  const writer = outputFormat(outPath) === 'stream' ? new RecordBatchStreamWriter() : new RecordBatchFileWriter();
-  writer.pipe(file);
+  const sink = outputFormat(outPath) === 'parquet' ? parquetSink(outPath) : arrowSink(outPath);
   let rows = 0;
   let chunksSeen = 0;
   try {
     for await (const chunk of chunks) {
       const scored = await scoreTable(model, chunk, options);
-      for (const batch of scored.batches) writer.write(batch);
+      sink.write(scored);
       rows += scored.numRows;
       chunksSeen++;
       options.onChunk?.(rows);
     }
     // An empty input still gets the output schema, so readers see the columns and zero rows.
-    if (chunksSeen === 0) for (const batch of (await scoreTable(model, emptyInput(), options)).batches) writer.write(batch);
-    writer.finish();
-    await finished(file);
-    await rename(temp, outPath);
+    if (chunksSeen === 0) sink.write(await scoreTable(model, emptyInput(), options));
+    await sink.finish();
   } catch (err) {
-    writer.finish();
-    await finished(file).catch(() => undefined);
-    await rm(temp, { force: true });
+    await sink.abort();
     if (err instanceof InputError || (err as { code?: string }).code?.startsWith?.('E_')) throw err;
     throw new KpigIOError(`scoring into ${outPath} failed: ${(err as Error).message}`, { cause: err });
   }
   return rows;
+}
+
+interface TableSink {
+  write(table: Table): void;
+  finish(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** Arrow IPC into a temporary sibling, renamed into place at the end. */
+function arrowSink(outPath: string): TableSink {
+  const temp = tempSiblingPath(outPath);
+  const file = createWriteStream(temp);
+  // `.arrows` is the IPC stream format; any other name gets the IPC file format (what
+  // pandas.read_feather, polars.read_ipc and pyarrow.ipc.open_file read).
+  const writer = outputFormat(outPath) === 'stream' ? new RecordBatchStreamWriter() : new RecordBatchFileWriter();
+  writer.pipe(file);
+  return {
+    write: (table) => {
+      for (const batch of table.batches) writer.write(batch);
+    },
+    finish: async () => {
+      writer.finish();
+      await finished(file);
+      await rename(temp, outPath);
+    },
+    abort: async () => {
+      writer.finish();
+      await finished(file).catch(() => undefined);
+      await rm(temp, { force: true });
+    },
+  };
+}
+
+/** Parquet, one row group per scored chunk, opened with the first chunk's schema. */
+function parquetSink(outPath: string): TableSink {
+  let writer: ParquetTableWriter | null = null;
+  return {
+    write: (table) => {
+      writer ??= new ParquetTableWriter(outPath, table.schema);
+      writer.write(table);
+    },
+    finish: async () => writer?.finish(),
+    abort: async () => writer?.abort(),
+  };
 }

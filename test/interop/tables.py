@@ -50,13 +50,16 @@ def write(d):
     add("polars-default.parquet", lambda p: ldf.write_parquet(p))  # zstd
     for codec in ["lz4", "gzip", "snappy", "brotli", "uncompressed"]:
         add(f"polars-{codec}.parquet", lambda p, c=codec: ldf.write_parquet(p, compression=c))
-    # polars' IPC: without list columns and at the oldest compat level (large_string) it reads;
-    # its default (string_view) and any list column (always large_list) are refused clearly.
+    # polars' IPC: its default (string_view, large_list for every list, as of compat level newest),
+    # compressed or not, and the oldest compat level (large_string, large_list).
     flat = ldf.drop("key_spans")
     add("polars-compat-zstd.arrow", lambda p: flat.write_ipc(p, compression="zstd", compat_level=pl.CompatLevel.oldest()), "ok-nospans")
     add("polars-compat-lz4.arrow", lambda p: flat.write_ipc(p, compression="lz4", compat_level=pl.CompatLevel.oldest()), "ok-nospans")
-    add("polars-default.arrow", lambda p: flat.write_ipc(p), expect="error")
-    add("polars-lists.arrow", lambda p: ldf.write_ipc(p, compat_level=pl.CompatLevel.oldest()), expect="error")
+    add("polars-default.arrow", lambda p: ldf.write_ipc(p))  # string_view + large_list, zstd
+    add("polars-uncompressed.arrow", lambda p: ldf.write_ipc(p, compression="uncompressed"))
+    add("polars-lz4.arrow", lambda p: ldf.write_ipc(p, compression="lz4"))
+    add("polars-lists.arrow", lambda p: ldf.write_ipc(p, compat_level=pl.CompatLevel.oldest()))
+    add("polars-stream.arrows", lambda p: ldf.write_ipc_stream(p))
     add("pyarrow-default.feather", lambda p: feather.write_feather(t, p))  # lz4
     add("pyarrow-zstd-stream.arrows", lambda p: stream(t, p, "zstd"))
     add("pyarrow-large-string.arrow", lambda p: feather.write_feather(t.cast(pa.schema([
@@ -74,12 +77,21 @@ def read(paths):
     out = {}
     for p in paths:
         seen = {}
-        seen["pandas"] = len(pd.read_feather(p))
-        seen["polars"] = pl.read_ipc(p).height
-        with pa.memory_map(p) as f:
-            seen["pyarrow"] = ipc.open_file(f).read_all().num_rows
-        tbl = feather.read_table(p)
-        seen["duckdb"] = duckdb.sql("SELECT count(*) FROM tbl").fetchone()[0]
+        if p.endswith(".parquet"):
+            seen["pandas"] = len(pd.read_parquet(p))
+            seen["polars"] = pl.read_parquet(p).height
+            tbl = pq.read_table(p)
+            seen["pyarrow"] = tbl.num_rows
+            seen["duckdb"] = duckdb.sql(f"SELECT count(*) FROM read_parquet('{p}')").fetchone()[0]
+            seen["metadata"] = {k.decode(): v.decode() for k, v in (tbl.schema.metadata or {}).items() if k.startswith(b"kpig.")}
+            seen["types"] = {f.name: str(f.type) for f in tbl.schema}
+        else:
+            seen["pandas"] = len(pd.read_feather(p))
+            seen["polars"] = pl.read_ipc(p).height
+            with pa.memory_map(p) as f:
+                seen["pyarrow"] = ipc.open_file(f).read_all().num_rows
+            tbl = feather.read_table(p)
+            seen["duckdb"] = duckdb.sql("SELECT count(*) FROM tbl").fetchone()[0]
         seen["columns"] = tbl.column_names
         out[p] = seen
     print(json.dumps(out))
