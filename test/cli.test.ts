@@ -88,6 +88,30 @@ describe('kpig CLI', () => {
     expect(n.stderr).toContain('--max-new-tokens must be an integer');
   });
 
+  it('bad option values exit 2 with one line, before anything is written', () => {
+    const data = join(root, 'bad-args.jsonl');
+    writeFileSync(data, '{"instruction":"Say yes.","input":"","output":"yes"}\n');
+    const out = join(root, 'bad-args-out');
+    const cases: string[][] = [
+      ['train', model, '--data', data, '--out', out, '--lr', 'abc'],
+      ['train', model, '--data', data, '--out', out, '--lora-alpha', '-2'],
+      ['train', model, '--data', data, '--out', out, '--lora-dropout', '1'],
+      ['train', model, '--data', data, '--out', out, '--lora-targets', 'nope'],
+      ['train', model, '--data', data, '--out', out, '--weight-decay', '-1'],
+      ['train', model, '--data', data, '--out', out, '--max-grad-norm', 'x'],
+      ['score', model, '--data', data, '--out', join(root, 'scores.csv')],
+      ['eval', model, '--data', root, '--out', join(root, 'eval.txt')],
+    ];
+    for (const args of cases) {
+      const r = kpig(...args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).not.toMatch(/\n\s+at /);
+      expect(r.stderr.trim().split('\n')[0], args.join(' ')).toMatch(/^(kpig|error):/);
+    }
+    expect(existsSync(out)).toBe(false);
+    expect(existsSync(join(root, 'scores.csv'))).toBe(false);
+  });
+
   it('train: LoRA with JSON progress, checkpoints, resume and a final PEFT adapter', () => {
     const data = join(root, 'rows.jsonl');
     const rows = [['cat', 'mammal'], ['owl', 'bird'], ['trout', 'fish']].map(([input, output]) => ({ instruction: 'Name the class.', input, output }));

@@ -240,6 +240,23 @@ describe('training: bad input', () => {
     model.dispose();
   });
 
+  it('engine errors through the trainer and LoRA are typed errors, not the addon\'s plain ones', async () => {
+    const model = await Model.load(await tinyModel());
+    let err: unknown;
+    try {
+      new Trainer(model, { mode: 'lora', lora: { targets: ['nope'] } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as Error).message).toMatch(/LoRA target 'nope' matches no module/);
+    const trainer = new Trainer(model, { mode: 'full', weightDecay: -1, maxSteps: 1 });
+    await expect(trainer.train(sequences(model))).rejects.toBeInstanceOf(InputError);
+    // Straight through the handle too: a bad tensor name.
+    expect(() => nativeOf(model).readTensor('no.such.tensor', 'value')).toThrow(InputError);
+    model.dispose();
+  });
+
   it('all weights zero: the step is skipped and reported, the weights untouched', async () => {
     const model = await Model.load(await tinyModel());
     const trainer = new Trainer(model, { mode: 'full', maxSteps: 1 });

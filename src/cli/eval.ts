@@ -5,7 +5,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { pct } from '../report/tables.js';
-import { duration, int, templateArg, threads } from './util.js';
+import { duration, int, outputName, templateArg, threads } from './util.js';
 
 /**
  * Adds `kpig eval` and `kpig report` to the program.
@@ -31,6 +31,7 @@ export function registerEval(program: Command): void {
     .option('--json', 'print the per-task summary as JSON on stdout')
     .action(async (modelDir: string, o: Record<string, unknown>) => {
       if (o.split !== 'test' && o.split !== 'train') throw new InvalidArgumentError('--split must be test or train');
+      outputName('--out', o.out as string, ['.arrow', '.feather', '.ipc', '.parquet']);
       const { readTaskSet } = await import('../data/store.js');
       const { Model } = await import('../model/model.js');
       const { evaluateModel } = await import('../eval/evaluate.js');

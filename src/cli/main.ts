@@ -16,7 +16,7 @@ import { registerData } from './data.js';
 import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
-import { bytes, count, duration, int, nonNegative, probability, samePath, templateArg, threads } from './util.js';
+import { bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, samePath, templateArg, threads } from './util.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
   version: string;
@@ -194,15 +194,15 @@ program
   .requiredOption('--out <dir>', 'output folder: checkpoint-<step>/ and final/ (or final-adapter/)')
   .option('--full', 'train every weight (default: LoRA adapters only)')
   .option('--lora-rank <n>', 'LoRA rank', int('--lora-rank', 1), 8)
-  .option('--lora-alpha <x>', 'LoRA alpha', Number, 16)
-  .option('--lora-dropout <p>', 'LoRA dropout', Number, 0)
+  .option('--lora-alpha <x>', 'LoRA alpha', positive('--lora-alpha'), 16)
+  .option('--lora-dropout <p>', 'LoRA dropout', fraction('--lora-dropout'), 0)
   .option('--lora-targets <names>', 'comma-separated module names, or all-linear (default: q_proj,v_proj; c_attn for GPT-2)')
   .option('--merge', 'with LoRA: also write final/ with the adapters merged into the weights')
-  .option('--lr <x>', 'peak learning rate (default 2e-4 LoRA, 5e-5 full)', Number)
+  .option('--lr <x>', 'peak learning rate (default 2e-4 LoRA, 5e-5 full)', positive('--lr'))
   .option('--schedule <kind>', 'cosine, linear or constant', 'cosine')
   .option('--warmup <steps>', 'linear warm-up steps', int('--warmup', 0), 0)
-  .option('--weight-decay <x>', 'AdamW weight decay (≥ 2-D base weights)', Number, 0)
-  .option('--max-grad-norm <x>', 'clip the global gradient norm (0: off)', Number, 1)
+  .option('--weight-decay <x>', 'AdamW weight decay (≥ 2-D base weights)', nonNegative('--weight-decay'), 0)
+  .option('--max-grad-norm <x>', 'clip the global gradient norm (0: off)', nonNegative('--max-grad-norm'), 1)
   .option('--epochs <n>', 'passes over the data', int('--epochs', 1), 1)
   .option('--max-steps <n>', 'stop after this many optimizer steps', int('--max-steps', 1))
   .option('--batch-size <n>', 'sequences per micro-batch', int('--batch-size', 1), 8)
@@ -235,6 +235,28 @@ program
     if (seqs.length < rows.length) console.error(`kpig: ${rows.length - seqs.length} of ${rows.length} rows are longer than ${maxLength} tokens and were left out`);
     const out = o.out as string;
     if (o.resume && o.force) throw new InvalidArgumentError('--resume and --force contradict each other: continue the run in --out, or start over');
+    // Bad trainer options are refused before anything is written to --out.
+    const trainer = trainerOf(() => new Trainer(model, {
+      mode: o.full ? 'full' : 'lora',
+      lora: {
+        rank: o.loraRank as number,
+        alpha: o.loraAlpha as number,
+        dropout: o.loraDropout as number,
+        targets: o.loraTargets ? (o.loraTargets as string).split(',').map((t) => t.trim()) : undefined,
+      },
+      lr: o.lr as number | undefined,
+      schedule: o.schedule as 'cosine',
+      warmupSteps: o.warmup as number,
+      weightDecay: o.weightDecay as number,
+      maxGradNorm: o.maxGradNorm as number,
+      epochs: o.epochs as number,
+      maxSteps: o.maxSteps as number | undefined,
+      batchSize: o.batchSize as number,
+      gradAccum: o.gradAccum as number,
+      seed: o.seed as number,
+      outDir: out,
+      checkpointEvery: o.checkpointEvery as number,
+    }));
     const { prepareTrainFolder } = await import('../train/run-record.js');
     const { dataFingerprint, modelFingerprint } = await import('../io/fingerprint.js');
     // What a step means: a resumed run must keep these (it may change the schedule, epochs or steps).
@@ -263,27 +285,6 @@ program
     });
     if (prepared.cleaned.length) console.error(`kpig: removed ${prepared.cleaned.length} temporary folder(s) of killed runs from ${out}`);
     if (prepared.replaced.length) console.error(`kpig: --force: removed the earlier run in ${out} (${prepared.replaced.join(', ')})`);
-    const trainer = new Trainer(model, {
-      mode: o.full ? 'full' : 'lora',
-      lora: {
-        rank: o.loraRank as number,
-        alpha: o.loraAlpha as number,
-        dropout: o.loraDropout as number,
-        targets: o.loraTargets ? (o.loraTargets as string).split(',').map((t) => t.trim()) : undefined,
-      },
-      lr: o.lr as number | undefined,
-      schedule: o.schedule as 'cosine',
-      warmupSteps: o.warmup as number,
-      weightDecay: o.weightDecay as number,
-      maxGradNorm: o.maxGradNorm as number,
-      epochs: o.epochs as number,
-      maxSteps: o.maxSteps as number | undefined,
-      batchSize: o.batchSize as number,
-      gradAccum: o.gradAccum as number,
-      seed: o.seed as number,
-      outDir: out,
-      checkpointEvery: o.checkpointEvery as number,
-    });
     if (o.resume) {
       const ckpt = latestCheckpoint(out);
       if (!ckpt) throw new KpigIOError(`--resume: no checkpoint-<step> folder in ${out}`);
@@ -357,6 +358,7 @@ program
     const { readScoringChunks, scoreStream } = await import('../scoring/stream.js');
     if (o.maskMode !== 'replace' && o.maskMode !== 'delete') throw new InvalidArgumentError('--mask-mode must be replace or delete');
     if (o.precision !== 'fp32' && o.precision !== 'bf16') throw new InvalidArgumentError('--precision must be fp32 or bf16');
+    outputName('--out', o.out as string, ['.arrow', '.arrows', '.feather', '.ipc', '.parquet']);
     if (samePath(o.data as string, o.out as string)) throw new InvalidArgumentError(`--out ${o.out as string} is the --data file: scoring would replace its input; choose another --out`);
     const chunks = readScoringChunks(o.data as string, o.chunkRows as number); // checks the input before the model loads
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
@@ -403,6 +405,16 @@ program
     }
     model.dispose();
   });
+
+/** A Trainer whose option errors (LoRA targets, rank, learning rate) are usage errors: status 2. */
+function trainerOf<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (err) {
+    if (err instanceof InputError) throw new InvalidArgumentError(err.message);
+    throw err;
+  }
+}
 
 // Subcommands that live in their own files.
 registerData(program);

@@ -24,6 +24,33 @@ export function probability(name: string) {
   };
 }
 
+/** A parser for a finite number > 0. */
+export function positive(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!(Number.isFinite(n) && n > 0) || value.trim() === '') throw new InvalidArgumentError(`${name} must be a number > 0`);
+    return n;
+  };
+}
+
+/** A parser for a number in [0, 1). */
+export function fraction(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!(n >= 0 && n < 1) || value.trim() === '') throw new InvalidArgumentError(`${name} must be a number in [0, 1)`);
+    return n;
+  };
+}
+
+/**
+ * Checks that an output name ends in one of `extensions` (the formats the command writes), so a
+ * table is never written under a name that promises another format.
+ */
+export function outputName(flag: string, path: string, extensions: readonly string[]): void {
+  const lower = path.toLowerCase();
+  if (!extensions.some((e) => lower.endsWith(e))) throw new InvalidArgumentError(`${flag} ${path}: the name must end in ${extensions.join(', ')} (the formats written)`);
+}
+
 /** The `--threads` parser: an integer from 1 to the cores this process may use. */
 export function threads(value: string): number {
   const n = int('--threads', 1)(value);

@@ -302,12 +302,35 @@ export class Model {
   }
 }
 
+const typed = new WeakMap<object, NativeModel>();
+
 /**
- * The engine handle behind a model, for the training and scoring layers of this package.
+ * The engine handle behind a model, for the training and scoring layers of this package. Every
+ * method's errors, thrown or rejected, come out as the typed errors of `errors/` (as `Model`'s own
+ * calls do), so no caller sees the addon's plain errors.
  * @internal
  */
 export function nativeOf(model: Model): NativeModel {
-  return model[NATIVE]();
+  const handle = model[NATIVE]();
+  let proxy = typed.get(handle);
+  if (!proxy) {
+    proxy = new Proxy(handle, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          try {
+            const out = (value as (...a: unknown[]) => unknown).apply(target, args);
+            return out instanceof Promise ? out.catch((err: unknown) => Promise.reject(fromNative(err))) : out;
+          } catch (err) {
+            throw fromNative(err);
+          }
+        };
+      },
+    });
+    typed.set(handle, proxy);
+  }
+  return proxy;
 }
 
 function firstStop(text: string, stops: string[]): number {
