@@ -397,7 +397,8 @@ export function describeConfig(cfg: ModelConfig): ModelShape {
       modelType,
       arch: 'gpt2',
       vocab,
-      ctx: positiveInt(cfg, 'n_positions'),
+      // Like transformers' GPT2Config attribute map: n_positions, else n_ctx or max_position_embeddings.
+      ctx: positiveInt(cfg, cfg.n_positions != null ? 'n_positions' : cfg.n_ctx != null ? 'n_ctx' : 'max_position_embeddings'),
       hidden,
       layers: positiveInt(cfg, 'n_layer'),
       heads,
@@ -441,15 +442,17 @@ export function describeConfig(cfg: ModelConfig): ModelShape {
   }
   if (headDim % 2 !== 0) throw new ModelConfigError(`head_dim (${headDim}) must be even for RoPE`);
   const bias = optionalBool(cfg, 'attention_bias', false);
+  // The engine needs the context length (as transformers' configs always write it).
+  if (cfg.max_position_embeddings == null) throw new ModelConfigError('max_position_embeddings is missing');
+  const ctx = positiveInt(cfg, 'max_position_embeddings');
+  // Mistral's window: the engine has none, so one shorter than the context would be ignored.
   const window = modelType === 'mistral' && cfg.sliding_window != null ? positiveInt(cfg, 'sliding_window') : null;
+  if (window !== null && window < ctx) throw new UnsupportedModelError(`sliding_window ${window} is shorter than the context (${ctx}) and is not supported (set it to null)`);
   return {
     modelType,
     arch: 'llama',
     vocab,
-    ctx:
-      cfg.max_position_embeddings == null
-        ? DEFAULTS[modelType].max_position_embeddings!
-        : positiveInt(cfg, 'max_position_embeddings'),
+    ctx,
     hidden,
     layers: positiveInt(cfg, 'num_hidden_layers'),
     heads,

@@ -204,6 +204,8 @@ ModelConfig config_load(const std::string& dir) {
     const std::string act = r.string("activation_function", "gelu_new");
     if (act != "gelu_new" && act != "gelu_pytorch_tanh")
       fail(ErrorCode::Unsupported, file + ": activation_function '" + act + "' is not supported (gelu_new, gelu_pytorch_tanh)");
+    if (!r.boolean("scale_attn_weights", true))
+      fail(ErrorCode::Unsupported, file + ": scale_attn_weights false is not supported (scores are scaled by 1/sqrt(head_dim))");
     if (r.boolean("add_cross_attention", false))
       fail(ErrorCode::Unsupported, file + ": add_cross_attention is not supported (decoder-only models)");
     if (c.hidden % c.heads != 0) r.bad("n_embd", "must be divisible by n_head");
