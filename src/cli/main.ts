@@ -358,8 +358,8 @@ program
     const { readScoringChunks, scoreStream } = await import('../scoring/stream.js');
     if (o.maskMode !== 'replace' && o.maskMode !== 'delete') throw new InvalidArgumentError('--mask-mode must be replace or delete');
     if (o.precision !== 'fp32' && o.precision !== 'bf16') throw new InvalidArgumentError('--precision must be fp32 or bf16');
-    outputName('--out', o.out as string, ['.arrow', '.arrows', '.feather', '.ipc', '.parquet']);
     if (samePath(o.data as string, o.out as string)) throw new InvalidArgumentError(`--out ${o.out as string} is the --data file: scoring would replace its input; choose another --out`);
+    outputName('--out', o.out as string, ['.arrow', '.arrows', '.feather', '.ipc', '.parquet']);
     const chunks = readScoringChunks(o.data as string, o.chunkRows as number); // checks the input before the model loads
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
     model.setMatmulPrecision(o.precision);

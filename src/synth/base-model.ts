@@ -35,6 +35,8 @@ export interface BaseModelRecipe {
   maxPositions: number;
   /** Rows of the general mixture. */
   mixtureSize: number;
+  /** Share of each label-word list the mixture uses (1: all; see `mixtureExamples`). */
+  mixtureLabelShare: number;
   epochs: number;
   lr: number;
   batchSize: number;
@@ -60,6 +62,7 @@ export const BASE_RECIPES: Readonly<Record<'default' | 'quick', Readonly<BaseMod
     intermediateSize: 352,
     maxPositions: 256,
     mixtureSize: 12_000,
+    mixtureLabelShare: 1,
     epochs: 2,
     lr: 3e-3,
     batchSize: 16,
@@ -74,6 +77,7 @@ export const BASE_RECIPES: Readonly<Record<'default' | 'quick', Readonly<BaseMod
     intermediateSize: 176,
     maxPositions: 256,
     mixtureSize: 14_000,
+    mixtureLabelShare: 1,
     epochs: 1,
     lr: 4e-3,
     batchSize: 16,
@@ -149,6 +153,7 @@ function checkRecipe(r: BaseModelRecipe): void {
   }
   if (!Number.isSafeInteger(r.warmupSteps) || r.warmupSteps < 0) throw new InputError(`buildBaseModel: recipe.warmupSteps must be a non-negative integer, got ${r.warmupSteps}`);
   if (!(r.promptWeight >= 0) || !Number.isFinite(r.promptWeight)) throw new InputError(`buildBaseModel: recipe.promptWeight must be a non-negative number, got ${r.promptWeight}`);
+  if (!(r.mixtureLabelShare > 0 && r.mixtureLabelShare <= 1)) throw new InputError(`buildBaseModel: recipe.mixtureLabelShare must be in (0, 1], got ${r.mixtureLabelShare}`);
   if (!(r.lr > 0) || !Number.isFinite(r.lr)) throw new InputError(`buildBaseModel: recipe.lr must be a positive number, got ${r.lr}`);
   if (r.hiddenSize % r.heads !== 0) throw new InputError(`buildBaseModel: recipe.hiddenSize ${r.hiddenSize} is not a multiple of recipe.heads ${r.heads}`);
   if (r.heads % r.kvHeads !== 0) throw new InputError(`buildBaseModel: recipe.heads ${r.heads} is not a multiple of recipe.kvHeads ${r.kvHeads}`);
@@ -258,7 +263,7 @@ async function train(tmp: string, job: TrainJob): Promise<void> {
   await writeByteTokenizer(tmp);
   const model = await Model.load(tmp, { threads });
   try {
-    const rows = mixtureExamples({ seed, size: recipe.mixtureSize });
+    const rows = mixtureExamples({ seed, size: recipe.mixtureSize, labelShare: recipe.mixtureLabelShare });
     const sequences = rows.flatMap((r) => {
       const seq = tokenizeExample(model.tokenizer!, r, recipe.maxPositions);
       if (!seq) return [];

@@ -320,25 +320,47 @@ export interface MixtureExample extends InstructionExample {
 /**
  * The general mixture a base model learns instruction following from: `size` rows, each from a
  * family drawn uniformly, each key part's value drawn uniformly among all of its values (two label
- * parts never alike), and a fresh input.
- * It knows every label word, class and format, as a pretrained model knows the words of a new
- * label set; the suite's held-out tasks are new to the stream, not to the language.
+ * parts never alike), and a fresh input. It knows every class and format, as a pretrained model
+ * knows the words of a new label set; the suite's held-out tasks are new to the stream, not to the
+ * language. With `labelShare` below 1, each label slot draws from a seeded share of its word list
+ * only (at least two words): the other label words are learnt in the stream, not before it.
  *
- * @throws InputError for a bad size or seed
+ * @throws InputError for a bad size, seed or share
  * @example
  * const rows = mixtureExamples({ seed: 0, size: 4000 });
  */
-export function mixtureExamples(options: { seed: number; size: number }): MixtureExample[] {
+export function mixtureExamples(options: { seed: number; size: number; labelShare?: number }): MixtureExample[] {
   const where = 'synth mixture';
   const seed = checkSeed(where, options.seed);
   const size = positiveInt(where, 'size', options.size);
+  const share = options.labelShare ?? 1;
+  if (!(share > 0 && share <= 1)) throw new InputError(`${where}: labelShare must be in (0, 1], got ${share}`);
+  const known = mixtureLabelWords(seed, share);
   const rnd = mulberry32(streamSeed(seed, 'mixture'));
   const rows: MixtureExample[] = [];
   for (let i = 0; i < size; i++) {
     const family = FAMILIES[Math.floor(rnd() * FAMILIES.length)]!;
-    const key = drawKey(family, family.parts.map((p) => p.values), rnd);
+    const key = drawKey(family, family.parts.map((p) => (p.kind === 'label' ? known.get(p.values)! : p.values)), rnd);
     const input = family.input(rnd, key);
     rows.push({ family: family.name, instruction: renderInstruction(family, key).text, input, output: family.output(key, input) });
   }
   return rows;
+}
+
+/**
+ * The label words the mixture uses, per word list: all of them, or with `share` below 1 a seeded
+ * subset of ⌈share · n⌉ (at least 2) of each list.
+ *
+ * @example
+ * mixtureLabelWords(0, 0.5).get(FIRST_LABELS); // five of the ten first-label words
+ */
+export function mixtureLabelWords(seed: number, share: number): Map<readonly string[], readonly string[]> {
+  const out = new Map<readonly string[], readonly string[]>();
+  for (const family of FAMILIES)
+    for (const p of family.parts) {
+      if (p.kind !== 'label' || out.has(p.values)) continue;
+      const n = share >= 1 ? p.values.length : Math.max(2, Math.ceil(share * p.values.length));
+      out.set(p.values, n === p.values.length ? p.values : shuffled(p.values, mulberry32(streamSeed(seed, 'mixture-labels', out.size))).slice(0, n));
+    }
+  return out;
 }
