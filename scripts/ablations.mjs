@@ -63,11 +63,11 @@ for (const seed of seeds) {
 }
 const cols = [['ap', 'AP'], ['forgetting', 'forgetting'], ['vHeld', 'V-score (held-out)'], ['listenHeld', 'listening (held-out)'], ['listenSeen', 'listening (seen)'], ['constant', 'constant answers']];
 const def = rows.get('kpig (default)');
-console.log(`| variant | ${cols.map((c) => c[1]).join(' | ')} | Δ listening (held-out) vs default, paired |`);
-console.log(`| --- | ${cols.map(() => '---').join(' | ')} | --- |`);
+console.log(`| variant | ${cols.map((c) => c[1]).join(' | ')} | Δ AP vs default, paired | Δ listening (held-out) vs default, paired |`);
+console.log(`| --- | ${cols.map(() => '---').join(' | ')} | --- | --- |`);
 for (const [name, rs] of rows) {
   const cells = cols.map(([k]) => formatInterval(meanInterval(rs.map((r) => r[k]))));
-  const d = name === 'kpig (default)' ? '–' : formatInterval(pairedDifference(rs.map((r) => r.listenHeld), def.map((r) => r.listenHeld)));
-  console.log(`| ${name} | ${cells.join(' | ')} | ${d} |`);
+  const paired = (k) => (name === 'kpig (default)' ? '–' : formatInterval(pairedDifference(rs.map((r) => r[k]), def.map((r) => r[k]))));
+  console.log(`| ${name} | ${cells.join(' | ')} | ${paired('ap')} | ${paired('listenHeld')} |`);
 }
 console.log(`\n${seeds.length} seed(s) of ${demo}; mean ± half-width of the 95% t-interval over seeds.`);

@@ -283,6 +283,20 @@ describe('synthetic suite', () => {
     }
   });
 
+  it('with a label share, the mixture names a seeded part of each word list and the stream all of it', () => {
+    const rows = mixtureExamples({ seed: 3, size: 3000, labelShare: 0.5 });
+    const named = new Set(rows.flatMap((r) => (r.family === 'sentiment' || r.family === 'membership' ? quoted(r.instruction) : [])));
+    const first = FIRST_LABELS.filter((w) => named.has(w)), second = SECOND_LABELS.filter((w) => named.has(w));
+    expect([first.length, second.length]).toEqual([5, 5]);
+    expect(mixtureExamples({ seed: 3, size: 3000, labelShare: 0.5 })).toEqual(rows);
+    const other = new Set(mixtureExamples({ seed: 4, size: 3000, labelShare: 0.5 }).flatMap((r) => quoted(r.instruction)));
+    expect(FIRST_LABELS.filter((w) => other.has(w))).not.toEqual(first);
+    // The suite's seen and held-out label tasks still name every word, so the stream teaches the rest.
+    const suiteWords = new Set(suite.set.instructions.flatMap((i) => i.label_set ?? []));
+    for (const w of [...FIRST_LABELS, ...SECOND_LABELS]) expect(suiteWords.has(w), w).toBe(true);
+    expect(() => mixtureExamples({ seed: 0, size: 10, labelShare: 0 })).toThrow(/labelShare must be in \(0, 1\]/);
+  });
+
   it('rejects bad sizes, naming the option', () => {
     expect(() => generateSuite({ trainPerTask: 0 })).toThrow(InputError);
     expect(() => generateSuite({ trainPerTask: 0 })).toThrow(/trainPerTask/);
@@ -357,6 +371,7 @@ describe('base model', () => {
     await expect(buildBaseModel({ cacheDir: root, seed: -1 })).rejects.toThrow(/seed/);
     await expect(buildBaseModel({ cacheDir: root, threads: 1.5 })).rejects.toThrow(/threads/);
     await expect(buildBaseModel({ cacheDir: root, recipe: { mixtureSize: 0 } })).rejects.toThrow(/recipe\.mixtureSize/);
+    await expect(buildBaseModel({ cacheDir: root, recipe: { mixtureLabelShare: 1.5 } })).rejects.toThrow(/recipe\.mixtureLabelShare must be in \(0, 1\]/);
     await expect(buildBaseModel({ cacheDir: root, recipe: { hiddenSize: 30, heads: 4 } })).rejects.toThrow(/hiddenSize/);
   });
 });
