@@ -58,7 +58,7 @@ export { llmRewriter } from './rewrite/llm.js';
 export type { LlmRewriterOptions } from './rewrite/llm.js';
 export { distinctN, diversityReport, novelN } from './rewrite/diversity.js';
 export type { DiversityReport } from './rewrite/diversity.js';
-export { chatTemplate, loadPromptTemplate, SEGMENT_CODES, superniTemplate, tokenizePrompt, userTemplate } from './template/index.js';
+export { chatTemplate, encodeExample, loadPromptTemplate, promptTokens, resolvePromptTemplate, SEGMENT_CODES, stopTokens, superniTemplate, templateSpec, tokenizePrompt, userTemplate } from './template/index.js';
 export type { ChatTemplateOptions, PromptParts, PromptTemplate, RenderedPrompt, Segment, SegmentRange, TokenizedPrompt } from './template/index.js';
 export { porterStem } from './eval/porter.js';
 export { lcsLength, rougeL, rougeLScore, rougeTokenize } from './eval/rouge.js';

@@ -5,7 +5,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { pct } from '../report/tables.js';
-import { duration, int, outputName, templateArg, threads } from './util.js';
+import { TEMPLATE_HELP, duration, int, outputName, templateArg, threads } from './util.js';
 
 /**
  * Adds `kpig eval` and `kpig report` to the program.
@@ -26,7 +26,7 @@ export function registerEval(program: Command): void {
     .option('--max-instances <n>', 'at most n instances per task', int('--max-instances', 1))
     .option('--max-new-tokens <n>', 'most generated tokens per instance', int('--max-new-tokens', 1), 64)
     .option('--batch-size <n>', 'prompts per generation call', int('--batch-size', 1), 8)
-    .option('--template <spec>', 'prompt template: superni ("Definition: … Output:"), chat (the model\'s chat template; its end-of-turn token ends generation) or a file (.jinja: a chat template; else text with {instruction} and {input} slots)', 'superni')
+    .option('--template <spec>', TEMPLATE_HELP, 'superni')
     .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
     .option('--json', 'print the per-task summary as JSON on stdout')
     .action(async (modelDir: string, o: Record<string, unknown>) => {

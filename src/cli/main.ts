@@ -16,7 +16,8 @@ import { registerData } from './data.js';
 import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
-import { bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, samePath, templateArg, threads } from './util.js';
+import { templateSpec } from '../template/index.js';
+import { TEMPLATE_HELP, bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, samePath, templateArg, threads, usageErrors } from './util.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
   version: string;
@@ -99,7 +100,7 @@ program
         const { promptTokens, stopTokens } = await import('../template/index.js');
         const template = await templateArg(opts.template, dir);
         prompts = opts.prompt.map((p) => promptTokens(model.tokenizer!, template, { instruction: p, input: opts.input }));
-        eosIds = [...new Set([...model.info.eosIds, ...stopTokens(model.tokenizer!, template)])];
+        eosIds = stopTokens(model.tokenizer!, template, model.info.eosIds);
       }
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
@@ -215,7 +216,7 @@ program
   .option('--instruction-field <name>', 'field holding the instruction', 'instruction')
   .option('--input-field <name>', 'field holding the input', 'input')
   .option('--output-field <name>', 'field holding the response', 'output')
-  .option('--template <spec>', 'prompt template: superni ("Definition: … Output:"), chat (the model\'s chat template) or a file (.jinja: a chat template; else text with {instruction} and {input} slots)', 'superni')
+  .option('--template <spec>', TEMPLATE_HELP, 'superni')
   .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--json', 'one JSON line per step on stdout instead of a progress bar')
   .action(async (dir: string, o: Record<string, unknown>) => {
@@ -236,7 +237,7 @@ program
     const out = o.out as string;
     if (o.resume && o.force) throw new InvalidArgumentError('--resume and --force contradict each other: continue the run in --out, or start over');
     // Bad trainer options are refused before anything is written to --out.
-    const trainer = trainerOf(() => new Trainer(model, {
+    const trainer = usageErrors(() => new Trainer(model, {
       mode: o.full ? 'full' : 'lora',
       lora: {
         rank: o.loraRank as number,
@@ -268,21 +269,16 @@ program
       seed: o.seed as number,
       maxLength,
       fields: `${o.instructionField as string},${o.inputField as string},${o.outputField as string}`,
-      template: o.template === 'superni' || o.template === 'chat' ? (o.template as string) : resolve(o.template as string),
+      template: templateSpec(o.template as string),
     };
-    const prepared = await prepareTrainFolder(
-      out,
-      {
-        kind: 'kpig-train-run',
-        model: { path: resolve(dir), fingerprint: await modelFingerprint(dir) },
-        data: { path: resolve(o.data as string), sha256: await dataFingerprint(o.data as string), rows: rows.length },
-        settings,
-      },
-      { resume: Boolean(o.resume), force: Boolean(o.force) },
-    ).catch((err: unknown) => {
-      // A folder that holds another run is a usage error (status 2), like any bad argument.
-      throw err instanceof InputError ? new InvalidArgumentError(err.message) : err;
-    });
+    const record = {
+      kind: 'kpig-train-run' as const,
+      model: { path: resolve(dir), fingerprint: await modelFingerprint(dir) },
+      data: { path: resolve(o.data as string), sha256: await dataFingerprint(o.data as string), rows: rows.length },
+      settings,
+    };
+    // A folder that holds another run is a usage error (status 2), like any bad argument.
+    const prepared = await usageErrors(() => prepareTrainFolder(out, record, { resume: Boolean(o.resume), force: Boolean(o.force) }));
     if (prepared.cleaned.length) console.error(`kpig: removed ${prepared.cleaned.length} temporary folder(s) of killed runs from ${out}`);
     if (prepared.replaced.length) console.error(`kpig: --force: removed the earlier run in ${out} (${prepared.replaced.join(', ')})`);
     if (o.resume) {
@@ -350,7 +346,7 @@ program
   .option('--chunk-rows <n>', 'JSONL rows read and scored at a time (bounds memory)', int('--chunk-rows', 1), 4096)
   .option('--mask-mode <mode>', 'replace key spans with the placeholder, or delete them', 'replace')
   .option('--placeholder <text>', 'text that replaces a key span', '[MASK]')
-  .option('--template <spec>', 'prompt template: superni ("Definition: … Output:"), chat (the model\'s chat template) or a file (.jinja: a chat template; else text with {instruction} and {input} slots)', 'superni')
+  .option('--template <spec>', TEMPLATE_HELP, 'superni')
   .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--precision <p>', 'matmul precision: fp32, or bf16 (inputs rounded to bfloat16, float32 accumulation; AMX where present)', 'fp32')
   .option('--json', 'one JSON progress line per chunk on stdout instead of a progress line')
@@ -405,16 +401,6 @@ program
     }
     model.dispose();
   });
-
-/** A Trainer whose option errors (LoRA targets, rank, learning rate) are usage errors: status 2. */
-function trainerOf<T>(make: () => T): T {
-  try {
-    return make();
-  } catch (err) {
-    if (err instanceof InputError) throw new InvalidArgumentError(err.message);
-    throw err;
-  }
-}
 
 // Subcommands that live in their own files.
 registerData(program);

@@ -8,7 +8,8 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { STRATEGY_NAMES, loadRunConfig, resolveRunConfig, type RunConfig } from '../pipeline/config.js';
 import { runContinual, type RunEvent } from '../pipeline/run.js';
-import { duration, int, threads } from './util.js';
+import { templateSpec } from '../template/index.js';
+import { TEMPLATE_HELP, duration, int, threads } from './util.js';
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -38,7 +39,7 @@ export function registerRun(program: Command): void {
     .option('--resume <run-dir>', 'continue an interrupted run from its last completed step')
     .option('--strategy <name>', `override strategy.name (${STRATEGY_NAMES.join(', ')})`)
     .option('--seed <n>', 'override the seed', int('--seed', 0))
-    .option('--template <spec>', 'override the prompt template: superni, chat (the model\'s chat template) or a template file')
+    .option('--template <spec>', `override the ${TEMPLATE_HELP}`)
     .option('-t, --threads <n>', 'override the worker threads (default: all cores)', threads)
     .option('--set <field=value>', 'override any config field by its dotted path (repeatable), e.g. strategy.m=50', collect, [])
     .option('--force', 'start over in a non-empty run directory')
@@ -50,7 +51,7 @@ export function registerRun(program: Command): void {
       const overrides = overridesOf(o.set as string[]);
       if (o.strategy) overrides['strategy.name'] = o.strategy as string;
       if (o.seed !== undefined) overrides.seed = String(o.seed);
-      if (o.template !== undefined) overrides.template = o.template === 'superni' || o.template === 'chat' ? (o.template as string) : resolve(o.template as string);
+      if (o.template !== undefined) overrides.template = templateSpec(o.template as string);
       if (o.threads !== undefined) overrides.threads = String(o.threads);
       if (o.resume) {
         if (configPath) throw new InvalidArgumentError('give either a config or --resume <run-dir>, not both');

@@ -4,7 +4,7 @@ import { realpathSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { InputError } from '../errors/index.js';
-import type { PromptTemplate } from '../template/index.js';
+import { resolvePromptTemplate, type PromptTemplate } from '../template/index.js';
 
 /** A parser for a finite number ≥ 0. */
 export function nonNegative(name: string) {
@@ -103,15 +103,27 @@ export function duration(sec: number): string {
 }
 
 /**
- * The prompt template a `--template` flag names (superni, chat or a file), with a bad value as a
- * usage error (status 2) that says what is wrong.
+ * `make()`'s result, with an InputError it throws or rejects with turned into a usage error
+ * (status 2): for library calls that check what a flag said (a template, trainer options, --out).
  */
-export async function templateArg(spec: string, modelDir: string): Promise<PromptTemplate> {
-  try {
-    const { resolvePromptTemplate } = await import('../template/index.js');
-    return await resolvePromptTemplate(spec, modelDir);
-  } catch (err) {
+export function usageErrors<T>(make: () => T): T {
+  const toUsage = (err: unknown): never => {
     if (err instanceof InputError) throw new InvalidArgumentError(err.message);
     throw err;
+  };
+  try {
+    const out = make();
+    return (out instanceof Promise ? out.catch(toUsage) : out) as T;
+  } catch (err) {
+    return toUsage(err);
   }
+}
+
+/** The help text of every `--template` flag. */
+export const TEMPLATE_HELP =
+  'prompt template: superni ("Definition: … Output:"), chat (the model\'s chat template; its end-of-turn token ends each response) or a file (.jinja: a chat template; else text with {instruction} and {input} slots)';
+
+/** The prompt template a `--template` flag names (superni, chat or a file); a bad value is a usage error. */
+export function templateArg(spec: string, modelDir: string): Promise<PromptTemplate> {
+  return usageErrors(() => resolvePromptTemplate(spec, modelDir));
 }

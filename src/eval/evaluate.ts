@@ -70,7 +70,7 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
   if (!tok) throw new InputError('evaluateModel: the model has no tokenizer; load it with one');
 
   const template = options.template ?? superniTemplate();
-  const eosIds = [...new Set([...model.info.eosIds, ...stopTokens(tok, template)])];
+  const eosIds = stopTokens(tok, template, model.info.eosIds);
   const taskById = new Map(set.tasks.map((t) => [t.task_id, t]));
   const taskIds = options.tasks ?? set.tasks.map((t) => t.task_id);
   const unknown = taskIds.filter((t) => !taskById.has(t));

@@ -5,11 +5,10 @@
  * per-task summary every report and score matrix is built from lives here too.
  */
 import { createHash } from 'node:crypto';
-import { extname } from 'node:path';
 import { Bool, Field, Float64, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableToIPC, vectorFromArray, type DataType } from 'apache-arrow';
 import type { TaskSet } from '../data/taskset.js';
 import { InputError } from '../errors/index.js';
-import { readArrowTable } from '../io/arrow.js';
+import { outputFormat, readArrowTable } from '../io/arrow.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { writeParquetTable } from '../io/parquet.js';
 import { exactMatch, isValidOutput } from './metrics.js';
@@ -99,7 +98,7 @@ export async function writePredictions(path: string, rows: readonly PredictionRo
   const schema = new Schema(fields, metadata);
   const data = makeData({ type: new Struct(fields), length: rows.length, nullCount: 0, children });
   const table = new Table(schema, [new RecordBatch(schema, data)]);
-  if (extname(path).toLowerCase() === '.parquet') await writeParquetTable(path, table);
+  if (outputFormat(path) === 'parquet') await writeParquetTable(path, table);
   else await writeFileAtomic(path, tableToIPC(table, 'file'));
 }
 

@@ -8,6 +8,7 @@
  * list_view), is decoded by @uwdata/flechette and rebuilt as the plain types (string, binary, list).
  */
 import { readFile } from 'node:fs/promises';
+import { extname } from 'node:path';
 import {
   Binary,
   Bool,
@@ -109,6 +110,19 @@ function viewTypesTable(bytes: Uint8Array): Table | null {
     columns[f.name] = vectorFromArray(values, plainType(f.type, f.name)) as Vector;
   }
   return new Table(columns);
+}
+
+/**
+ * The format an output name asks for: `stream` (Arrow IPC stream) for `.arrows`, `parquet` for
+ * `.parquet`, else `file` (Arrow IPC file).
+ *
+ * @example
+ * outputFormat('scores.arrow'); // 'file'
+ * outputFormat('scores.arrows'); // 'stream'
+ */
+export function outputFormat(path: string): 'file' | 'stream' | 'parquet' {
+  const ext = extname(path).toLowerCase();
+  return ext === '.arrows' ? 'stream' : ext === '.parquet' ? 'parquet' : 'file';
 }
 
 /** An InputError for an Arrow file that could not be read, naming it. */

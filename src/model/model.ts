@@ -90,12 +90,25 @@ function isPacked(x: unknown): x is PackedSequences {
   return typeof x === 'object' && x !== null && (x as PackedSequences).tokens instanceof Int32Array;
 }
 
-async function native<T>(p: () => Promise<T>): Promise<T> {
-  try {
-    return await p();
-  } catch (err) {
-    throw fromNative(err);
-  }
+/**
+ * The engine handle with typed errors: every method's errors, thrown or rejected, come out as the
+ * classes of `errors/` instead of the addon's plain errors with a `code`.
+ */
+function typedErrors<T extends object>(handle: T): T {
+  return new Proxy(handle, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        try {
+          const out = (value as (...a: unknown[]) => unknown).apply(target, args);
+          return out instanceof Promise ? out.catch((err: unknown) => Promise.reject(fromNative(err))) : out;
+        } catch (err) {
+          throw fromNative(err);
+        }
+      };
+    },
+  });
 }
 
 export class Model {
@@ -109,8 +122,8 @@ export class Model {
 
   private constructor(dir: string, nat: NativeModel, tokenizer: Tokenizer | null) {
     this.dir = dir;
-    this.#native = nat;
-    this.info = nat.info();
+    this.#native = typedErrors(nat);
+    this.info = this.#native.info();
     this.tokenizer = tokenizer;
   }
 
@@ -139,7 +152,7 @@ export class Model {
       // A config TypeScript cannot size is left to the engine, which names what is wrong with it.
     }
     if (params !== null) checkMemory(params * 4, `loading ${dir} (${params.toLocaleString('en-US')} parameters as float32)`);
-    const nat = await native(() => loadAddon().loadModel(dir, threads));
+    const nat = await typedErrors(loadAddon()).loadModel(dir, threads);
     const model = new Model(dir, nat, tokenizer);
     if (tokenizer && tokenizer.vocabSize > model.info.vocabSize)
       model.info.notes.push(
@@ -168,7 +181,7 @@ export class Model {
    */
   async logits(sequences: ArrayLike<ArrayLike<number>> | PackedSequences): Promise<Float32Array[]> {
     const packed = isPacked(sequences) ? sequences : packSequences(sequences);
-    const flat = await native(() => this.#handle().forward(packed.tokens, packed.offsets, null));
+    const flat = await this.#handle().forward(packed.tokens, packed.offsets, null);
     const V = this.info.vocabSize;
     const out: Float32Array[] = [];
     for (let s = 0; s + 1 < packed.offsets.length; s++) out.push(flat.subarray(packed.offsets[s] * V, packed.offsets[s + 1] * V));
@@ -188,7 +201,7 @@ export class Model {
     const targets = new Int32Array(tokens.length).fill(-1);
     for (let s = 0; s + 1 < offsets.length; s++)
       for (let t = offsets[s]; t < offsets[s + 1] - 1; t++) targets[t] = tokens[t + 1];
-    const flat = await native(() => this.#handle().forward(tokens, offsets, targets));
+    const flat = await this.#handle().forward(tokens, offsets, targets);
     const out: Float32Array[] = [];
     for (let s = 0; s + 1 < offsets.length; s++) out.push(flat.subarray(offsets[s], Math.max(offsets[s], offsets[s + 1] - 1)));
     return out;
@@ -204,7 +217,7 @@ export class Model {
    */
   async embed(sequences: ArrayLike<ArrayLike<number>> | PackedSequences): Promise<Float32Array[]> {
     const packed = isPacked(sequences) ? sequences : packSequences(sequences);
-    const flat = await native(() => this.#handle().embed(packed.tokens, packed.offsets));
+    const flat = await this.#handle().embed(packed.tokens, packed.offsets);
     const C = this.info.hiddenSize;
     const out: Float32Array[] = [];
     for (let s = 0; s + 1 < packed.offsets.length; s++) out.push(flat.subarray(s * C, (s + 1) * C));
@@ -256,9 +269,7 @@ export class Model {
     options.signal?.addEventListener('abort', abort);
     let res;
     try {
-      res = await native(() =>
-        this.#handle().generate(packed.tokens, packed.offsets, { maxNewTokens, eosIds: Int32Array.from(eos), temperature, topK, topP, seed }, control, onStep),
-      );
+      res = await this.#handle().generate(packed.tokens, packed.offsets, { maxNewTokens, eosIds: Int32Array.from(eos), temperature, topK, topP, seed }, control, onStep);
     } finally {
       options.signal?.removeEventListener('abort', abort);
     }
@@ -302,35 +313,13 @@ export class Model {
   }
 }
 
-const typed = new WeakMap<object, NativeModel>();
-
 /**
- * The engine handle behind a model, for the training and scoring layers of this package. Every
- * method's errors, thrown or rejected, come out as the typed errors of `errors/` (as `Model`'s own
- * calls do), so no caller sees the addon's plain errors.
+ * The engine handle behind a model, for the training and scoring layers of this package; its
+ * errors are typed as `Model`'s own are.
  * @internal
  */
 export function nativeOf(model: Model): NativeModel {
-  const handle = model[NATIVE]();
-  let proxy = typed.get(handle);
-  if (!proxy) {
-    proxy = new Proxy(handle, {
-      get(target, prop) {
-        const value = Reflect.get(target, prop, target) as unknown;
-        if (typeof value !== 'function') return value;
-        return (...args: unknown[]) => {
-          try {
-            const out = (value as (...a: unknown[]) => unknown).apply(target, args);
-            return out instanceof Promise ? out.catch((err: unknown) => Promise.reject(fromNative(err))) : out;
-          } catch (err) {
-            throw fromNative(err);
-          }
-        };
-      },
-    });
-    typed.set(handle, proxy);
-  }
-  return proxy;
+  return model[NATIVE]();
 }
 
 function firstStop(text: string, stops: string[]): number {

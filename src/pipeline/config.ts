@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { InputError } from '../errors/index.js';
+import { isNamedTemplate, templateSpec } from '../template/index.js';
 
 export const MASK_SCHEMES = ['fixed', 'pool', 'counterfactual'] as const;
 export type MaskScheme = (typeof MASK_SCHEMES)[number];
@@ -188,11 +189,6 @@ function strList(v: unknown, field: string, where: string): string[] {
   return v as string[];
 }
 
-/** `superni` and `chat` name templates; anything else is a file path, resolved against `base`. */
-function templateSpec(v: string, base: string): string {
-  return v === 'superni' || v === 'chat' ? v : resolve(base, v);
-}
-
 /**
  * Checks a parsed config object and fills in defaults. Relative `model` / `data` paths resolve
  * against `baseDir`. Throws {@link RunConfigError} naming the first bad field.
@@ -343,7 +339,7 @@ export function checkRunInputs(config: RunConfig, options: { needData?: boolean;
   if (!existsSync(config.model) || !statSync(config.model).isDirectory())
     throw new RunConfigError('model', `no model folder at ${config.model}`, where);
   if (!existsSync(resolve(config.model, 'config.json'))) throw new RunConfigError('model', `${config.model} has no config.json`, where);
-  if (config.template !== 'superni' && config.template !== 'chat' && !existsSync(config.template))
+  if (!isNamedTemplate(config.template) && !existsSync(config.template))
     throw new RunConfigError('template', `no template file at ${config.template} (use superni, chat or a file)`, where);
   if (options.needData !== false && (!existsSync(config.data) || !statSync(config.data).isDirectory())) throw new RunConfigError('data', `no task-set folder at ${config.data}`, where);
 }

@@ -577,7 +577,7 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
     // trained alongside (sequence-level distillation).
     const cur = current.filter((x) => x.task_id === task);
     const prompts = cur.map((x) => promptFor(model, state, x));
-    const eosIds = [...new Set([...model.info.eosIds, ...stopTokens(model.tokenizer!, state.template)])];
+    const eosIds = stopTokens(model.tokenizer!, state.template, model.info.eosIds);
     const gens = await model.generate(prompts, { maxNewTokens: config.eval.maxNewTokens, stop: ['\n'], eosIds, signal });
     cur.forEach((x, i) => {
       const text = (gens[i].text ?? '').trim();

@@ -12,7 +12,7 @@ import { finished } from 'node:stream/promises';
 import { Field, Int32, List, RecordBatchFileWriter, RecordBatchReader, RecordBatchStreamWriter, Struct, Table, Utf8, vectorFromArray } from 'apache-arrow';
 import { InputError, KpigIOError } from '../errors/index.js';
 import { spanOffsets } from '../keyparts/explicit.js';
-import { arrowReadError, readArrowTable } from '../io/arrow.js';
+import { arrowReadError, outputFormat, readArrowTable } from '../io/arrow.js';
 import { tempSiblingPath } from '../io/atomic.js';
 import { ParquetTableWriter } from '../io/parquet.js';
 import type { Model } from '../model/model.js';
@@ -67,19 +67,6 @@ async function* jsonlChunks(path: string, chunkRows: number): AsyncGenerator<Tab
 function emptyInput(): Table {
   const utf8 = () => vectorFromArray([] as string[], new Utf8());
   return new Table({ task_id: utf8(), instance_id: utf8(), instruction: utf8(), key_spans: vectorFromArray([], SPAN_TYPE), input: utf8(), output: utf8() });
-}
-
-/**
- * The format an output name asks for: `stream` (Arrow IPC stream) for `.arrows`, `parquet` for
- * `.parquet`, else `file` (Arrow IPC file).
- *
- * @example
- * outputFormat('scores.arrow'); // 'file'
- * outputFormat('scores.arrows'); // 'stream'
- */
-export function outputFormat(path: string): 'file' | 'stream' | 'parquet' {
-  const ext = extname(path).toLowerCase();
-  return ext === '.arrows' ? 'stream' : ext === '.parquet' ? 'parquet' : 'file';
 }
 
 /** Arrow IPC (file or stream format) → one table per record batch. */

@@ -6,7 +6,7 @@
  * of a model's `tokenizer_config.json`, rendered with @huggingface/jinja as `transformers` does.
  */
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { InputError, KpigIOError, ModelConfigError } from '../errors/index.js';
 import type { KeySpan } from '../data/taskset.js';
@@ -195,6 +195,28 @@ function tokenText(value: unknown): string | undefined {
   return undefined;
 }
 
+/** A file's text, or null when it does not exist. */
+async function readIfPresent(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new KpigIOError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** A model folder's tokenizer_config.json ({} when it has none). */
+async function readTokenizerConfig(modelDir: string): Promise<Record<string, unknown>> {
+  const path = join(modelDir, 'tokenizer_config.json');
+  const text = await readIfPresent(path);
+  if (text === null) return {};
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new ModelConfigError(`${path}: not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 /**
  * The prompt template of a model folder: its chat template (`chat_template` in
  * `tokenizer_config.json`, a named list's `default` entry, or a `chat_template.jinja` file) when it
@@ -205,31 +227,30 @@ function tokenText(value: unknown): string | undefined {
  * const template = await loadPromptTemplate('/models/Qwen2.5-0.5B-Instruct');
  */
 export async function loadPromptTemplate(modelDir: string): Promise<PromptTemplate> {
-  const read = async (path: string) => {
-    try {
-      return await readFile(path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new KpigIOError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
-    }
-  };
-  const configPath = join(modelDir, 'tokenizer_config.json');
-  const configText = await read(configPath);
-  let config: Record<string, unknown> = {};
-  if (configText !== null) {
-    try {
-      config = JSON.parse(configText);
-    } catch (err) {
-      throw new ModelConfigError(`${configPath}: not valid JSON: ${(err as Error).message}`, { cause: err });
-    }
-  }
+  const config = await readTokenizerConfig(modelDir);
   let source: string | null = null;
   const raw = config.chat_template;
   if (typeof raw === 'string') source = raw;
   else if (Array.isArray(raw)) source = (raw.find((t) => t?.name === 'default') ?? raw[0])?.template ?? null;
-  source ??= await read(join(modelDir, 'chat_template.jinja'));
+  source ??= await readIfPresent(join(modelDir, 'chat_template.jinja'));
   if (source === null) return superniTemplate();
   return chatTemplate(source, { bosToken: tokenText(config.bos_token), eosToken: tokenText(config.eos_token), name: `${modelDir} chat template` });
+}
+
+/** Whether a template spec names a built-in template (`superni`, `chat`) rather than a file. */
+export function isNamedTemplate(spec: string): boolean {
+  return spec === 'superni' || spec === 'chat';
+}
+
+/**
+ * A template spec as a run records it: `superni` and `chat` as they are, a file as its absolute
+ * path (resolved against `base`).
+ *
+ * @example
+ * templateSpec('templates/qa.txt', '/work'); // '/work/templates/qa.txt'
+ */
+export function templateSpec(spec: string, base = process.cwd()): string {
+  return isNamedTemplate(spec) ? spec : resolve(base, spec);
 }
 
 /**
@@ -255,7 +276,7 @@ export async function resolvePromptTemplate(spec: string, modelDir: string): Pro
     throw new InputError(`template '${spec}' is neither superni, chat nor a readable file: ${(err as Error).message}`, { cause: err });
   }
   if (/\.jinja2?$/i.test(spec)) {
-    const config = await readFile(join(modelDir, 'tokenizer_config.json'), 'utf8').then((t) => JSON.parse(t) as Record<string, unknown>, () => ({}) as Record<string, unknown>);
+    const config = await readTokenizerConfig(modelDir);
     return chatTemplate(source, { bosToken: tokenText(config.bos_token), eosToken: tokenText(config.eos_token), name: spec });
   }
   return userTemplate(source, spec);
@@ -344,6 +365,13 @@ function encodeChatTurn(tok: Tokenizer, template: PromptTemplate, parts: PromptP
   return { rendered, prompt: ids.slice(0, k), ends: ends.slice(0, k), response: [...ids.slice(k, j), ...tail], ended: tail.length > 0 };
 }
 
+/** Weight 1 at every position that predicts a token after the prompt (the response and its end), 0 elsewhere. */
+function responseWeights(promptLength: number, length: number): number[] {
+  const weights = new Array<number>(length).fill(0);
+  for (let t = Math.max(promptLength - 1, 0); t < length - 1; t++) weights[t] = 1;
+  return weights;
+}
+
 function encodeTurn(tok: Tokenizer, template: PromptTemplate, parts: PromptParts, output: string, withEnds: boolean): EncodedTurn | null {
   if (template.renderConversation) return encodeChatTurn(tok, template, parts, output);
   const rendered = template.render(parts);
@@ -366,15 +394,15 @@ export function promptTokens(tok: Tokenizer, template: PromptTemplate, parts: Pr
 }
 
 /**
- * Token ids that end a generated response under `template`: the tokenizer's EOS ids, and for a
- * chat template the special token it writes after an assistant turn (Llama 3's `<|eot_id|>`,
- * ChatML's `<|im_end|>`).
+ * Token ids that end a generated response under `template`: `modelEos` (the model config's EOS
+ * ids), the tokenizer's EOS ids, and for a chat template the special token it writes after an
+ * assistant turn (Llama 3's `<|eot_id|>`, ChatML's `<|im_end|>`).
  *
  * @example
- * const gens = await model.generate(prompts, { eosIds: [...model.info.eosIds, ...stopTokens(tok, template)] });
+ * const gens = await model.generate(prompts, { eosIds: stopTokens(tok, template, model.info.eosIds) });
  */
-export function stopTokens(tok: Tokenizer, template: PromptTemplate): number[] {
-  const ids = new Set(tok.eosIds);
+export function stopTokens(tok: Tokenizer, template: PromptTemplate, modelEos: readonly number[] = []): number[] {
+  const ids = new Set([...modelEos, ...tok.eosIds]);
   if (template.renderConversation) {
     const turn = encodeChatTurn(tok, template, { instruction: 'x', input: '' }, 'y');
     const last = turn?.response[turn.response.length - 1];
@@ -402,9 +430,7 @@ export function encodeExample(
   if (!turn || turn.response.length === 0) return null;
   const tokens = [...turn.prompt, ...turn.response];
   if (tokens.length > maxLength) return null;
-  const weights = new Array<number>(tokens.length).fill(0);
-  for (let t = Math.max(turn.prompt.length - 1, 0); t < tokens.length - 1; t++) weights[t] = 1;
-  return { tokens, weights, promptLength: turn.prompt.length, endTokens: turn.ended ? 1 : 0 };
+  return { tokens, weights: responseWeights(turn.prompt.length, tokens.length), promptLength: turn.prompt.length, endTokens: turn.ended ? 1 : 0 };
 }
 
 /**
@@ -455,13 +481,11 @@ export function tokenizePrompt(tok: Tokenizer, template: PromptTemplate, parts: 
   }
   const tokens = [...prompt, ...response];
   if (options.maxLength !== undefined && tokens.length > options.maxLength) return null;
-  const weights = new Array<number>(tokens.length).fill(0);
-  for (let t = Math.max(prompt.length - 1, 0); t < tokens.length - 1; t++) weights[t] = 1;
   return {
     tokens,
+    weights: responseWeights(prompt.length, tokens.length),
     segments: Uint8Array.from([...segs, ...response.map(() => SEGMENT_CODES.response)]),
     keyMask: Uint8Array.from([...keys, ...response.map(() => 0)]),
-    weights,
     promptLength: prompt.length,
   };
 }
