@@ -8,9 +8,9 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Template } from '@huggingface/jinja';
-import { InputError, KpigIOError, ModelConfigError } from '../errors/index.js';
+import { InputError } from '../errors/index.js';
 import type { KeySpan } from '../data/taskset.js';
-import type { Tokenizer } from '../tokenizer/index.js';
+import { readIfExists, readTokenizerConfig, type Tokenizer } from '../tokenizer/index.js';
 
 export type Segment = 'template' | 'instruction' | 'input' | 'response';
 
@@ -195,28 +195,6 @@ function tokenText(value: unknown): string | undefined {
   return undefined;
 }
 
-/** A file's text, or null when it does not exist. */
-async function readIfPresent(path: string): Promise<string | null> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new KpigIOError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** A model folder's tokenizer_config.json ({} when it has none). */
-async function readTokenizerConfig(modelDir: string): Promise<Record<string, unknown>> {
-  const path = join(modelDir, 'tokenizer_config.json');
-  const text = await readIfPresent(path);
-  if (text === null) return {};
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch (err) {
-    throw new ModelConfigError(`${path}: not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
-}
-
 /**
  * The prompt template of a model folder: its chat template (`chat_template` in
  * `tokenizer_config.json`, a named list's `default` entry, or a `chat_template.jinja` file) when it
@@ -232,7 +210,7 @@ export async function loadPromptTemplate(modelDir: string): Promise<PromptTempla
   const raw = config.chat_template;
   if (typeof raw === 'string') source = raw;
   else if (Array.isArray(raw)) source = (raw.find((t) => t?.name === 'default') ?? raw[0])?.template ?? null;
-  source ??= await readIfPresent(join(modelDir, 'chat_template.jinja'));
+  source ??= await readIfExists(join(modelDir, 'chat_template.jinja'));
   if (source === null) return superniTemplate();
   return chatTemplate(source, { bosToken: tokenText(config.bos_token), eosToken: tokenText(config.eos_token), name: `${modelDir} chat template` });
 }

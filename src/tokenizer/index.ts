@@ -125,7 +125,21 @@ export async function writeByteTokenizer(modelDir: string): Promise<void> {
   }
 }
 
-async function readIfExists(path: string): Promise<string | null> {
+/**
+ * A model folder's `tokenizer_config.json` as an object ({} when the folder has none).
+ *
+ * @throws ModelConfigError when it is not valid JSON (naming the line and column)
+ * @example
+ * const { chat_template, eos_token } = await readTokenizerConfig('/models/Qwen2.5-0.5B-Instruct');
+ */
+export async function readTokenizerConfig(modelDir: string): Promise<Record<string, unknown>> {
+  const path = join(modelDir, HF_CONFIG_FILE);
+  const text = await readIfExists(path);
+  return text === null ? {} : (parseJson(text, path) as Record<string, unknown>);
+}
+
+/** A file's text, or null when it does not exist. */
+export async function readIfExists(path: string): Promise<string | null> {
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
