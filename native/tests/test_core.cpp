@@ -1,6 +1,7 @@
 // C++ unit tests of the core that need no model: the strided GEMM against a plain triple loop for
 // every operand layout and edge size, the safetensors reader on well-formed and malformed files,
-// the JSON reader and the thread pool. ctest runs it once per ISA (KPIG_ISA=avx2 | scalar) and once
+// the vectorised exp/log/tanh row kernels against double-precision libm, the JSON reader and the
+// thread pool. ctest runs it once per ISA (KPIG_ISA=avx2 | scalar) and once
 // with the AVX512_BF16 kernel in place of AMX (KPIG_BF16_ISA=avx512_bf16).
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,8 @@
 #include "../src/core/threadpool.h"
 #include "../src/cpu/gemm.h"
 #include "../src/cpu/gemm_amx.h"
+#include "../src/cpu/ops.h"
+#include "../src/cpu/simd.h"
 #include "kpig/error.h"
 
 static int g_pass = 0, g_fail = 0;
@@ -316,6 +319,79 @@ static void test_threadpool(kpig::ThreadPool* pool) {
   check(after == 10, "pool usable after an exception");
 }
 
+// The row kernels of the level in use (KPIG_ISA picks it) against double-precision references, at
+// the accuracy simd.h states, over lengths with and without a vector tail.
+static void test_vector_math() {
+  const char* force = std::getenv("KPIG_ISA");
+  const std::string f = force ? force : "";
+  if (f == "avx2" || f == "scalar") check(f == kpig::simd_level_name(), "KPIG_ISA=" + f + " selects the " + f + " row kernels");
+  std::mt19937 rng(7);
+  for (int64_t n : {1, 7, 16, 37, 1000}) {
+    std::vector<float> x(static_cast<size_t>(n)), y;
+    std::uniform_real_distribution<float> wide(-87.f, 88.f), act(-12.f, 12.f), logit(-30.f, 30.f);
+    // exp: relative error ≤ 4 float ulps
+    for (auto& v : x) v = wide(rng);
+    y = x;
+    kpig::exp_shift_inplace(y.data(), n, 0.f, 1.f);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) worst = std::max(worst, std::fabs(double(y[size_t(i)]) / std::exp(double(x[size_t(i)])) - 1));
+    check(worst < 4.8e-7, std::string("exp (") + kpig::simd_level_name() + ") n=" + std::to_string(n) + " rel err " + std::to_string(worst));
+    // GELU (tanh form) and SwiGLU: absolute error ≤ 1e-6 · max(1, |x|)
+    for (auto& v : x) v = act(rng);
+    y = x;
+    kpig::gelu_new_inplace(y.data(), n);
+    worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+      const double v = x[size_t(i)], g = 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+      worst = std::max(worst, std::fabs(y[size_t(i)] - g) / std::max(1.0, std::fabs(v)));
+    }
+    check(worst < 1e-6, std::string("gelu_new (") + kpig::simd_level_name() + ") n=" + std::to_string(n) + " err " + std::to_string(worst));
+    std::vector<float> gu(static_cast<size_t>(2 * n)), out(static_cast<size_t>(n));
+    for (auto& v : gu) v = act(rng);
+    kpig::swiglu_row(gu.data(), n, out.data());
+    worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+      const double g = gu[size_t(i)], u = gu[size_t(n + i)], r = g / (1 + std::exp(-g)) * u;
+      worst = std::max(worst, std::fabs(out[size_t(i)] - r) / std::max(1.0, std::fabs(r)));
+    }
+    check(worst < 2e-6, std::string("swiglu (") + kpig::simd_level_name() + ") n=" + std::to_string(n) + " err " + std::to_string(worst));
+    // log-sum-exp and the IG statistics of two logit rows: KL, JS and entropies within 2e-5 nats
+    std::vector<float> lf(static_cast<size_t>(n)), lm(static_cast<size_t>(n));
+    for (auto& v : lf) v = logit(rng);
+    for (size_t i = 0; i < lm.size(); i++) lm[i] = lf[i] + 0.5f * logit(rng) / 30.f * 8.f;
+    double mf = -1e300, mm = -1e300;
+    for (int64_t i = 0; i < n; i++) mf = std::max(mf, double(lf[size_t(i)])), mm = std::max(mm, double(lm[size_t(i)]));
+    double sf = 0, sm = 0;
+    for (int64_t i = 0; i < n; i++) sf += std::exp(lf[size_t(i)] - mf), sm += std::exp(lm[size_t(i)] - mm);
+    const double lse_f = mf + std::log(sf), lse_m = mm + std::log(sm);
+    check(std::fabs(kpig::logsumexp_row(lf.data(), n) - lse_f) < 2e-6 * std::max(1.0, std::fabs(lse_f)),
+          std::string("logsumexp (") + kpig::simd_level_name() + ") n=" + std::to_string(n));
+    double kl = 0, js = 0, hf = 0;
+    for (int64_t i = 0; i < n; i++) {
+      const double a = lf[size_t(i)] - lse_f, b = lm[size_t(i)] - lse_m, p = std::exp(a), q = std::exp(b), mix = std::log(0.5 * (p + q));
+      kl += p * (a - b);
+      hf -= p * a;
+      js += 0.5 * (p * (a - mix) + q * (b - mix));
+    }
+    const kpig::IgTokenStats st = kpig::ig_token_stats(lf.data(), lm.data(), n, 0);
+    check(std::fabs(st.kl - kl) < 2e-5 && std::fabs(st.js - js) < 2e-5 && std::fabs(st.h_f - hf) < 2e-5 &&
+              std::fabs(st.nll_f - (lse_f - lf[0])) < 2e-5,
+          std::string("ig_token_stats (") + kpig::simd_level_name() + ") n=" + std::to_string(n) + " kl " + std::to_string(st.kl - kl) +
+              " js " + std::to_string(st.js - js) + " h " + std::to_string(st.h_f - hf));
+  }
+  // exp underflows to 0 (or a subnormal), never to garbage, and tanh saturates at ±1
+  std::vector<float> tiny = {-200.f, -104.f, -90.f, -88.f, -87.5f, 0.f, 88.f, -150.f, -95.f, -89.f, -87.2f, 1.f, 2.f, 3.f, 4.f, 5.f, -300.f};
+  std::vector<float> e = tiny;
+  kpig::exp_shift_inplace(e.data(), int64_t(e.size()), 0.f, 1.f);
+  bool ok = true;
+  for (size_t i = 0; i < e.size(); i++) ok = ok && e[i] >= 0.f && std::fabs(double(e[i]) - std::exp(double(tiny[i]))) <= 1e-6 * std::exp(double(tiny[i])) + 1.2e-38;
+  check(ok, std::string("exp on the underflow edge (") + kpig::simd_level_name() + ")");
+  std::vector<float> big(32, 40.f);
+  for (size_t i = 16; i < big.size(); i++) big[i] = -40.f;
+  kpig::gelu_new_inplace(big.data(), int64_t(big.size()));
+  check(big[0] == 40.f && big[31] == 0.f, std::string("gelu saturates (") + kpig::simd_level_name() + ")");
+}
+
 int main() {
   std::printf("gemm kernel: %s, bf16: %s\n", kpig::gemm_isa(), kpig::gemm_bf16_isa());
   kpig::ThreadPool pool(3);
@@ -323,6 +399,7 @@ int main() {
   test_gemm(&pool);
   test_gemm_fp32_accuracy();
   test_gemm_bf16();
+  test_vector_math();
   test_safetensors();
   test_json();
   test_threadpool(&pool);

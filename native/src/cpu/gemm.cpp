@@ -1,6 +1,7 @@
 #include "gemm.h"
 
 #include <immintrin.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -67,27 +68,46 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t
   }
 }
 
-// 6 × 16 tile in 12 ymm accumulators.
+// 6 × 16 tile in 12 ymm accumulators (named, so none is spilled: with 2 B vectors and one broadcast
+// that is 15 of the 16 ymm registers). Two 256-bit FMA pipes of latency 4–5 need ≥ 10 independent
+// chains; the k loop is unrolled by 4 and the next A and B lines are prefetched.
 __attribute__((target("avx2,fma")))
 void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
-  __m256 t[6][2];
-  for (int r = 0; r < 6; r++) t[r][0] = t[r][1] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < kc; k++, a += 6, b += 16) {
-    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-    for (int r = 0; r < 6; r++) {
-      __m256 x = _mm256_broadcast_ss(a + r);
-      t[r][0] = _mm256_fmadd_ps(x, b0, t[r][0]);
-      t[r][1] = _mm256_fmadd_ps(x, b1, t[r][1]);
-    }
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int r = 0; r < 6; r++) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+#define KPIG_AVX2_STEP(o)                                                                     \
+  {                                                                                           \
+    const __m256 b0 = _mm256_load_ps(b + 16 * (o)), b1 = _mm256_load_ps(b + 16 * (o) + 8);     \
+    __m256 x;                                                                                 \
+    x = _mm256_broadcast_ss(a + 6 * (o) + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01); \
+    x = _mm256_broadcast_ss(a + 6 * (o) + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11); \
+    x = _mm256_broadcast_ss(a + 6 * (o) + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21); \
+    x = _mm256_broadcast_ss(a + 6 * (o) + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31); \
+    x = _mm256_broadcast_ss(a + 6 * (o) + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41); \
+    x = _mm256_broadcast_ss(a + 6 * (o) + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51); \
   }
+  int64_t k = 0;
+  for (; k + 4 <= kc; k += 4, a += 24, b += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(a + 96), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + 256), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + 256 + 16), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + 256 + 32), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + 256 + 48), _MM_HINT_T0);
+    KPIG_AVX2_STEP(0) KPIG_AVX2_STEP(1) KPIG_AVX2_STEP(2) KPIG_AVX2_STEP(3)
+  }
+  for (; k < kc; k++, a += 6, b += 16) KPIG_AVX2_STEP(0)
+#undef KPIG_AVX2_STEP
+  const __m256 rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
   for (int r = 0; r < 6; r++) {
     float* cr = c + r * ldc;
+    __m256 v0 = rows[r][0], v1 = rows[r][1];
     if (acc) {
-      t[r][0] = _mm256_add_ps(t[r][0], _mm256_loadu_ps(cr));
-      t[r][1] = _mm256_add_ps(t[r][1], _mm256_loadu_ps(cr + 8));
+      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
+      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
     }
-    _mm256_storeu_ps(cr, t[r][0]);
-    _mm256_storeu_ps(cr + 8, t[r][1]);
+    _mm256_storeu_ps(cr, v0);
+    _mm256_storeu_ps(cr + 8, v1);
   }
 }
 
@@ -145,7 +165,31 @@ const Isa& pick_isa() {
   return isa;
 }
 
-constexpr int64_t KC = 256;
+// Blocking parameters, with an environment override for tuning runs (bench/native/gemm.cpp).
+int64_t tune(const char* name, int64_t dflt) {
+  const char* v = std::getenv(name);
+  return v && std::atoll(v) > 0 ? std::atoll(v) : dflt;
+}
+
+// Cache blocking from the measured cache sizes: a B micro-panel (KC × NR) takes about half of L1
+// (the A micro-panel and C tile stream beside it), an A block (MC × KC) about a quarter of L2.
+// KPIG_KC, KPIG_MC (rows) and KPIG_NC (columns) override them.
+struct Blocking {
+  int64_t kc, mc, nc;
+};
+Blocking make_blocking(const Isa& isa) {
+  long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE), l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (l1 <= 0) l1 = 32 << 10;
+  if (l2 <= 0) l2 = 512 << 10;
+  int64_t kc = std::clamp<int64_t>(l1 / 2 / (isa.nr * 4) / 32 * 32, 128, 512);
+  int64_t mc = std::clamp<int64_t>(l2 / 4 / (kc * 4) / isa.mr, 8, 32) * isa.mr;
+  return {tune("KPIG_KC", kc), tune("KPIG_MC", mc) / isa.mr * isa.mr, tune("KPIG_NC", 32 * isa.nr) / isa.nr * isa.nr};
+}
+const Blocking& blocking(const Isa& isa) {
+  static const Blocking avx512 = make_blocking(avx512_isa());
+  static const Blocking picked = make_blocking(pick_isa());
+  return isa.kernel == pick_isa().kernel ? picked : avx512;
+}
 
 // dst row c (8 floats, stride ld_dst) = column c of the 8 × 8 block at src (rows of stride ld_src).
 __attribute__((target("avx2")))
@@ -169,6 +213,30 @@ void transpose8x8(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) 
   _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
+// dst[k*6 + r] = src[r*ld_src + k] for r < 6, k < 8: six rows of 8 floats into 8 columns of 6.
+__attribute__((target("avx2")))
+void transpose6x8(const float* src, int64_t ld_src, float* dst) {
+  const __m256 z = _mm256_setzero_ps();
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld_src), r2 = _mm256_loadu_ps(src + 2 * ld_src),
+         r3 = _mm256_loadu_ps(src + 3 * ld_src), r4 = _mm256_loadu_ps(src + 4 * ld_src), r5 = _mm256_loadu_ps(src + 5 * ld_src);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+         t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+         u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE),
+         u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
+  // column k = rows 0–3 (a 128-bit lane of u*) then rows 4–5 (the low half of that lane of u4–u7)
+  const __m128 lo[8] = {_mm256_castps256_ps128(u0), _mm256_castps256_ps128(u1), _mm256_castps256_ps128(u2),
+                        _mm256_castps256_ps128(u3), _mm256_extractf128_ps(u0, 1), _mm256_extractf128_ps(u1, 1),
+                        _mm256_extractf128_ps(u2, 1), _mm256_extractf128_ps(u3, 1)};
+  const __m128 hi[8] = {_mm256_castps256_ps128(u4), _mm256_castps256_ps128(u5), _mm256_castps256_ps128(u6),
+                        _mm256_castps256_ps128(u7), _mm256_extractf128_ps(u4, 1), _mm256_extractf128_ps(u5, 1),
+                        _mm256_extractf128_ps(u6, 1), _mm256_extractf128_ps(u7, 1)};
+  for (int k = 0; k < 8; k++) {
+    _mm_storeu_ps(dst + 6 * k, lo[k]);
+    _mm_storel_pi(reinterpret_cast<__m64*>(dst + 6 * k + 4), hi[k]);
+  }
+}
+
 bool cpu_avx2() {
   static const bool yes = [] {
     __builtin_cpu_init();
@@ -186,6 +254,9 @@ void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t i0, int64_t mc, 
       if (mr == 8 && rows == 8 && cpu_avx2()) {  // whole 8 × 8 blocks by register transposes
         const float* src = A + (i0 + p) * a_rs + k0;
         for (; kdone + 8 <= kc; kdone += 8) transpose8x8(src + kdone, a_rs, out + kdone * 8, 8);
+      } else if (mr == 6 && rows == 6 && cpu_avx2()) {  // 6 rows × 8 k by register transposes
+        const float* src = A + (i0 + p) * a_rs + k0;
+        for (; kdone + 8 <= kc; kdone += 8) transpose6x8(src + kdone, a_rs, out + kdone * 6);
       }
       for (int64_t r = 0; r < rows; r++) {
         const float* src = A + (i0 + p + r) * a_rs + k0;
@@ -323,12 +394,22 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
   // Blocking: A blocks (MC × KC) stay in L2 and each B micro-panel (KC × NR) in L1 while it is
   // swept over a whole A block. A task owns a column block (NC) and a range of rows; it packs each
   // B block once and reuses it for all its rows, so B is packed once per task, not per row block.
-  const int64_t MC = mr * 16, NC = nr * 32;
+  const Blocking& blk = blocking(isa);
+  const int64_t MC = blk.mc, NCMAX = blk.nc, KCMAX = blk.kc;
+  const int64_t KC = (K + (K + KCMAX - 1) / KCMAX - 1) / ((K + KCMAX - 1) / KCMAX);  // even k blocks
   const int nthreads = pool ? pool->size() : 1;
-  const int64_t nb = (N + NC - 1) / NC;
+  // Column blocks: at most NCMAX wide, as many as a multiple of the threads when the rows alone
+  // cannot feed them, and of equal width (in NR panels) so no thread waits on a wider one.
+  int64_t nb = (N + NCMAX - 1) / NCMAX;
+  const int64_t row_blocks = (M + MC - 1) / MC;
+  if (nthreads > 1) nb = (nb + nthreads - 1) / nthreads * nthreads;
+  const int64_t panels = (N + nr - 1) / nr;
+  nb = std::min(nb, panels);
+  const int64_t NC = (panels + nb - 1) / nb * nr;
+  nb = (N + NC - 1) / NC;
   // Enough row ranges that every thread has work (at least 2 tasks per thread when N is narrow).
   int64_t mb = nb >= 2 * nthreads ? 1 : (2 * nthreads + nb - 1) / nb;
-  mb = std::max<int64_t>(1, std::min(mb, (M + MC - 1) / MC));
+  mb = std::max<int64_t>(1, std::min(mb, row_blocks));
   const int64_t rows_per = ((M + mb - 1) / mb + mr - 1) / mr * mr;
   auto body = [&](int64_t task, int) {
     const int64_t ib = task % mb, jb = task / mb;
