@@ -1,7 +1,7 @@
 // Shared pieces of the benchmarks: bench models (cached in the temp folder), timing, the PyTorch
 // peer (../shared/peers/torch_kpig.py) run in the same benchmark run, and peak RSS of a child.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { mkdtempSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -63,16 +63,45 @@ export function rng(seed) {
 
 /**
  * The machine's fp32 FMA peak (GFLOP/s) with `threads` threads, measured now with the peers'
- * fma_peak.c (register-resident AVX-512 FMA chains), or null when it cannot be built here.
+ * fma_peak.c (register-resident FMA chains), or null when it cannot be built here. `isa` 'avx2'
+ * reads its 256-bit line (the AVX2 class on any machine); otherwise its last line, the widest fp32
+ * FMA path the machine has.
  */
-export function fmaPeak(threads) {
+export function fmaPeak(threads, isa = 'native') {
   const src = join(peersDir, 'fma_peak.c');
   if (!existsSync(src)) return null;
   const exe = join(mkdtempSync(join(tmpdir(), 'kpig-fma-')), 'fma_peak');
   if (spawnSync('gcc', ['-O2', '-march=native', '-fopenmp', src, '-o', exe]).status !== 0) return null;
   const r = spawnSync(exe, [], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
-  const vals = [...r.stdout.matchAll(/AVX-512 FP32 FMA\s*:\s*([\d.]+)/g)].map((m) => Number(m[1]));
+  const pattern = isa === 'avx2' ? /AVX2 FP32 FMA\s*:\s*([\d.]+)/g : /FP32 FMA peak\s*:\s*([\d.]+)/g;
+  const vals = [...r.stdout.matchAll(pattern)].map((m) => Number(m[1]));
   return vals.length ? Math.max(...vals) : null;
+}
+
+/** The CPU's model name and the widest ISA it has, for the header line of every bench. */
+export function cpuDescription() {
+  let info = '';
+  try {
+    info = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {}
+  const name = /model name\s*:\s*(.*)/.exec(info)?.[1]?.trim() ?? 'unknown CPU';
+  const flags = /flags\s*:\s*(.*)/.exec(info)?.[1]?.split(' ') ?? [];
+  const widest = flags.includes('amx_tile') ? 'AMX + AVX-512' : flags.includes('avx512f') ? 'AVX-512' : flags.includes('avx2') ? 'AVX2 + FMA' : 'SSE';
+  return { cpu: name, cpu_isa: widest, date: new Date().toISOString().slice(0, 10) };
+}
+
+/**
+ * The CPU class a bench measures: 'native' (what the machine has) or 'avx2' (the AVX2 + FMA class
+ * on any machine: KPIG_ISA=avx2 for kpig, set before its first kernel runs, and PyTorch with AVX2
+ * ATen kernels and OpenBLAS's Haswell kernels). Returns the peer arguments for torch_kpig.py.
+ */
+export function cpuClass(cls) {
+  if (cls === 'avx2') {
+    process.env.KPIG_ISA = 'avx2';
+    return { torchArgs: ['--aten-cap', 'avx2', '--coretype', 'Haswell'] };
+  }
+  if (cls !== 'native') throw new Error(`--class must be native or avx2, not '${cls}'`);
+  return { torchArgs: [] };
 }
 
 /**

@@ -5,17 +5,19 @@
 // the ratio, the share of the fp32 matmul floor and peak memory.
 // With --ort-modules <node_modules holding onnxruntime-node>, the onnxruntime-node peer runs too and
 // the ratio is taken against the faster peer.
-//   node bench/ig-score.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--bf16] [--ort-modules DIR]
+// --class avx2 measures the AVX2 + FMA class on any machine (kernels and peers limited to AVX2).
+//   node bench/ig-score.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--class native|avx2] [--bf16] [--ort-modules DIR]
 import { parseArgs } from 'node:util';
 import { Model } from '../dist/model/model.js';
 import { scorePairs } from '../dist/scoring/pairs.js';
-import { benchModel, fmaPeak, forwardMatmulFlops, ortPeer, rng, timed, torchPeer } from './common.mjs';
+import { benchModel, cpuClass, cpuDescription, fmaPeak, forwardMatmulFlops, ortPeer, rng, timed, torchPeer } from './common.mjs';
 
 const { values: opt } = parseArgs({
   options: {
     models: { type: 'string', default: 'gpt2-small,smol-135m-like' },
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '5' },
+    class: { type: 'string', default: 'native' },
     'no-peer': { type: 'boolean', default: false },
     bf16: { type: 'boolean', default: false },
     'ort-modules': { type: 'string' },
@@ -23,8 +25,9 @@ const { values: opt } = parseArgs({
 });
 const threads = Number(opt.threads);
 const B = 8, L_INSTR = 64, L_INPUT = 96, R = 96, T = L_INSTR + L_INPUT + R;
-const peakGflops = fmaPeak(threads);
-console.log(JSON.stringify({ fp32_fma_peak_gflops: peakGflops, threads }));
+const { torchArgs } = cpuClass(opt.class);
+const peakGflops = fmaPeak(threads, opt.class);
+console.log(JSON.stringify({ ...cpuDescription(), class: opt.class, fp32_fma_peak_gflops: peakGflops, threads }));
 
 /** Matmul FLOPs of what the peer computes: two full forward passes, head on the R predicting rows. */
 const igFlops = (info) => 2 * B * forwardMatmulFlops(info, T, R);
@@ -71,14 +74,15 @@ for (const preset of opt.models.split(',')) {
   };
   model.dispose();
   if (!opt['no-peer']) {
-    const torch = torchPeer(['--model', preset, '--task', 'ig', '--threads', String(threads), '--reps', opt.reps, ...(opt.bf16 ? ['--bf16'] : [])]);
+    const torch = torchPeer(['--model', preset, '--task', 'ig', '--threads', String(threads), '--reps', opt.reps, ...torchArgs, ...(opt.bf16 ? ['--bf16'] : [])]);
     line.torch_sec = torch.sec_median;
     line.torch_samples_per_s = torch.samples_per_s_median;
     line.torch_floor_share = peakGflops ? +(flops / (peakGflops * 1e9) / torch.sec_median).toFixed(3) : null;
     line.torch_peak_rss_mb = torch.peak_rss_MB;
     line.speedup_vs_torch = +(torch.sec_median / ours.median).toFixed(3);
     let fastest = torch.sec_median;
-    if (opt['ort-modules'] && !opt.bf16) {
+    // onnxruntime picks its kernels from the CPU alone, so it runs in the native class only.
+    if (opt['ort-modules'] && !opt.bf16 && opt.class === 'native') {
       const ort = ortPeer(preset, threads, Number(opt.reps), opt['ort-modules']);
       line.ort_sec = ort.sec_median;
       line.ort_samples_per_s = ort.samples_per_s_median;

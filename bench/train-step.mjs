@@ -4,16 +4,18 @@
 // (torch_kpig.py --task train) in the same run. Prints tokens/s, the ratio to PyTorch and the
 // share of the machine's fp32 matmul floor.
 // With --bf16: our bf16 matmul mode (fp32 master weights) against PyTorch's bf16 autocast.
-//   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--bf16]
+// --class avx2 measures the AVX2 + FMA class on any machine (kernels and peer limited to AVX2).
+//   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--class native|avx2] [--bf16]
 import { parseArgs } from 'node:util';
 import { Model, nativeOf, packSequences } from '../dist/model/model.js';
-import { benchModel, fmaPeak, forwardMatmulFlops, rng, timed, torchPeer } from './common.mjs';
+import { benchModel, cpuClass, cpuDescription, fmaPeak, forwardMatmulFlops, rng, timed, torchPeer } from './common.mjs';
 
 const { values: opt } = parseArgs({
   options: {
     models: { type: 'string', default: 'gpt2-small,smol-135m-like' },
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '5' },
+    class: { type: 'string', default: 'native' },
     'no-peer': { type: 'boolean', default: false },
     bf16: { type: 'boolean', default: false },
   },
@@ -21,8 +23,9 @@ const { values: opt } = parseArgs({
 const threads = Number(opt.threads);
 const B = 8, T = 256, R = 96;
 // The matmul floor: matmul FLOPs at the fp32 FMA peak measured in this run (this machine, these threads).
-const peakGflops = fmaPeak(threads);
-console.log(JSON.stringify({ fp32_fma_peak_gflops: peakGflops, threads }));
+const { torchArgs } = cpuClass(opt.class);
+const peakGflops = fmaPeak(threads, opt.class);
+console.log(JSON.stringify({ ...cpuDescription(), class: opt.class, fp32_fma_peak_gflops: peakGflops, threads }));
 
 /** Matmul FLOPs of forward + backward (3× forward), head on the R response-predicting rows. */
 const trainFlops = (info) => 3 * B * forwardMatmulFlops(info, T, R);
@@ -58,7 +61,7 @@ for (const preset of opt.models.split(',')) {
   };
   model.dispose();
   if (!opt['no-peer']) {
-    const torch = torchPeer(['--model', preset, '--task', 'train', '--threads', String(threads), '--reps', opt.reps, ...(opt.bf16 ? ['--bf16'] : [])]);
+    const torch = torchPeer(['--model', preset, '--task', 'train', '--threads', String(threads), '--reps', opt.reps, ...torchArgs, ...(opt.bf16 ? ['--bf16'] : [])]);
     line.torch_sec = torch.sec_median;
     line.torch_tokens_per_s = torch.tokens_per_s_median;
     line.torch_floor_share = peakGflops ? +(flops / (peakGflops * 1e9) / torch.sec_median).toFixed(3) : null;

@@ -19,8 +19,8 @@ namespace kpig {
 namespace {
 
 // A kernel multiplies an MR-row panel of A by an NR-column panel of B over kc steps:
-//   c(MR,NR) (=|+=) Σ_k a[k*MR + r] · b[k*NR + j]
-using KernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc);
+//   c(MR,NR) (=|+=) Σ_k a[k*MR + r] · b[k*NR + j]  (+ bias[j] when bias is given)
+using KernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc, const float* bias);
 
 struct Isa {
   const char* name;
@@ -29,18 +29,18 @@ struct Isa {
 };
 
 template <int MR, int NR>
-void kernel_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+void kernel_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc, const float* bias) {
   float t[MR][NR] = {};
   for (int64_t k = 0; k < kc; k++, a += MR, b += NR)
     for (int r = 0; r < MR; r++)
       for (int j = 0; j < NR; j++) t[r][j] += a[r] * b[j];
   for (int r = 0; r < MR; r++)
-    for (int j = 0; j < NR; j++) c[r * ldc + j] = acc ? c[r * ldc + j] + t[r][j] : t[r][j];
+    for (int j = 0; j < NR; j++) c[r * ldc + j] = (acc ? c[r * ldc + j] + t[r][j] : t[r][j]) + (bias ? bias[j] : 0.f);
 }
 
 // 8 × 32 tile in 16 zmm accumulators: two 512-bit FMA pipes with latency 4 need ≥ 8 in flight.
 __attribute__((target("avx512f,fma")))
-void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc, const float* bias) {
   __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
   for (int64_t k = 0; k < kc; k++, a += 8, b += 32) {
@@ -57,8 +57,11 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t
   }
   __m512 rows[8][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                        {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+  const __m512 bv0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps(), bv1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
   for (int r = 0; r < 8; r++) {
     float* cr = c + r * ldc;
+    rows[r][0] = _mm512_add_ps(rows[r][0], bv0);
+    rows[r][1] = _mm512_add_ps(rows[r][1], bv1);
     if (acc) {
       rows[r][0] = _mm512_add_ps(rows[r][0], _mm512_loadu_ps(cr));
       rows[r][1] = _mm512_add_ps(rows[r][1], _mm512_loadu_ps(cr + 16));
@@ -72,7 +75,7 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t
 // that is 15 of the 16 ymm registers). Two 256-bit FMA pipes of latency 4–5 need ≥ 10 independent
 // chains; the k loop is unrolled by 4 and the next A and B lines are prefetched.
 __attribute__((target("avx2,fma")))
-void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc, const float* bias) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int r = 0; r < 6; r++) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
@@ -99,9 +102,10 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t l
   for (; k < kc; k++, a += 6, b += 16) KPIG_AVX2_STEP(0)
 #undef KPIG_AVX2_STEP
   const __m256 rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  const __m256 bv0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps(), bv1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
   for (int r = 0; r < 6; r++) {
     float* cr = c + r * ldc;
-    __m256 v0 = rows[r][0], v1 = rows[r][1];
+    __m256 v0 = _mm256_add_ps(rows[r][0], bv0), v1 = _mm256_add_ps(rows[r][1], bv1);
     if (acc) {
       v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));
       v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));
@@ -114,7 +118,7 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t l
 // 8 × 32 tile from bf16 pairs: a[kp*8 + r] holds (a(r, 2kp), a(r, 2kp+1)); b[(kp*32 + j)*2 + {0,1}]
 // holds (b(2kp, j), b(2kp+1, j)). One vdpbf16ps does 16 lanes × 2 products.
 __attribute__((target("avx512f,avx512bf16")))
-void kernel_bf16(int64_t kp, const uint32_t* a, const uint16_t* b, float* c, int64_t ldc, bool acc) {
+void kernel_bf16(int64_t kp, const uint32_t* a, const uint16_t* b, float* c, int64_t ldc, bool acc, const float* bias) {
   __m512 t[8][2];
   for (int r = 0; r < 8; r++) t[r][0] = t[r][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kp; k++, a += 8, b += 64) {
@@ -125,8 +129,11 @@ void kernel_bf16(int64_t kp, const uint32_t* a, const uint16_t* b, float* c, int
       t[r][1] = _mm512_dpbf16_ps(t[r][1], x, b1);
     }
   }
+  const __m512 bv0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps(), bv1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
   for (int r = 0; r < 8; r++) {
     float* cr = c + r * ldc;
+    t[r][0] = _mm512_add_ps(t[r][0], bv0);
+    t[r][1] = _mm512_add_ps(t[r][1], bv1);
     if (acc) {
       t[r][0] = _mm512_add_ps(t[r][0], _mm512_loadu_ps(cr));
       t[r][1] = _mm512_add_ps(t[r][1], _mm512_loadu_ps(cr + 16));
@@ -368,8 +375,7 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
   if (M <= 0 || N <= 0) return;
   const bool bf16 = pool && pool->matmul_bf16;
   const bool amx = bf16 ? amx_available() : amx_fp32() && M >= kAmxFp32MinRows;
-  if (bias) {
-    if (amx && !accumulate && K > 0) return gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, false, bias);
+  if (bias && (K <= 0 || (amx && accumulate))) {  // C (=|+=) bias, then the product on top
     for (int64_t i = 0; i < M; i++) {
       float* ci = C + i * ldc;
       if (accumulate)
@@ -379,6 +385,7 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
     }
     return gemm(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, true);
   }
+  if (bias && amx) return gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, false, bias);
   if (K <= 0) {
     if (!accumulate)
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, sizeof(float) * N);
@@ -447,6 +454,8 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
         for (int64_t jp = 0; jp < nc; jp += nr) {
           const float* bp = pb + jp * kc;
           const int64_t cols = std::min<int64_t>(nr, nc - jp);
+          // The bias joins on the first k block only (a full tile reads NR values of it).
+          const float* bias_j = bias && k0 == 0 ? bias + j0 + jp : nullptr;
           for (int64_t ip = 0; ip < mc; ip += mr) {
             const float* ap = pa + ip * kc;
             const int64_t rows = std::min<int64_t>(mr, mc - ip);
@@ -455,20 +464,20 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
               const uint32_t* a16 = pa16 + ip * kp;
               const uint16_t* b16 = pb16 + jp * kp * 2;
               if (rows == mr && cols == nr) {
-                kernel_bf16(kp, a16, b16, c, ldc, acc);
+                kernel_bf16(kp, a16, b16, c, ldc, acc, bias_j);
                 continue;
               }
-              kernel_bf16(kp, a16, b16, tile, nr, false);
+              kernel_bf16(kp, a16, b16, tile, nr, false, nullptr);
               for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = 0; j < cols; j++)
-                  c[r * ldc + j] = acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j];
+                  c[r * ldc + j] = (acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j]) + (bias_j ? bias_j[j] : 0.f);
             } else if (rows == mr && cols == nr) {
-              isa.kernel(kc, ap, bp, c, ldc, acc);
+              isa.kernel(kc, ap, bp, c, ldc, acc, bias_j);
             } else {  // edge tile: compute into a full tile, copy the valid part
-              isa.kernel(kc, ap, bp, tile, nr, false);
+              isa.kernel(kc, ap, bp, tile, nr, false, nullptr);
               for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = 0; j < cols; j++)
-                  c[r * ldc + j] = acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j];
+                  c[r * ldc + j] = (acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j]) + (bias_j ? bias_j[j] : 0.f);
             }
           }
         }
