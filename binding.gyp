@@ -19,6 +19,7 @@
         "native/src/model/ig.cpp",
         "native/src/model/linear.cpp",
         "native/src/model/model.cpp",
+        "native/src/model/prefix_cache.cpp",
         "native/src/model/train.cpp",
         "native/src/model/weights.cpp"
       ],

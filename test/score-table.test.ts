@@ -83,10 +83,11 @@ describe('scoreTable', () => {
     expect(errs[4]).toMatch(/more than the model's context of 128/);
     expect(errs[0]).toBeNull();
     expect(progress.at(-1)).toBe(6);
-    // The scores equal scoring the same pairs directly.
+    // The scores equal scoring the same pairs directly (up to float32 rounding: the direct call reads
+    // the instruction's keys and values from the prefix cache).
     const pair = buildPair(model.tokenizer!, { instruction: 'Answer "yes" or "no".', keySpans: [{ start: 7, end: 12 }, { start: 16, end: 20 }], input: 'Is ice cold?', output: 'yes' });
     const [direct] = await scorePairs(model, [pair]);
-    expect((get('ig_kl') as number[])[0]).toBeCloseTo(direct.igKl, 10);
+    expect((get('ig_kl') as number[])[0]).toBeCloseTo(direct.igKl, 6);
     expect((get('n_tokens') as number[])[0]).toBe(3);
     expect((get('first_diff') as number[])[0]).toBe(pair.firstDiff);
     expect(Number.isNaN((get('ig_ce') as number[])[2])).toBe(true);

@@ -70,7 +70,7 @@ describe.skipIf('skip' in oracle)('IG scores against reference.py ig', () => {
 });
 
 describe('IG scoring', () => {
-  it('computes the shared prefix once: positions = len(full) + len(masked) − shared', async () => {
+  it('computes the shared prefix once: positions = len(full) + len(masked) − min(shared, first response-predicting row)', async () => {
     const model = await Model.load(await dirs.make({ preset: 'llama-nano', seed: 2 }));
     const pairs = makePairs();
     const scores = await scorePairs(model, pairs);
@@ -79,7 +79,8 @@ describe('IG scoring', () => {
       let shared = 0;
       while (shared < full.length && shared < masked.length && full[shared] === masked[shared]) shared++;
       expect(s.sharedPrefix).toBe(shared);
-      expect(s.positionsComputed).toBe(full.length + masked.length - shared);
+      // A masked sequence computes its own response-predicting rows, from len − R − 1 on.
+      expect(s.positionsComputed).toBe(full.length + masked.length - Math.min(shared, masked.length - pairs[i].responseLen - 1));
     });
     expect(scores[0].sharedPrefix).toBe(3);
     expect(scores[6].sharedPrefix).toBe(0);

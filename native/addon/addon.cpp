@@ -341,6 +341,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod("tensors", &ModelWrap::Tensors), InstanceMethod("readTensor", &ModelWrap::ReadTensor),
                         InstanceMethod("writeTensor", &ModelWrap::WriteTensor),
                         InstanceMethod("setMatmulPrecision", &ModelWrap::SetMatmulPrecision),
+                        InstanceMethod("setPrefixCache", &ModelWrap::SetPrefixCache),
+                        InstanceMethod("prefixCacheStats", &ModelWrap::PrefixCacheStats),
                         InstanceMethod("scoreIg", &ModelWrap::ScoreIg)});
   }
 
@@ -659,6 +661,32 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     if (p != "fp32" && p != "bf16") throw_input(info.Env(), "matmul precision must be 'fp32' or 'bf16'");
     m->set_matmul_bf16(p == "bf16");
     return info.Env().Undefined();
+  }
+
+  // setPrefixCache(maxBytes: number): 0 turns the prefix cache off
+  Napi::Value SetPrefixCache(const Napi::CallbackInfo& info) {
+    auto m = model(info.Env());
+    if (info.Length() < 1 || !info[0].IsNumber()) throw_input(info.Env(), "setPrefixCache needs a size in bytes");
+    const double bytes = info[0].As<Napi::Number>().DoubleValue();
+    if (!(bytes >= 0) || bytes > 9.0e15 || bytes != double(int64_t(bytes)))
+      throw_input(info.Env(), "the prefix cache size must be a whole number of bytes ≥ 0");
+    guarded(info.Env(), [&] { m->set_prefix_cache(int64_t(bytes)); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value PrefixCacheStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const kpig::PrefixCacheStats st = model(env)->prefix_cache_stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("sequences", double(st.sequences));
+    o.Set("hits", double(st.hits));
+    o.Set("storeHits", double(st.store_hits));
+    o.Set("tokens", double(st.tokens));
+    o.Set("tokensReused", double(st.tokens_reused));
+    o.Set("entries", double(st.entries));
+    o.Set("bytes", double(st.bytes));
+    o.Set("evictions", double(st.evictions));
+    return o;
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

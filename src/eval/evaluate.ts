@@ -113,8 +113,12 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
     }
   }
 
-  // Batches of similar prompt length waste less of the batched decoder; rows go back in job order.
-  const order = jobs.map((_, i) => i).sort((x, y) => jobs[x].prompt.length - jobs[y].prompt.length || x - y);
+  // Batches keep a task's prompts together (they share its instruction, which the prefix cache
+  // computes once), by prompt length inside a task; rows go back in job order.
+  const taskOrder = new Map(taskIds.map((t, i) => [t, i]));
+  const order = jobs
+    .map((_, i) => i)
+    .sort((x, y) => taskOrder.get(jobs[x].task.task_id)! - taskOrder.get(jobs[y].task.task_id)! || jobs[x].prompt.length - jobs[y].prompt.length || x - y);
   const texts = new Array<string>(jobs.length);
   let done = 0;
   for (let b = 0; b < order.length; b += batchSize) {

@@ -6,12 +6,13 @@ import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, InputError, KpigIOError, fromNative } from '../errors/index.js';
-import { loadAddon, type NativeModel, type NativeModelInfo } from '../native/index.js';
+import { loadAddon, type NativeModel, type NativeModelInfo, type PrefixCacheStats } from '../native/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/index.js';
 import { countParameters, readModelConfig } from './config.js';
 import { checkMemory } from './memory.js';
 
 export type ModelInfo = NativeModelInfo;
+export type { PrefixCacheStats };
 
 /** Sequences packed back to back: sequence i is `tokens[offsets[i] .. offsets[i+1])`. */
 export interface PackedSequences {
@@ -304,6 +305,27 @@ export class Model {
    */
   setMatmulPrecision(precision: 'fp32' | 'bf16'): void {
     this.#handle().setMatmulPrecision(precision);
+  }
+
+  /**
+   * The prefix cache of scoring and generation: sequences of one call that start with the same
+   * tokens (every instance of a task under one instruction, and the masked variants of that
+   * instruction) compute that prefix once, and up to `maxBytes` of prefix keys and values are kept
+   * between calls, least recently used dropped first. 0 turns it off. Default 256 MiB. Results
+   * equal the unshared computation up to float32 rounding; the cache is emptied whenever the
+   * weights or the matmul precision change.
+   *
+   * @example
+   * model.setPrefixCache(512 * 2 ** 20);
+   */
+  setPrefixCache(maxBytes: number): void {
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw new InputError(`the prefix cache size must be a whole number of bytes ≥ 0, got ${maxBytes}`);
+    this.#handle().setPrefixCache(maxBytes);
+  }
+
+  /** Counters of the prefix cache since the model was loaded: hit rate = hits / sequences. */
+  prefixCacheStats(): PrefixCacheStats {
+    return this.#handle().prefixCacheStats();
   }
 
   /** Frees the engine's copy of the weights; calls already running finish first. */

@@ -105,6 +105,24 @@ export interface NativeIgColumns {
   tokEntropyMasked?: Float32Array;
 }
 
+/** Counters of a model's prefix cache since it was loaded (Model.prefixCacheStats()). */
+export interface PrefixCacheStats {
+  /** Sequences planned with the cache on. */
+  sequences: number;
+  /** ...that started after a prefix shared with another sequence of the call or stored. */
+  hits: number;
+  /** ...whose prefix came from the store (an earlier call). */
+  storeHits: number;
+  /** Tokens of those sequences. */
+  tokens: number;
+  /** ...that were not computed because their prefix was shared. */
+  tokensReused: number;
+  /** Stored prefixes now, their bytes, and entries evicted so far. */
+  entries: number;
+  bytes: number;
+  evictions: number;
+}
+
 export interface NativeModel {
   info(): NativeModelInfo;
   trainFull(): void;
@@ -125,6 +143,9 @@ export interface NativeModel {
   readTensor(name: string, kind: NativeTensorKind): Float32Array;
   writeTensor(name: string, kind: NativeTensorKind, data: Float32Array): void;
   setMatmulPrecision(precision: 'fp32' | 'bf16'): void;
+  /** Prefix cache size in bytes (0: off). */
+  setPrefixCache(maxBytes: number): void;
+  prefixCacheStats(): PrefixCacheStats;
   scoreIg(
     fullTokens: Int32Array,
     fullOffsets: Int32Array,

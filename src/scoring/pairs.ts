@@ -36,7 +36,7 @@ export interface IgScore {
   nTokens: number;
   /** Tokens the two sequences share from the start (computed once). */
   sharedPrefix: number;
-  /** Positions the engine ran: len(full) + len(masked) − sharedPrefix. */
+  /** Positions the engine ran for this pair: at most len(full) + len(masked) − sharedPrefix (less when the prefix cache held a prefix). */
   positionsComputed: number;
   perToken?: IgTokenValues;
 }

@@ -1,7 +1,8 @@
 /**
  * `scoreTable`: information gain for every row of an Arrow table of instances with key spans.
- * Rows are tokenised into full/masked pairs, packed into batches by token budget, scored by the
- * native engine, and returned as an Arrow table keyed by the input ids. A bad row gets
+ * Rows are tokenised into full/masked pairs, grouped by instruction, packed into batches by token
+ * budget, scored by the native engine (its prefix cache computes a shared instruction once), and
+ * returned as an Arrow table keyed by the input ids, in input order. A bad row gets
  * status 'error' and a message; the rest of its batch is still scored.
  */
 import { Field, RecordBatch, Schema, Struct, Table, Utf8, makeData, makeVector, vectorFromArray, type Vector } from 'apache-arrow';
@@ -89,12 +90,18 @@ export async function scoreTable(model: Model, table: Table, options: ScoreTable
   };
   let batch: { row: number; pair: TokenPair }[] = [];
   let batchTokens = 0;
-  for (let row = 0; row < n; row++) {
+  // Rows of one instruction go through the engine together (stable: input order inside an
+  // instruction), so its prefix cache computes each instruction, and each masked variant, once.
+  const instructionOf = Array.from({ length: n }, (_, row) => String(ins.get(row) ?? ''));
+  const order = Array.from({ length: n }, (_, row) => row).sort((a, b) =>
+    instructionOf[a] < instructionOf[b] ? -1 : instructionOf[a] > instructionOf[b] ? 1 : a - b,
+  );
+  for (const row of order) {
     let pair: TokenPair;
     try {
       pair = buildPair(
         tok,
-        { instruction: String(ins.get(row) ?? ''), keySpans: spansOf(spans.get(row), row), input: String(inp.get(row) ?? ''), output: String(outp.get(row) ?? '') },
+        { instruction: instructionOf[row], keySpans: spansOf(spans.get(row), row), input: String(inp.get(row) ?? ''), output: String(outp.get(row) ?? '') },
         { mode: options.maskMode, placeholder: options.placeholder, template: options.template },
       );
       const longest = Math.max(pair.full.length, pair.masked.length);

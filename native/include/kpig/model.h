@@ -145,12 +145,25 @@ struct IgScores {
   double ce_full = 0, ce_masked = 0, ig_ce = 0, ig_kl = 0, ig_js = 0, entropy_full = 0, entropy_masked = 0;
   int64_t n_tokens = 0;
   int64_t shared_prefix = 0;       // tokens both sequences share from the start
-  int64_t positions_computed = 0;  // full_len + masked_len − shared_prefix: the prefix runs once
+  // Positions the pass ran for this pair: its shared start runs once, and with the prefix cache
+  // (set_prefix_cache) whatever another sequence of the call or the store already holds runs
+  // not at all; a sequence always computes its own response-predicting rows.
+  int64_t positions_computed = 0;
 };
 
 // Optional per-token values of one pair, response_len entries each.
 struct IgTokenScores {
   std::vector<float> nll_full, nll_masked, kl, js, entropy_full, entropy_masked;
+};
+
+// The prefix cache's counters since the model was loaded (see Model::set_prefix_cache).
+struct PrefixCacheStats {
+  int64_t sequences = 0;      // sequences planned with the cache on
+  int64_t hits = 0;           // ... that started after a shared prefix (of the call or stored)
+  int64_t store_hits = 0;     // ... whose prefix came from the store (an earlier call)
+  int64_t tokens = 0;         // tokens of those sequences
+  int64_t tokens_reused = 0;  // ... not computed because their prefix was shared
+  int64_t entries = 0, bytes = 0, evictions = 0;  // the store now, and entries evicted so far
 };
 
 class ModelImpl;
@@ -183,9 +196,17 @@ class Model {
   bool matmul_bf16() const;
 
   // Information-gain scores of full/masked pairs. The shared prefix of each pair runs once (its
-  // keys and values are reused by both continuations); the LM head runs only at response-predicting
+  // keys and values are reused by both continuations), and so does a prefix shared between pairs
+  // (the prefix cache); the LM head runs only at response-predicting
   // positions, a chunk of rows at a time. per_token (n entries) is filled when given.
   void score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScores* per_token = nullptr);
+
+  // Prefix cache (scoring and generation): sequences of a call that start with the same tokens
+  // compute that prefix once, and up to max_bytes of such prefixes' keys and values are kept
+  // between calls (least recently used dropped first). 0 turns it off. Default 256 MiB. Results
+  // equal the unshared computation up to float32 rounding. Cleared whenever weights change.
+  void set_prefix_cache(int64_t max_bytes);
+  PrefixCacheStats prefix_cache_stats();
 
   // ---- training ----
   // Full fine-tuning: every base weight gets a gradient and optimizer state.

@@ -1,6 +1,6 @@
-// Information-gain scoring of full/masked pairs (DESIGN.md §1). Each pair's shared prefix runs once:
-// the full sequence runs whole and the masked one only after the prefix, attending to the full
-// sequence's prefix keys and values. The LM
+// Information-gain scoring of full/masked pairs (DESIGN.md §1). A prefix shared by sequences of the
+// call (a pair's full and masked sequences; every instance of one instruction) or held by the
+// prefix store runs once: later sequences start after it, attending to its keys and values. The LM
 // head runs only on response-predicting rows, a chunk of row pairs at a time, and every per-token
 // quantity (NLLs, KL, JS, entropies) comes out of one pass over the two logit rows.
 // Legend: C = hidden, V = vocab, R = response tokens of a pair.
@@ -11,6 +11,7 @@
 #include "../cpu/gemm.h"
 #include "../cpu/ops.h"
 #include "model_impl.h"
+#include "prefix_cache.h"
 
 namespace kpig {
 
@@ -47,63 +48,55 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     shared[size_t(i)] = s;
   }
 
-  // One forward pass: each pair's full sequence from position 0, writing its keys and values into a
-  // cache, and its masked continuation after the shared prefix, whose attention reads the prefix
-  // from a copy of that cache (made layer by layer inside the pass).
-  // Caches, hidden states and logits live in the workspace between calls (no fresh pages per batch).
+  // One forward pass over every pair's full and masked sequences (in that order). A sequence starts
+  // after the longest prefix it shares with an earlier one of the call or with a stored prefix
+  // (prefix_cache.h), reading that prefix's keys and values from there (copied layer by layer inside
+  // the pass); with the store off, a masked sequence still starts after what it shares with its own
+  // full sequence. Rows from the first response-predicting one on are always computed by the
+  // sequence itself. Caches, hidden states and logits live in the workspace between calls.
   std::vector<std::unique_ptr<KVCache>>& caches = m.ws.ig_caches;
-  size_t used = 0;
-  auto cache = [&](int64_t cap) {
-    if (used == caches.size()) caches.push_back(nullptr);
-    std::unique_ptr<KVCache>& kv = caches[used++];
-    if (!kv || kv->capacity < cap) kv = std::make_unique<KVCache>(c, cap);
-    return kv.get();
-  };
+  std::vector<const int32_t*> seq_tokens;
+  std::vector<int64_t> seq_len, cap;
+  for (int64_t i = 0; i < n; i++) {
+    const IgPair& p = pairs[i];
+    seq_tokens.push_back(p.full), seq_len.push_back(p.full_len), cap.push_back(p.full_len - p.response_len - 1);
+    seq_tokens.push_back(p.masked), seq_len.push_back(p.masked_len), cap.push_back(p.masked_len - p.response_len - 1);
+  }
+  PrefixPlan plan = plan_prefixes(*m.prefixes, seq_tokens, seq_len, cap);
+  for (int64_t i = 0; i < n; i++) {  // at least the start a masked sequence shares with its own full one
+    const size_t x = size_t(2 * i + 1);
+    const int64_t own = std::min(shared[size_t(i)], cap[x]);
+    if (plan.p[x] < own) plan.p[x] = own, plan.donor[x] = 2 * i, plan.stored[x] = nullptr;
+  }
+  const size_t n_seq = seq_tokens.size();
+  while (caches.size() < n_seq) caches.push_back(nullptr);
+  std::vector<KVCache*> seq_cache(n_seq);
+  for (size_t x = 0; x < n_seq; x++) {
+    if (!caches[x] || caches[x]->capacity < seq_len[x]) caches[x] = std::make_unique<KVCache>(c, seq_len[x]);
+    seq_cache[x] = caches[x].get();
+  }
   std::vector<int32_t> toks;
   std::vector<SeqRun> runs;
-  for (int64_t i = 0; i < n; i++) {
-    const IgPair& p = pairs[i];
-    const int64_t s = shared[size_t(i)];
-    KVCache* const ca = s > 0 ? cache(p.full_len) : nullptr;
-    KVCache* const cb = s > 0 ? cache(p.masked_len) : nullptr;
-    runs.push_back({int64_t(toks.size()), p.full_len, 0, ca});
-    toks.insert(toks.end(), p.full, p.full + p.full_len);
-    if (p.masked_len > s) {
-      runs.push_back({int64_t(toks.size()), p.masked_len - s, s, cb, ca});
-      toks.insert(toks.end(), p.masked + s, p.masked + p.masked_len);
-    }
-  }
-  // Only the response-predicting rows leave the last layer. A masked sequence's response-predicting
-  // positions inside the shared prefix (when the masked part ends right before the response) are
-  // the full sequence's, so its kept range starts there.
+  // Only the response-predicting rows leave the last layer: run-local [cap − p, len − 1 − p).
   std::vector<std::pair<int64_t, int64_t>> keep;
-  // Per pair: first kept row of each run (run-local) and where its rows start in the output.
-  std::vector<int64_t> full_first(static_cast<size_t>(n)), masked_first(static_cast<size_t>(n));
-  std::vector<int64_t> full_out(static_cast<size_t>(n)), masked_out(static_cast<size_t>(n));
+  std::vector<int64_t> out_row(n_seq);  // where each sequence's kept rows start in `hidden`
   int64_t kept = 0;
-  for (int64_t i = 0; i < n; i++) {
-    const IgPair& p = pairs[i];
-    const int64_t s = shared[size_t(i)], R = p.response_len, mf = p.masked_len - R - 1;
-    full_first[size_t(i)] = std::min(p.full_len - R - 1, mf < s ? mf : p.full_len);
-    keep.push_back({full_first[size_t(i)], p.full_len - 1});
-    full_out[size_t(i)] = kept;
-    kept += p.full_len - 1 - full_first[size_t(i)];
-    if (p.masked_len > s) {
-      masked_first[size_t(i)] = std::max<int64_t>(0, mf - s);
-      keep.push_back({masked_first[size_t(i)], p.masked_len - 1 - s});
-      masked_out[size_t(i)] = kept;
-      kept += keep.back().second - keep.back().first;
-    }
+  for (size_t x = 0; x < n_seq; x++) {
+    const int64_t p = plan.p[x];
+    const KVCache* from = p == 0 ? nullptr : plan.donor[x] >= 0 ? seq_cache[size_t(plan.donor[x])] : plan.stored[x];
+    runs.push_back({int64_t(toks.size()), seq_len[x] - p, p, seq_cache[x], from});
+    toks.insert(toks.end(), seq_tokens[x] + p, seq_tokens[x] + seq_len[x]);
+    keep.push_back({cap[x] - p, seq_len[x] - 1 - p});
+    out_row[x] = kept;
+    kept += seq_len[x] - 1 - cap[x];
   }
   std::vector<float>& hidden = m.ws.ig_hidden;
   hidden.resize(size_t(kept * C));
   m.forward_hidden(toks.data(), int64_t(toks.size()), runs, hidden.data(), nullptr, 0, &keep);
-  // The hidden state predicting response token t of pair i, full or masked (position len − R − 1 + t).
+  store_prefixes(*m.prefixes, c, plan, seq_tokens, seq_cache);
+  // The hidden state predicting response token t of pair i, full or masked.
   auto hidden_at = [&](int64_t i, bool full, int64_t t) -> const float* {
-    const IgPair& p = pairs[i];
-    const int64_t s = shared[size_t(i)], pos = (full ? p.full_len : p.masked_len) - p.response_len - 1 + t;
-    if (full || pos < s) return &hidden[size_t((full_out[size_t(i)] + pos - full_first[size_t(i)]) * C)];
-    return &hidden[size_t((masked_out[size_t(i)] + pos - s - masked_first[size_t(i)]) * C)];
+    return &hidden[size_t((out_row[size_t(2 * i + (full ? 0 : 1))] + t) * C)];
   };
   struct Job { int64_t pair, t; };
   std::vector<Job> jobs;
@@ -160,7 +153,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     o.ig_ce = o.ce_masked - o.ce_full;
     o.n_tokens = R;
     o.shared_prefix = shared[size_t(i)];
-    o.positions_computed = p.full_len + p.masked_len - shared[size_t(i)];
+    o.positions_computed = p.full_len - plan.p[size_t(2 * i)] + p.masked_len - plan.p[size_t(2 * i + 1)];
   }
 }
 

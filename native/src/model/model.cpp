@@ -5,6 +5,7 @@
 
 #include "../cpu/ops.h"
 #include "model_impl.h"
+#include "prefix_cache.h"
 
 namespace kpig {
 
@@ -174,16 +175,35 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
   std::vector<uint8_t> finish(static_cast<size_t>(S), uint8_t(FinishReason::Length));
   std::vector<bool> active(static_cast<size_t>(S), opt.max_new_tokens > 0);
 
-  // Prefill: all prompts packed, caches filled, the last row of each predicts its first token.
-  std::vector<SeqRun> runs = plain_runs(prompts);
-  for (int64_t s = 0; s < S; s++) runs[size_t(s)].cache = caches[size_t(s)].get();
-  std::vector<float> hidden(size_t(prompts.n_tokens * C));
-  if (opt.max_new_tokens > 0) m.forward_hidden(prompts.tokens, prompts.n_tokens, runs, hidden.data());
+  // Prefill: all prompts packed, caches filled, the last row of each predicts its first token. A
+  // prompt that starts with a prefix of an earlier prompt of the batch or of the prefix store (the
+  // task's instruction) computes only what follows it; only the last row goes through the last
+  // layer's MLP and norm.
+  std::vector<const int32_t*> seq_tokens(static_cast<size_t>(S));
+  std::vector<int64_t> cap(static_cast<size_t>(S));
+  std::vector<KVCache*> seq_cache(static_cast<size_t>(S));
+  for (int64_t s = 0; s < S; s++) {
+    seq_tokens[size_t(s)] = prompts.tokens + prompts.offsets[s];
+    cap[size_t(s)] = len[size_t(s)] - 1;
+    seq_cache[size_t(s)] = caches[size_t(s)].get();
+  }
+  const PrefixPlan plan = opt.max_new_tokens > 0 ? plan_prefixes(*m.prefixes, seq_tokens, len, cap) : PrefixPlan();
+  std::vector<SeqRun> runs;
+  std::vector<int32_t> fed;
+  std::vector<std::pair<int64_t, int64_t>> keep;
+  for (int64_t s = 0; s < S && opt.max_new_tokens > 0; s++) {
+    const int64_t p = plan.p[size_t(s)], n = len[size_t(s)] - p;
+    const KVCache* from = p == 0 ? nullptr : plan.donor[size_t(s)] >= 0 ? seq_cache[size_t(plan.donor[size_t(s)])] : plan.stored[size_t(s)];
+    runs.push_back({int64_t(fed.size()), n, p, seq_cache[size_t(s)], from});
+    fed.insert(fed.end(), seq_tokens[size_t(s)] + p, seq_tokens[size_t(s)] + len[size_t(s)]);
+    keep.push_back({n - 1, n});
+  }
   std::vector<float> last(size_t(S * C)), logits(size_t(S * V));
   std::vector<int64_t> rows;  // sequences whose logits are in `logits`, in order
-  for (int64_t s = 0; s < S && opt.max_new_tokens > 0; s++) {
-    std::copy_n(&hidden[size_t((prompts.offsets[s + 1] - 1) * C)], C, &last[size_t(s * C)]);
-    rows.push_back(s);
+  if (opt.max_new_tokens > 0) {
+    m.forward_hidden(fed.data(), int64_t(fed.size()), runs, last.data(), nullptr, 0, &keep);
+    store_prefixes(*m.prefixes, c, plan, seq_tokens, seq_cache);
+    for (int64_t s = 0; s < S; s++) rows.push_back(s);
   }
   std::vector<int32_t> step(static_cast<size_t>(S));
   PackedB head;  // one decoding step per head call: pack the head once

@@ -145,9 +145,13 @@ struct Workspace {
   std::vector<std::unique_ptr<KVCache>> ig_caches;
 };
 
+class PrefixStore;
+
 class ModelImpl {
  public:
   Workspace ws;
+  // Shared token prefixes between sequences and calls (prefix_cache.h); cleared when weights change.
+  std::shared_ptr<PrefixStore> prefixes;
   ModelInfo info;
   Weights w;
   std::unique_ptr<ThreadPool> pool;

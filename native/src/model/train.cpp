@@ -10,6 +10,7 @@
 #include "../cpu/gemm.h"
 #include "../cpu/ops.h"
 #include "model_impl.h"
+#include "prefix_cache.h"
 
 namespace kpig {
 
@@ -118,7 +119,20 @@ const TensorRef& ModelImpl::tensor(const std::string& name) const {
 
 void Model::set_matmul_bf16(bool on) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (impl_->pool->matmul_bf16 != on) impl_->prefixes->clear();  // stored keys/values are of the other mode
   impl_->pool->matmul_bf16 = on;
+}
+
+void Model::set_prefix_cache(int64_t max_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (max_bytes < 0) fail(ErrorCode::Input, "the prefix cache size must be ≥ 0 bytes, got " + std::to_string(max_bytes));
+  impl_->prefixes->set_max_bytes(max_bytes);
+  if (max_bytes == 0) impl_->prefixes->clear();
+}
+
+PrefixCacheStats Model::prefix_cache_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return impl_->prefixes->stats;
 }
 
 bool Model::matmul_bf16() const { return impl_->pool->matmul_bf16; }
@@ -151,6 +165,7 @@ void Model::train_full() {
 std::vector<std::string> Model::lora_add(const LoraConfig& cfg) {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
+  m.prefixes->clear();
   const ModelConfig& c = m.info.config;
   if (cfg.rank <= 0) fail(ErrorCode::Input, "LoRA rank must be ≥ 1, got " + std::to_string(cfg.rank));
   if (!(cfg.alpha > 0)) fail(ErrorCode::Input, "LoRA alpha must be > 0");
@@ -204,6 +219,7 @@ std::vector<std::string> Model::lora_add(const LoraConfig& cfg) {
 void Model::lora_merge() {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
+  m.prefixes->clear();
   for (Layer& L : m.w.layers)
     for (Linear* lin : {&L.qkv, &L.o, &L.up, &L.down}) {
       for (const LoraAdapter& a : lin->lora) {
@@ -277,6 +293,7 @@ void Model::zero_grad() {
 StepResult Model::optimizer_step(const AdamWOptions& o) {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
+  m.prefixes->clear();
   if (!(o.lr >= 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) || !(o.eps > 0) || !(o.weight_decay >= 0) ||
       !(o.max_grad_norm >= 0))
     fail(ErrorCode::Input, "AdamW options out of range (lr ≥ 0, 0 ≤ β < 1, eps > 0, weight_decay ≥ 0, max_grad_norm ≥ 0)");
@@ -362,6 +379,7 @@ void Model::write_tensor(const std::string& name, const std::string& kind, const
   const size_t n = size_t(t.numel());
   if (kind == "param") {
     std::memcpy(t.data, in, n * 4);
+    m.prefixes->clear();
   } else if (kind == "grad") {
     // Regularisers computed outside the engine (EWC's penalty) add their gradient here.
     if (!t.grad) fail(ErrorCode::Input, "tensor '" + name + "' does not train, so it has no gradient");

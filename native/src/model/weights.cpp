@@ -11,6 +11,7 @@
 #include "../core/safetensors.h"
 #include "../cpu/gemm.h"
 #include "model_impl.h"
+#include "prefix_cache.h"
 
 namespace kpig {
 
@@ -231,6 +232,7 @@ std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOpt
   m->info.isa = gemm_isa();
   m->info.bf16_isa = gemm_bf16_isa();
   m->pool = std::make_unique<ThreadPool>(m->info.threads);
+  m->prefixes = std::make_shared<PrefixStore>();
   m->rebuild_registry();
   return m;
 }
