@@ -319,6 +319,27 @@ static void test_threadpool(kpig::ThreadPool* pool) {
   check(after == 10, "pool usable after an exception");
 }
 
+// A row's result does not depend on how many rows share the call (packed sequences): with a bias,
+// accumulating, for a row that lands in a full register tile in one call and an edge tile in another.
+static void test_gemm_row_independence(kpig::ThreadPool* pool) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int64_t N = 45, K = 70;
+  std::vector<float> A(static_cast<size_t>(40 * K)), B(static_cast<size_t>(N * K)), bias(static_cast<size_t>(N)), C0(static_cast<size_t>(40 * N));
+  for (auto* v : {&A, &B, &bias, &C0})
+    for (auto& x : *v) x = nd(rng);
+  bool same = true;
+  std::vector<float> ref;
+  for (int64_t M : {40, 19, 9, 3}) {  // row 2 sits in a full tile (M = 40, 19, 9) and in an edge tile (M = 3)
+    std::vector<float> C(C0.begin(), C0.begin() + M * N);
+    kpig::gemm(pool, M, N, K, A.data(), K, 1, B.data(), 1, K, C.data(), N, true, bias.data());
+    std::vector<float> row(C.begin() + 2 * N, C.begin() + 3 * N);
+    if (ref.empty()) ref = row;
+    same = same && row == ref;
+  }
+  check(same, std::string("gemm (") + kpig::gemm_isa() + "): a row's result is the same whatever M is (bias, accumulate)");
+}
+
 // The row kernels of the level in use (KPIG_ISA picks it) against double-precision references, at
 // the accuracy simd.h states, over lengths with and without a vector tail.
 static void test_vector_math() {
@@ -398,6 +419,7 @@ int main() {
   test_gemm(nullptr);
   test_gemm(&pool);
   test_gemm_fp32_accuracy();
+  test_gemm_row_independence(&pool);
   test_gemm_bf16();
   test_vector_math();
   test_safetensors();

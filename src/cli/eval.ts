@@ -5,7 +5,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { pct } from '../report/tables.js';
-import { TEMPLATE_HELP, duration, int, outputName, templateArg, threads } from './util.js';
+import { PREFIX_CACHE_HELP, TEMPLATE_HELP, duration, int, outputName, prefixCacheSummary, templateArg, threads } from './util.js';
 
 /**
  * Adds `kpig eval` and `kpig report` to the program.
@@ -28,6 +28,7 @@ export function registerEval(program: Command): void {
     .option('--batch-size <n>', 'prompts per generation call', int('--batch-size', 1), 8)
     .option('--template <spec>', TEMPLATE_HELP, 'superni')
     .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
+    .option('--prefix-cache-mb <n>', PREFIX_CACHE_HELP, int('--prefix-cache-mb', 0), 256)
     .option('--json', 'print the per-task summary as JSON on stdout')
     .action(async (modelDir: string, o: Record<string, unknown>) => {
       if (o.split !== 'test' && o.split !== 'train') throw new InvalidArgumentError('--split must be test or train');
@@ -39,6 +40,7 @@ export function registerEval(program: Command): void {
       const set = await readTaskSet(o.data as string);
       const tasks = o.tasks ? (o.tasks as string).split(',').map((t) => t.trim()).filter(Boolean) : undefined;
       const model = await Model.load(modelDir, { threads: o.threads as number | undefined });
+      model.setPrefixCache((o.prefixCacheMb as number) * 2 ** 20);
       const template = await templateArg(o.template as string, modelDir).catch((err: unknown) => {
         model.dispose();
         throw err;
@@ -76,7 +78,8 @@ export function registerEval(program: Command): void {
         const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
         const vs = summary.map((s) => s.v_score).filter((v): v is number => v !== null);
         const overall = { rouge_l: mean(summary.map((s) => s.rouge_l)), exact_match: mean(summary.map((s) => s.exact_match)), v_score: mean(vs) };
-        if (o.json) console.log(JSON.stringify({ out: o.out, rows: rows.length, tasks: summary, mean: overall }, null, 2));
+        const prefixCache = prefixCacheSummary(model.prefixCacheStats());
+        if (o.json) console.log(JSON.stringify({ out: o.out, rows: rows.length, tasks: summary, mean: overall, prefix_cache: prefixCache }, null, 2));
         else {
           const w = Math.max(4, ...summary.map((s) => s.task_id.length));
           console.log(`${'task'.padEnd(w)}  ${'n'.padStart(5)}  ROUGE-L  exact  V-score`);
@@ -84,6 +87,8 @@ export function registerEval(program: Command): void {
           console.log(`${'mean'.padEnd(w)}  ${String(rows.length).padStart(5)}  ${pct(overall.rouge_l).padStart(7)}  ${pct(overall.exact_match).padStart(5)}  ${pct(overall.v_score).padStart(7)}`);
         }
         console.error(`kpig: ${rows.length} predictions in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${o.out as string} (scores ×100, macro-averaged over tasks)`);
+        if (prefixCache)
+          console.error(`kpig: prefix cache: ${(prefixCache.hit_rate * 100).toFixed(1)}% of prompts started after a shared prefix, ${(prefixCache.token_reuse_rate * 100).toFixed(1)}% of prompt tokens reused`);
       } catch (err) {
         if (err instanceof KpigError && err.code === 'E_CANCELLED') {
           console.error('\nkpig: interrupted; nothing was written');

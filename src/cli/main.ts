@@ -17,7 +17,7 @@ import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
 import { templateSpec } from '../template/index.js';
-import { TEMPLATE_HELP, bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, samePath, templateArg, threads, usageErrors } from './util.js';
+import { PREFIX_CACHE_HELP, TEMPLATE_HELP, bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, prefixCacheSummary, samePath, templateArg, threads, usageErrors } from './util.js';
 
 const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8')) as {
   version: string;
@@ -349,6 +349,7 @@ program
   .option('--template <spec>', TEMPLATE_HELP, 'superni')
   .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
   .option('--precision <p>', 'matmul precision: fp32, or bf16 (inputs rounded to bfloat16, float32 accumulation; AMX where present)', 'fp32')
+  .option('--prefix-cache-mb <n>', PREFIX_CACHE_HELP, int('--prefix-cache-mb', 0), 256)
   .option('--json', 'one JSON progress line per chunk on stdout instead of a progress line')
   .action(async (dir: string, o: Record<string, unknown>) => {
     const { readScoringChunks, scoreStream } = await import('../scoring/stream.js');
@@ -359,6 +360,7 @@ program
     const chunks = readScoringChunks(o.data as string, o.chunkRows as number); // checks the input before the model loads
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
     model.setMatmulPrecision(o.precision);
+    model.setPrefixCache((o.prefixCacheMb as number) * 2 ** 20);
     const template = await templateArg(o.template as string, dir);
     const controller = new AbortController();
     process.once('SIGINT', () => controller.abort());
@@ -386,12 +388,14 @@ program
           if (p.rows === p.totalRows) {
             tokens += p.tokens;
             rowsBefore += p.totalRows;
-            if (o.json) console.log(JSON.stringify({ rows: rowsBefore, tokens, seconds: sec }));
+            if (o.json) console.log(JSON.stringify({ rows: rowsBefore, tokens, seconds: sec, prefix_cache: prefixCacheSummary(model.prefixCacheStats()) }));
           }
         },
       });
       if (tty) process.stderr.write('\n');
       console.error(`kpig: ${rows} rows scored in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${o.out as string}`);
+      const pc = prefixCacheSummary(model.prefixCacheStats());
+      if (pc) console.error(`kpig: prefix cache: ${(pc.hit_rate * 100).toFixed(1)}% of sequences started after a shared prefix, ${(pc.token_reuse_rate * 100).toFixed(1)}% of tokens reused`);
     } catch (err) {
       if (err instanceof KpigError && err.code === 'E_CANCELLED') {
         console.error('\nkpig: interrupted; nothing was written');

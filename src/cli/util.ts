@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { InputError } from '../errors/index.js';
+import type { PrefixCacheStats } from '../model/model.js';
 import { resolvePromptTemplate, type PromptTemplate } from '../template/index.js';
 
 /** A parser for a finite number ≥ 0. */
@@ -126,4 +127,15 @@ export const TEMPLATE_HELP =
 /** The prompt template a `--template` flag names (superni, chat or a file); a bad value is a usage error. */
 export function templateArg(spec: string, modelDir: string): Promise<PromptTemplate> {
   return usageErrors(() => resolvePromptTemplate(spec, modelDir));
+}
+
+/** `--prefix-cache-mb` help, shared by the commands that score or generate. */
+export const PREFIX_CACHE_HELP =
+  'MiB of instruction-prefix keys and values kept between engine calls (sequences that start with the same instruction compute it once); 0 turns sharing off';
+
+/** Hit and token-reuse rates of a model's prefix cache (null before it planned anything). */
+export function prefixCacheSummary(st: PrefixCacheStats): { hit_rate: number; token_reuse_rate: number; store_hits: number; entries: number; bytes: number } | null {
+  if (st.sequences === 0) return null;
+  const pct = (x: number) => Math.round(1000 * x) / 1000;
+  return { hit_rate: pct(st.hits / st.sequences), token_reuse_rate: pct(st.tokensReused / st.tokens), store_hits: st.storeHits, entries: st.entries, bytes: st.bytes };
 }

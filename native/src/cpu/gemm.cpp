@@ -35,7 +35,10 @@ void kernel_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t
     for (int r = 0; r < MR; r++)
       for (int j = 0; j < NR; j++) t[r][j] += a[r] * b[j];
   for (int r = 0; r < MR; r++)
-    for (int j = 0; j < NR; j++) c[r * ldc + j] = (acc ? c[r * ldc + j] + t[r][j] : t[r][j]) + (bias ? bias[j] : 0.f);
+    for (int j = 0; j < NR; j++) {
+      const float v = bias ? t[r][j] + bias[j] : t[r][j];
+      c[r * ldc + j] = acc ? c[r * ldc + j] + v : v;
+    }
 }
 
 // 8 × 32 tile in 16 zmm accumulators: two 512-bit FMA pipes with latency 4 need ≥ 8 in flight.
@@ -470,14 +473,20 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
               kernel_bf16(kp, a16, b16, tile, nr, false, nullptr);
               for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = 0; j < cols; j++)
-                  c[r * ldc + j] = (acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j]) + (bias_j ? bias_j[j] : 0.f);
+                  {  // the kernels' order: (product + bias), then + C
+                    const float t = bias_j ? tile[r * nr + j] + bias_j[j] : tile[r * nr + j];
+                    c[r * ldc + j] = acc ? c[r * ldc + j] + t : t;
+                  }
             } else if (rows == mr && cols == nr) {
               isa.kernel(kc, ap, bp, c, ldc, acc, bias_j);
             } else {  // edge tile: compute into a full tile, copy the valid part
               isa.kernel(kc, ap, bp, tile, nr, false, nullptr);
               for (int64_t r = 0; r < rows; r++)
                 for (int64_t j = 0; j < cols; j++)
-                  c[r * ldc + j] = (acc ? c[r * ldc + j] + tile[r * nr + j] : tile[r * nr + j]) + (bias_j ? bias_j[j] : 0.f);
+                  {  // the kernels' order: (product + bias), then + C
+                    const float t = bias_j ? tile[r * nr + j] + bias_j[j] : tile[r * nr + j];
+                    c[r * ldc + j] = acc ? c[r * ldc + j] + t : t;
+                  }
             }
           }
         }
