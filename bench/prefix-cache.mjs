@@ -9,7 +9,7 @@
 //  2. Greedy evaluation (`evaluateModel`) of the same tasks' test instances with and without the
 //     cache; the predictions must be identical.
 // Prints the CPU, ISA, date, hit rates and ratios (median of --reps).
-//   node bench/prefix-cache.mjs [--model gpt2-small] [--tasks 4] [--per-task 8] [--reps 3] [--threads 2] [--class native|avx2] [--no-peer]
+//   node bench/prefix-cache.mjs [--model gpt2-small] [--tasks 4] [--per-task 8] [--reps 3] [--threads 2] [--class native|avx2] [--only score|eval] [--no-peer]
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,9 +34,11 @@ const { values: opt } = parseArgs({
     threads: { type: 'string', default: '2' },
     class: { type: 'string', default: 'native' },
     'eval-tokens': { type: 'string', default: '8' },
+    only: { type: 'string' },
     'no-peer': { type: 'boolean', default: false },
   },
 });
+if (opt.only && opt.only !== 'score' && opt.only !== 'eval') throw new Error('--only must be score or eval');
 const { torchArgs } = cpuClass(opt.class);
 const threads = Number(opt.threads), reps = Number(opt.reps), perTask = Number(opt['per-task']);
 const data = join(repoRoot, '..', 'shared', 'data', 'superni-dev');
@@ -85,6 +87,7 @@ const instrTokens = [...instructionOf.values()].map((i) => model.tokenizer.encod
 console.log(JSON.stringify({ rows: rows.length, left_out_too_long: tooLong, tokens, mean_instruction_tokens: Math.round(instrTokens.reduce((a, b) => a + b, 0) / instrTokens.length) }));
 
 // 1. Scoring.
+if (opt.only !== 'eval') {
 const run = async (bytes) => {
   model.setPrefixCache(0); // empty, so no rep reuses the previous one's prefixes
   model.setPrefixCache(bytes);
@@ -124,17 +127,24 @@ if (!opt['no-peer']) {
   scoring.kpig_no_cache_vs_torch = +(torch.sec_median / t_off.median).toFixed(3);
 }
 console.log(JSON.stringify(scoring));
+}
 
-// 2. Greedy evaluation.
-const evalOpts = { tasks: taskIds, maxInstancesPerTask: perTask, maxNewTokens: Number(opt['eval-tokens']), batchSize: 16, instructionFor: (t) => instructionOf.get(t.task_id).text };
+// 2. Greedy evaluation of the same rows (the test instances whose prompt fits the context).
+const fits = new Set(rows.map((r) => r.row.instance_id));
+const evalSet = { ...set, instances: set.instances.filter((i) => i.split !== 'test' || fits.has(i.instance_id)) };
+const evalTasks = taskIds.filter((t) => rows.some((r) => r.row.task_id === t)); // tasks with rows that fit
+const evalOpts = { tasks: evalTasks, maxInstancesPerTask: perTask, maxNewTokens: Number(opt['eval-tokens']), batchSize: 16, instructionFor: (t) => instructionOf.get(t.task_id).text };
 model.dispose();
 const evalModel = await byteModel('byte', { vocab_size: ByteTokenizer.VOCAB_SIZE });
 const evalRun = async (bytes) => {
   evalModel.setPrefixCache(0);
   evalModel.setPrefixCache(bytes);
-  return evaluateModel(evalModel, set, evalOpts);
+  return evaluateModel(evalModel, evalSet, evalOpts);
 };
-const p_on = await evalRun(256 * 2 ** 20), p_off = await evalRun(0);
+const st0 = evalModel.prefixCacheStats();
+const p_on = await evalRun(256 * 2 ** 20);
+const st1 = evalModel.prefixCacheStats();
+const p_off = await evalRun(0);
 const same = p_on.every((r, i) => r.prediction === p_off[i].prediction);
 const e_on = await timed(() => evalRun(256 * 2 ** 20), { warmup: 0, reps });
 const e_off = await timed(() => evalRun(0), { warmup: 0, reps });
@@ -144,5 +154,7 @@ console.log(JSON.stringify({
   kpig_no_cache_sec: +e_off.median.toFixed(3),
   cache_speedup: +(e_off.median / e_on.median).toFixed(3),
   identical_predictions: same,
+  hit_rate: +((st1.hits - st0.hits) / (st1.sequences - st0.sequences)).toFixed(3),
+  token_reuse_rate: +((st1.tokensReused - st0.tokensReused) / (st1.tokens - st0.tokens)).toFixed(3),
 }));
 evalModel.dispose();
