@@ -225,7 +225,7 @@ export function isNamedTemplate(spec: string): boolean {
  * path (resolved against `base`).
  *
  * @example
- * templateSpec('templates/qa.txt', '/work'); // '/work/templates/qa.txt'
+ * templateSpec('templates/qa.txt', '/srv/project'); // '/srv/project/templates/qa.txt'
  */
 export function templateSpec(spec: string, base = process.cwd()): string {
   return isNamedTemplate(spec) ? spec : resolve(base, spec);

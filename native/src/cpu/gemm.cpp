@@ -13,6 +13,7 @@
 #include "../core/threadpool.h"
 #include "aligned.h"
 #include "gemm_amx.h"
+#include "simd.h"
 
 namespace kpig {
 
@@ -163,14 +164,14 @@ const Isa& avx512_isa() {
   return isa;
 }
 
+// The FMA kernel of the level the row kernels use (simd.h: the CPU's widest, or lower by KPIG_ISA).
 const Isa& pick_isa() {
   static const Isa isa = [] {
-    const char* force = std::getenv("KPIG_ISA");
-    std::string f = force ? force : "";
-    __builtin_cpu_init();
-    if (f != "scalar" && f != "avx2" && __builtin_cpu_supports("avx512f")) return Isa{"avx512", 8, 32, kernel_avx512};
-    if (f != "scalar" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa{"avx2", 6, 16, kernel_avx2};
-    return Isa{"scalar", 4, 8, kernel_scalar<4, 8>};
+    switch (simd_level()) {
+      case SimdLevel::Avx512: return Isa{"avx512", 8, 32, kernel_avx512};
+      case SimdLevel::Avx2: return Isa{"avx2", 6, 16, kernel_avx2};
+      default: return Isa{"scalar", 4, 8, kernel_scalar<4, 8>};
+    }
   }();
   return isa;
 }

@@ -62,18 +62,18 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     seq_tokens.push_back(p.full), seq_len.push_back(p.full_len), cap.push_back(p.full_len - p.response_len - 1);
     seq_tokens.push_back(p.masked), seq_len.push_back(p.masked_len), cap.push_back(p.masked_len - p.response_len - 1);
   }
-  PrefixPlan plan = plan_prefixes(*m.prefixes, seq_tokens, seq_len, cap);
-  for (int64_t i = 0; i < n; i++) {  // at least the start a masked sequence shares with its own full one
-    const size_t x = size_t(2 * i + 1);
-    const int64_t own = std::min(shared[size_t(i)], cap[x]);
-    if (plan.p[x] < own) plan.p[x] = own, plan.donor[x] = 2 * i, plan.stored[x] = nullptr;
-  }
   const size_t n_seq = seq_tokens.size();
   while (caches.size() < n_seq) caches.push_back(nullptr);
   std::vector<KVCache*> seq_cache(n_seq);
   for (size_t x = 0; x < n_seq; x++) {
     if (!caches[x] || caches[x]->capacity < seq_len[x]) caches[x] = std::make_unique<KVCache>(c, seq_len[x]);
     seq_cache[x] = caches[x].get();
+  }
+  PrefixPlan plan = plan_prefixes(*m.prefixes, seq_tokens, seq_len, cap, seq_cache);
+  for (int64_t i = 0; i < n; i++) {  // at least the start a masked sequence shares with its own full one
+    const size_t x = size_t(2 * i + 1);
+    const int64_t own = std::min(shared[size_t(i)], cap[x]);
+    if (plan.p[x] < own) plan.p[x] = own, plan.from[x] = seq_cache[x - 1];
   }
   std::vector<int32_t> toks;
   std::vector<SeqRun> runs;
@@ -83,8 +83,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   int64_t kept = 0;
   for (size_t x = 0; x < n_seq; x++) {
     const int64_t p = plan.p[x];
-    const KVCache* from = p == 0 ? nullptr : plan.donor[x] >= 0 ? seq_cache[size_t(plan.donor[x])] : plan.stored[x];
-    runs.push_back({int64_t(toks.size()), seq_len[x] - p, p, seq_cache[x], from});
+    runs.push_back({int64_t(toks.size()), seq_len[x] - p, p, seq_cache[x], plan.from[x]});
     toks.insert(toks.end(), seq_tokens[x] + p, seq_tokens[x] + seq_len[x]);
     keep.push_back({cap[x] - p, seq_len[x] - 1 - p});
     out_row[x] = kept;

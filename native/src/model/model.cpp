@@ -187,14 +187,13 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
     cap[size_t(s)] = len[size_t(s)] - 1;
     seq_cache[size_t(s)] = caches[size_t(s)].get();
   }
-  const PrefixPlan plan = opt.max_new_tokens > 0 ? plan_prefixes(*m.prefixes, seq_tokens, len, cap) : PrefixPlan();
+  const PrefixPlan plan = opt.max_new_tokens > 0 ? plan_prefixes(*m.prefixes, seq_tokens, len, cap, seq_cache) : PrefixPlan();
   std::vector<SeqRun> runs;
   std::vector<int32_t> fed;
   std::vector<std::pair<int64_t, int64_t>> keep;
   for (int64_t s = 0; s < S && opt.max_new_tokens > 0; s++) {
     const int64_t p = plan.p[size_t(s)], n = len[size_t(s)] - p;
-    const KVCache* from = p == 0 ? nullptr : plan.donor[size_t(s)] >= 0 ? seq_cache[size_t(plan.donor[size_t(s)])] : plan.stored[size_t(s)];
-    runs.push_back({int64_t(fed.size()), n, p, seq_cache[size_t(s)], from});
+    runs.push_back({int64_t(fed.size()), n, p, seq_cache[size_t(s)], plan.from[size_t(s)]});
     fed.insert(fed.end(), seq_tokens[size_t(s)] + p, seq_tokens[size_t(s)] + len[size_t(s)]);
     keep.push_back({n - 1, n});
   }

@@ -82,39 +82,36 @@ void PrefixStore::add(const ModelConfig& c, const int32_t* t, int64_t p, const K
 }
 
 PrefixPlan plan_prefixes(PrefixStore& store, const std::vector<const int32_t*>& seqs, const std::vector<int64_t>& lens,
-                         const std::vector<int64_t>& cap) {
+                         const std::vector<int64_t>& cap, const std::vector<KVCache*>& caches) {
   const size_t n = seqs.size();
   PrefixPlan plan;
   plan.p.assign(n, 0);
-  plan.donor.assign(n, -1);
-  plan.stored.assign(n, nullptr);
+  plan.from.assign(n, nullptr);
   plan.common.assign(n, 0);
   if (!store.enabled()) return plan;
   for (size_t i = 0; i < n; i++) {
-    int64_t best = 0, donor = -1;
-    const KVCache* stored = nullptr;
+    int64_t best = 0;
+    const KVCache* from = nullptr;
     for (size_t j = 0; j < n; j++) {
       if (j == i) continue;
       const int64_t l = lcp(seqs[i], lens[i], seqs[j], lens[j]);
       plan.common[i] = std::max(plan.common[i], l);
-      if (j < i && l > best) best = l, donor = int64_t(j);
+      if (j < i && l > best) best = l, from = caches[j];
     }
     const auto [kv, sl] = store.find(seqs[i], lens[i]);
     plan.common[i] = std::max(plan.common[i], sl);
-    if (sl > best) best = sl, donor = -1, stored = kv;
+    const bool stored = sl > best;
+    if (stored) best = sl, from = kv;
     best = std::min(best, cap[i]);
-    if (best < PrefixStore::kMinShared) best = 0, donor = -1, stored = nullptr;
+    if (best < PrefixStore::kMinShared) continue;
     plan.p[i] = best;
-    plan.donor[i] = donor;
-    plan.stored[i] = stored;
-    store.stats.sequences++;
-    store.stats.tokens += lens[i];
-    if (best > 0) {
-      store.stats.hits++;
-      store.stats.tokens_reused += best;
-      if (donor < 0) store.stats.store_hits++;
-    }
+    plan.from[i] = from;
+    store.stats.hits++;
+    store.stats.tokens_reused += best;
+    if (stored) store.stats.store_hits++;
   }
+  store.stats.sequences += int64_t(n);
+  for (size_t i = 0; i < n; i++) store.stats.tokens += lens[i];
   return plan;
 }
 

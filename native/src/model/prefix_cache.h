@@ -47,16 +47,15 @@ class PrefixStore {
 };
 
 // Plans the prefix sharing of one call's sequences, in order: for sequence i, the earlier sequence
-// (or store entry) with the longest common prefix, capped at cap[i] (rows from cap[i] on are
-// computed by the sequence itself). `donor` < 0 means the store entry `stored` (or nothing when p = 0).
+// (its cache caches[j]) or store entry with the longest common prefix, capped at cap[i] (rows from
+// cap[i] on are computed by the sequence itself). from[i] is what a SeqRun's prefix_of takes.
 struct PrefixPlan {
-  std::vector<int64_t> p;            // shared length per sequence
-  std::vector<int64_t> donor;        // earlier sequence index, or −1
-  std::vector<const KVCache*> stored;  // store entry when donor = −1 and p > 0
-  std::vector<int64_t> common;       // longest common prefix with any other sequence or entry
+  std::vector<int64_t> p;              // shared length per sequence
+  std::vector<const KVCache*> from;    // where its first p positions come from (null when p = 0)
+  std::vector<int64_t> common;         // longest common prefix with any other sequence or entry
 };
 PrefixPlan plan_prefixes(PrefixStore& store, const std::vector<const int32_t*>& seqs, const std::vector<int64_t>& lens,
-                         const std::vector<int64_t>& cap);
+                         const std::vector<int64_t>& cap, const std::vector<KVCache*>& caches);
 // After the call: stores the shared prefixes (common ≥ kMinShared) of the sequences from their caches.
 void store_prefixes(PrefixStore& store, const ModelConfig& c, const PrefixPlan& plan, const std::vector<const int32_t*>& seqs,
                     const std::vector<KVCache*>& caches);
