@@ -6,6 +6,7 @@
         "native/addon/addon.cpp",
         "native/src/core/error.cpp",
         "native/src/core/json.cpp",
+        "native/src/core/memory.cpp",
         "native/src/core/safetensors.cpp",
         "native/src/core/threadpool.cpp",
         "native/src/cpu/attention.cpp",

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../core/memory.h"
 #include "../core/threadpool.h"
 #include "gemm.h"
 #include "ops.h"
@@ -11,7 +12,7 @@ namespace kpig {
 
 void fused_linear_ce(ThreadPool* pool, const float* hidden, int64_t C, const float* W, int64_t V,
                      const std::vector<CeRow>& rows, float* dh, float* gW, double* nll, int64_t chunk) {
-  std::vector<float> hc(size_t(chunk * C)), logits(size_t(chunk * V)), dhc(size_t(chunk * C));
+  Floats hc(size_t(chunk * C)), logits(size_t(chunk * V)), dhc(size_t(chunk * C));
   for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(chunk)) {
     const int64_t n = std::min<int64_t>(chunk, int64_t(rows.size() - i0));
     for (int64_t i = 0; i < n; i++) std::memcpy(&hc[size_t(i * C)], hidden + rows[i0 + size_t(i)].row * C, sizeof(float) * size_t(C));

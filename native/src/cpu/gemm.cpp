@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../core/threadpool.h"
-#include "aligned.h"
+#include "../core/memory.h"
 #include "gemm_amx.h"
 #include "simd.h"
 
@@ -75,35 +75,79 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t
   }
 }
 
-// 6 × 16 tile in 12 ymm accumulators (named, so none is spilled: with 2 B vectors and one broadcast
-// that is 15 of the 16 ymm registers). Two 256-bit FMA pipes of latency 4–5 need ≥ 10 independent
-// chains; the k loop is unrolled by 4 and the next A and B lines are prefetched.
+// 6 × 16 tile in 12 ymm accumulators. Two 256-bit FMA pipes of latency 4–5 need ≥ 10 independent
+// chains. The k loop is written in assembly with fixed registers (ymm0–11 the tile, ymm12–13 the B
+// row, ymm14–15 two A broadcasts): compiled from intrinsics, GCC spilled accumulators to the stack
+// inside the loop once the epilogue (bias, accumulate) was in the same function. Unrolled by 4, with
+// the A and B lines of 4 steps ahead prefetched. Each c(r, j) is still Σ_k in k order, one FMA per
+// step, as the other kernels do.
 __attribute__((target("avx2,fma")))
 void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc, const float* bias) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int r = 0; r < 6; r++) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
-#define KPIG_AVX2_STEP(o)                                                                     \
-  {                                                                                           \
-    const __m256 b0 = _mm256_load_ps(b + 16 * (o)), b1 = _mm256_load_ps(b + 16 * (o) + 8);     \
-    __m256 x;                                                                                 \
-    x = _mm256_broadcast_ss(a + 6 * (o) + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01); \
-    x = _mm256_broadcast_ss(a + 6 * (o) + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11); \
-    x = _mm256_broadcast_ss(a + 6 * (o) + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21); \
-    x = _mm256_broadcast_ss(a + 6 * (o) + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31); \
-    x = _mm256_broadcast_ss(a + 6 * (o) + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41); \
-    x = _mm256_broadcast_ss(a + 6 * (o) + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51); \
-  }
-  int64_t k = 0;
-  for (; k + 4 <= kc; k += 4, a += 24, b += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(a + 96), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b + 256), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b + 256 + 16), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b + 256 + 32), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(b + 256 + 48), _MM_HINT_T0);
-    KPIG_AVX2_STEP(0) KPIG_AVX2_STEP(1) KPIG_AVX2_STEP(2) KPIG_AVX2_STEP(3)
-  }
-  for (; k < kc; k++, a += 6, b += 16) KPIG_AVX2_STEP(0)
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  int64_t k4 = kc / 4, k1 = kc % 4;
+#define KPIG_AVX2_STEP(o)                                     \
+  "vmovaps " #o "*64(%[b]), %%ymm12\n\t"                       \
+  "vmovaps " #o "*64+32(%[b]), %%ymm13\n\t"                    \
+  "vbroadcastss " #o "*24(%[a]), %%ymm14\n\t"                  \
+  "vbroadcastss " #o "*24+4(%[a]), %%ymm15\n\t"                \
+  "vfmadd231ps %%ymm12, %%ymm14, %[c00]\n\t"                   \
+  "vfmadd231ps %%ymm13, %%ymm14, %[c01]\n\t"                   \
+  "vfmadd231ps %%ymm12, %%ymm15, %[c10]\n\t"                   \
+  "vfmadd231ps %%ymm13, %%ymm15, %[c11]\n\t"                   \
+  "vbroadcastss " #o "*24+8(%[a]), %%ymm14\n\t"                \
+  "vbroadcastss " #o "*24+12(%[a]), %%ymm15\n\t"               \
+  "vfmadd231ps %%ymm12, %%ymm14, %[c20]\n\t"                   \
+  "vfmadd231ps %%ymm13, %%ymm14, %[c21]\n\t"                   \
+  "vfmadd231ps %%ymm12, %%ymm15, %[c30]\n\t"                   \
+  "vfmadd231ps %%ymm13, %%ymm15, %[c31]\n\t"                   \
+  "vbroadcastss " #o "*24+16(%[a]), %%ymm14\n\t"               \
+  "vbroadcastss " #o "*24+20(%[a]), %%ymm15\n\t"               \
+  "vfmadd231ps %%ymm12, %%ymm14, %[c40]\n\t"                   \
+  "vfmadd231ps %%ymm13, %%ymm14, %[c41]\n\t"                   \
+  "vfmadd231ps %%ymm12, %%ymm15, %[c50]\n\t"                   \
+  "vfmadd231ps %%ymm13, %%ymm15, %[c51]\n\t"
+  asm volatile(
+      "vxorps %[c00], %[c00], %[c00]\n\t"
+      "vxorps %[c01], %[c01], %[c01]\n\t"
+      "vxorps %[c10], %[c10], %[c10]\n\t"
+      "vxorps %[c11], %[c11], %[c11]\n\t"
+      "vxorps %[c20], %[c20], %[c20]\n\t"
+      "vxorps %[c21], %[c21], %[c21]\n\t"
+      "vxorps %[c30], %[c30], %[c30]\n\t"
+      "vxorps %[c31], %[c31], %[c31]\n\t"
+      "vxorps %[c40], %[c40], %[c40]\n\t"
+      "vxorps %[c41], %[c41], %[c41]\n\t"
+      "vxorps %[c50], %[c50], %[c50]\n\t"
+      "vxorps %[c51], %[c51], %[c51]\n\t"
+      "test %[k4], %[k4]\n\t"
+      "jz 2f\n\t"
+      "1:\n\t"
+      "prefetcht0 384(%[a])\n\t"
+      "prefetcht0 1024(%[b])\n\t"
+      "prefetcht0 1088(%[b])\n\t"
+      "prefetcht0 1152(%[b])\n\t"
+      "prefetcht0 1216(%[b])\n\t"
+      KPIG_AVX2_STEP(0) KPIG_AVX2_STEP(1) KPIG_AVX2_STEP(2) KPIG_AVX2_STEP(3)
+      "add $96, %[a]\n\t"
+      "add $256, %[b]\n\t"
+      "dec %[k4]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      "test %[k1], %[k1]\n\t"
+      "jz 4f\n\t"
+      "3:\n\t"
+      KPIG_AVX2_STEP(0)
+      "add $24, %[a]\n\t"
+      "add $64, %[b]\n\t"
+      "dec %[k1]\n\t"
+      "jnz 3b\n\t"
+      "4:\n\t"
+      : [c00] "=&x"(c00), [c01] "=&x"(c01), [c10] "=&x"(c10), [c11] "=&x"(c11), [c20] "=&x"(c20), [c21] "=&x"(c21),
+        [c30] "=&x"(c30), [c31] "=&x"(c31), [c40] "=&x"(c40), [c41] "=&x"(c41), [c50] "=&x"(c50), [c51] "=&x"(c51),
+        [a] "+r"(a), [b] "+r"(b), [k4] "+r"(k4), [k1] "+r"(k1)
+      :
+      : "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
 #undef KPIG_AVX2_STEP
   const __m256 rows[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
   const __m256 bv0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps(), bv1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();

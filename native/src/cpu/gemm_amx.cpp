@@ -21,7 +21,7 @@
 #include <string>
 
 #include "../core/threadpool.h"
-#include "aligned.h"
+#include "../core/memory.h"
 #include "gemm.h"
 
 namespace kpig {

@@ -11,7 +11,7 @@
 
 namespace kpig {
 
-void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, std::vector<float>& dh) {
+void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, Floats& dh) {
   const ModelConfig& c = info.config;
   const int64_t C = c.hidden, H = c.heads, K = c.kv_heads, D = c.head_dim, rep = H / K;
   const int64_t qd = H * D, kd = K * D, ld = qd + 2 * kd;
@@ -19,11 +19,11 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   const bool gpt2 = c.arch == Arch::GPT2;
 
   // Norm backward: dx (=|+=) through the norm of x; weight gradients summed row by row in order.
-  std::vector<float>& tmp = ws.tmp;
+  Floats& tmp = ws.tmp;
   tmp.resize(size_t(T * C));
-  auto norm_backward = [&](const std::vector<float>& x, const std::vector<float>& nw, const std::vector<float>& mean,
-                           const std::vector<float>& rstd, const float* dy, float* dx, bool accumulate,
-                           std::vector<float>& gw, std::vector<float>& gb) {
+  auto norm_backward = [&](const Floats& x, const Floats& nw, const Floats& mean,
+                           const Floats& rstd, const float* dy, float* dx, bool accumulate,
+                           Floats& gw, Floats& gb) {
     parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float* out = accumulate ? &tmp[size_t(r * C)] : dx + r * C;
@@ -49,18 +49,18 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     }
   };
 
-  std::vector<float>& dx = ws.dx;  // gradient of the residual stream
+  Floats& dx = ws.dx;  // gradient of the residual stream
   dx.resize(size_t(T * C));
   norm_backward(acts.x_final, w.norm_w, acts.mean_f, acts.rstd_f, dh.data(), dx.data(), false, w.g_norm_w, w.g_norm_b);
 
-  const std::vector<float> rope = gpt2 ? std::vector<float>() : rope_table(c, acts.pos);
+  const Floats rope = gpt2 ? Floats() : rope_table(c, acts.pos);
   int64_t max_len = 0;
   for (const SeqRun& s : seqs) max_len = std::max(max_len, s.len);
-  std::vector<std::vector<float>>& scratch = ws.scores;
+  std::vector<Floats>& scratch = ws.scores;
   scratch.resize(size_t(pool->size()));
   for (auto& sc : scratch) sc.resize(std::max(sc.size(), size_t(attention_scratch_size(max_len))));
 
-  std::vector<float>&d_act = ws.d_act, &d_ff = ws.d_ff, &d_h = ws.d_h, &d_att = ws.d_att, &d_qkv = ws.d_qkv;
+  Floats&d_act = ws.d_act, &d_ff = ws.d_ff, &d_h = ws.d_h, &d_att = ws.d_att, &d_qkv = ws.d_qkv;
   d_act.resize(size_t(T * F));
   d_ff.resize(size_t(T * up_w));
   d_h.resize(size_t(T * C));

@@ -30,9 +30,9 @@ void ModelImpl::head_logits(int64_t M, const float* hidden, float* logits, const
 
 // cos/sin tables (T, D) of every row's position, times the attention scale; angles in double, since pos·θ^(−2i/D) loses
 // precision in float32 at long positions.
-std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& pos) {
+Floats rope_table(const ModelConfig& c, const std::vector<int64_t>& pos) {
   const int64_t D = c.head_dim, half = D / 2, T = int64_t(pos.size());
-  std::vector<float> rope(size_t(T * D));
+  Floats rope(size_t(T * D));
   for (int64_t r = 0; r < T; r++)
     for (int64_t i = 0; i < half; i++) {
       double a = double(pos[size_t(r)]) * c.inv_freq[size_t(i)];
@@ -59,9 +59,9 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     }
 
   // Buffers: shared scratch for inference, one set per layer when training.
-  std::vector<float>&x = ws.x, &h = ws.h, &qkv = ws.qkv, &att = ws.att, &ff = ws.ff, &act = ws.act;
+  Floats&x = ws.x, &h = ws.h, &qkv = ws.qkv, &att = ws.att, &ff = ws.ff, &act = ws.act;
   x.resize(size_t(T * C));
-  auto sized = [](std::vector<float>& v, int64_t n) -> float* {
+  auto sized = [](Floats& v, int64_t n) -> float* {
     v.resize(size_t(n));
     return v.data();
   };
@@ -76,7 +76,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       if (gpt2) add_inplace(&x[size_t(r * C)], &w.pos_emb[size_t(pos[size_t(r)] * C)], C);
     }
   });
-  const std::vector<float> rope = gpt2 ? std::vector<float>() : rope_table(c, pos);
+  const Floats rope = gpt2 ? Floats() : rope_table(c, pos);
 
   // Attention work items: a whole (sequence, head) through the blocked GEMM path when the sequence
   // starts at position 0; (sequence, head, 16 queries) against the KV cache when decoding.
@@ -91,13 +91,13 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       for (int64_t q = 0; q < seqs[s].len; q += step) items.push_back({int32_t(s), int32_t(hh), q, std::min(seqs[s].len, q + step)});
   }
   const int64_t scratch_n = std::max(max_ctx, attention_scratch_size(max_fresh));
-  std::vector<std::vector<float>>& scores = ws.scores;
+  std::vector<Floats>& scores = ws.scores;
   scores.resize(size_t(pool->size()));
   for (auto& sc : scores) sc.resize(size_t(scratch_n));
 
   const float eps = float(c.eps);
   // norm(x) into h, keeping per-row stats when training.
-  auto norm_n = [&](int64_t n, const std::vector<float>& nw, const std::vector<float>& nb, const float* xs, float* hs, float* mu,
+  auto norm_n = [&](int64_t n, const Floats& nw, const Floats& nb, const float* xs, float* hs, float* mu,
                     float* rs) {
     parallel_rows(n, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
@@ -109,7 +109,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       }
     });
   };
-  auto norm = [&](const std::vector<float>& nw, const std::vector<float>& nb, const float* xs, float* hs, float* mu, float* rs) {
+  auto norm = [&](const Floats& nw, const Floats& nb, const float* xs, float* hs, float* mu, float* rs) {
     norm_n(T, nw, nb, xs, hs, mu, rs);
   };
   // The MLP activation of n rows: GELU in place (act_p == ff_p) or into act_p, SwiGLU into act_p.
@@ -170,7 +170,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
         for (int64_t r = (*keep)[s].first; r < (*keep)[s].second; r++) rows.push_back(seqs[s].row0 + r);
       }
       const int64_t Tk = int64_t(rows.size());
-      std::vector<float> att_k(size_t(Tk * qd)), lse_k(size_t(Tk * H)), x_k(size_t(Tk * C)), h_k(size_t(Tk * C)),
+      Floats att_k(size_t(Tk * qd)), lse_k(size_t(Tk * H)), x_k(size_t(Tk * C)), h_k(size_t(Tk * C)),
           ff_k(size_t(Tk * up_w)), act_k(gpt2 ? 0 : size_t(Tk * F));
       pool->parallel_for(int64_t(seqs.size()) * H, [&](int64_t t, int thread) {
         const size_t si = size_t(t / H);

@@ -89,7 +89,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     out_row[x] = kept;
     kept += seq_len[x] - 1 - cap[x];
   }
-  std::vector<float>& hidden = m.ws.ig_hidden;
+  Floats& hidden = m.ws.ig_hidden;
   hidden.resize(size_t(kept * C));
   m.forward_hidden(toks.data(), int64_t(toks.size()), runs, hidden.data(), nullptr, 0, &keep);
   store_prefixes(*m.prefixes, c, plan, seq_tokens, seq_cache);
@@ -103,8 +103,8 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     for (int64_t t = 0; t < pairs[i].response_len; t++) jobs.push_back({i, t});
   std::vector<IgTokenStats> stats(jobs.size());
   const int64_t chunk = 128;  // row pairs per head pass: 2·chunk × V logits at a time
-  std::vector<float> hbuf(size_t(2 * chunk * C));
-  std::vector<float>& logits = m.ws.ig_logits;
+  Floats hbuf(size_t(2 * chunk * C));
+  Floats& logits = m.ws.ig_logits;
   logits.resize(size_t(2 * chunk * V));
   PackedB head;
   if (jobs.size() > size_t(chunk)) m.pack_head(head);

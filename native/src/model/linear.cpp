@@ -33,9 +33,9 @@ void Linear::apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, flo
     const LoraAdapter& L = lora[a];
     const float* xin = x;
     int64_t ldin = ldx;
-    std::vector<float> dropped;
+    Floats dropped;
     if (saved && L.dropout > 0.f) {
-      std::vector<float>& xd = saved->xd[a];
+      Floats& xd = saved->xd[a];
       std::vector<uint8_t>& mk = saved->mask[a];
       xd.resize(size_t(M * in));
       mk.resize(size_t(M * in));
@@ -50,12 +50,12 @@ void Linear::apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, flo
       xin = xd.data();
       ldin = in;
     }
-    std::vector<float> local_u;
-    std::vector<float>& u = saved ? saved->u[a] : local_u;
+    Floats local_u;
+    Floats& u = saved ? saved->u[a] : local_u;
     u.resize(size_t(M * L.rank));
     // u(M, r) = xin(M, in)·Aᵀ ; y[:, o0:o1] += scale · u·Bᵀ
     gemm(pool, M, L.rank, in, xin, ldin, 1, L.A.data(), 1, in, u.data(), L.rank, false);
-    std::vector<float> us(u);
+    Floats us(u);
     for (float& v : us) v *= L.scale;
     gemm(pool, M, L.o1 - L.o0, L.rank, us.data(), L.rank, 1, L.B.data(), 1, L.rank, y + L.o0, ldy, true);
   }
@@ -80,16 +80,16 @@ void Linear::backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, 
     LoraAdapter& L = lora[a];
     const int64_t o = L.o1 - L.o0, r = L.rank;
     const float* dya = dy + L.o0;
-    const std::vector<float>& u = saved->u[a];
+    const Floats& u = saved->u[a];
     const bool dropped = L.dropout > 0.f;
     const float* xin = dropped ? saved->xd[a].data() : x;
     const int64_t ldin = dropped ? in : ldx;
     // gB(o, r) += scale · dyaᵀ·u
-    std::vector<float> us(u);
+    Floats us(u);
     for (float& v : us) v *= L.scale;
     gemm(pool, o, r, M, dya, 1, lddy, us.data(), r, 1, L.gB.data(), r, true);
     // du(M, r) = scale · dya·B ; gA(r, in) += duᵀ·xin
-    std::vector<float> du(size_t(M * r));
+    Floats du(size_t(M * r));
     gemm(pool, M, r, o, dya, lddy, 1, L.B.data(), r, 1, du.data(), r, false);
     for (float& v : du) v *= L.scale;
     gemm(pool, r, in, M, du.data(), 1, r, xin, ldin, 1, L.gA.data(), in, true);
@@ -98,7 +98,7 @@ void Linear::backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, 
     if (!dropped) {
       gemm(pool, M, in, r, du.data(), r, 1, L.A.data(), in, 1, dx, lddx, true);
     } else {
-      std::vector<float> t(size_t(M * in));
+      Floats t(size_t(M * in));
       gemm(pool, M, in, r, du.data(), r, 1, L.A.data(), in, 1, t.data(), in, false);
       const float inv = 1.f / (1.f - L.dropout);
       const std::vector<uint8_t>& mk = saved->mask[a];

@@ -50,7 +50,7 @@ void Model::forward_logits(const PackedBatch& b, float* logits) {
   std::lock_guard<std::mutex> lock(mu_);
   validate(b);
   ModelImpl& m = *impl_;
-  std::vector<float> hidden(size_t(b.n_tokens * m.info.config.hidden));
+  Floats hidden(size_t(b.n_tokens * m.info.config.hidden));
   m.forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden.data());
   m.head_logits(b.n_tokens, hidden.data(), logits);
 }
@@ -65,7 +65,7 @@ void Model::forward_logprobs(const PackedBatch& b, const int32_t* targets, float
       fail(ErrorCode::Input, "target id " + std::to_string(targets[t]) + " at row " + std::to_string(t) +
                                  " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
   const int64_t C = c.hidden, V = c.vocab;
-  std::vector<float> hidden(size_t(b.n_tokens * C));
+  Floats hidden(size_t(b.n_tokens * C));
   m.forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden.data());
   // Only rows with a target go through the head, a chunk at a time.
   std::vector<int64_t> rows;
@@ -74,7 +74,7 @@ void Model::forward_logprobs(const PackedBatch& b, const int32_t* targets, float
     else logprobs[t] = 0.f;
   }
   const int64_t chunk = 64;
-  std::vector<float> h(size_t(chunk * C)), logits(size_t(chunk * V));
+  Floats h(size_t(chunk * C)), logits(size_t(chunk * V));
   PackedB head;
   if (rows.size() > size_t(chunk)) m.pack_head(head);
   for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(chunk)) {
@@ -96,7 +96,7 @@ void Model::forward_mean_hidden(const PackedBatch& b, float* embeddings) {
   validate(b);
   ModelImpl& m = *impl_;
   const int64_t C = m.info.config.hidden;
-  std::vector<float> hidden(size_t(b.n_tokens * C));  // (T, C)
+  Floats hidden(size_t(b.n_tokens * C));  // (T, C)
   m.forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden.data());
   for (int64_t s = 0; s < b.n_seqs; s++) {
     const int64_t t0 = b.offsets[s], t1 = b.offsets[s + 1];
@@ -197,7 +197,7 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
     fed.insert(fed.end(), seq_tokens[size_t(s)] + p, seq_tokens[size_t(s)] + len[size_t(s)]);
     keep.push_back({n - 1, n});
   }
-  std::vector<float> last(size_t(S * C)), logits(size_t(S * V));
+  Floats last(size_t(S * C)), logits(size_t(S * V));
   std::vector<int64_t> rows;  // sequences whose logits are in `logits`, in order
   if (opt.max_new_tokens > 0) {
     m.forward_hidden(fed.data(), int64_t(fed.size()), runs, last.data(), nullptr, 0, &keep);

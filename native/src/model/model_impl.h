@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../../include/kpig/model.h"
+#include "../core/memory.h"
 #include "../core/threadpool.h"
 #include "../cpu/gemm_amx.h"
 
@@ -29,26 +30,26 @@ struct LoraAdapter {
   std::string path;  // PEFT module path, e.g. model.layers.0.self_attn.q_proj
   int64_t o0 = 0, o1 = 0, rank = 0;
   float scale = 1.f, dropout = 0.f;
-  std::vector<float> A, B;    // (r, in), (o1−o0, r)
-  std::vector<float> gA, gB;  // gradients, same shapes
+  Floats A, B;    // (r, in), (o1−o0, r)
+  Floats gA, gB;  // gradients, same shapes
 };
 
 // What a linear layer's forward keeps for its backward when training with LoRA.
 struct LinearSaved {
-  std::vector<std::vector<float>> u;         // per adapter: (T, r) = dropout(x)·Aᵀ
-  std::vector<std::vector<float>> xd;        // per adapter with dropout: (T, in) dropped input
+  std::vector<Floats> u;         // per adapter: (T, r) = dropout(x)·Aᵀ
+  std::vector<Floats> xd;        // per adapter with dropout: (T, in) dropped input
   std::vector<std::vector<uint8_t>> mask;    // per adapter with dropout: (T, in) kept = 1
 };
 
 // A linear layer y = x·W + b. GPT-2's Conv1D stores W as (in, out) ("in_major"); nn.Linear as
 // (out, in). Both run through the strided GEMM without a transposed copy.
 struct Linear {
-  std::vector<float> w;
-  std::vector<float> b;  // empty when unbiased
+  Floats w;
+  Floats b;  // empty when unbiased
   int64_t in = 0, out = 0;
   bool in_major = false;
   std::vector<LoraAdapter> lora;
-  std::vector<float> gw, gb;  // gradients (allocated when the base weights train)
+  Floats gw, gb;  // gradients (allocated when the base weights train)
 
   // y(M, out) (=|+=) x(M, in)·W + b + LoRA terms. With `saved`, LoRA intermediates are kept and
   // dropout (seeded by `seed`) is applied; without it, LoRA runs without dropout (inference).
@@ -60,8 +61,8 @@ struct Linear {
 };
 
 struct Layer {
-  std::vector<float> norm1_w, norm1_b, norm2_w, norm2_b;  // biases only for LayerNorm
-  std::vector<float> g_norm1_w, g_norm1_b, g_norm2_w, g_norm2_b;
+  Floats norm1_w, norm1_b, norm2_w, norm2_b;  // biases only for LayerNorm
+  Floats g_norm1_w, g_norm1_b, g_norm2_w, g_norm2_b;
   Linear qkv;   // (C) → [q (H·D) | k (K·D) | v (K·D)]
   Linear o;     // (H·D) → (C)
   Linear up;    // GPT-2: c_fc (C) → (F); LLaMA: [gate | up] (C) → (2F)
@@ -69,19 +70,19 @@ struct Layer {
 };
 
 struct Weights {
-  std::vector<float> tok_emb;  // (V, C)
-  std::vector<float> pos_emb;  // (P, C), GPT-2 only
+  Floats tok_emb;  // (V, C)
+  Floats pos_emb;  // (P, C), GPT-2 only
   std::vector<Layer> layers;
-  std::vector<float> norm_w, norm_b;
-  std::vector<float> head;  // (V, C) when untied; empty when tied to tok_emb
-  std::vector<float> g_tok_emb, g_pos_emb, g_norm_w, g_norm_b, g_head;
+  Floats norm_w, norm_b;
+  Floats head;  // (V, C) when untied; empty when tied to tok_emb
+  Floats g_tok_emb, g_pos_emb, g_norm_w, g_norm_b, g_head;
   const float* head_ptr() const { return head.empty() ? tok_emb.data() : head.data(); }
 };
 
 // Keys and values of one sequence for every layer, filled position by position.
 struct KVCache {
   int64_t capacity = 0;
-  std::vector<std::vector<float>> k, v;  // per layer: (capacity, K·D)
+  std::vector<Floats> k, v;  // per layer: (capacity, K·D)
   KVCache(const ModelConfig& c, int64_t cap);
 };
 
@@ -98,19 +99,19 @@ struct SeqRun {
 
 // Activations a training forward pass keeps for the backward pass.
 struct LayerActs {
-  std::vector<float> x_in, h1, mean1, rstd1;  // (T, C) block input, normed; per-row stats
-  std::vector<float> qkv;                     // (T, qd + 2kd) after RoPE
-  std::vector<float> lse;                     // (T, H) attention log-sum-exp per query and head
-  std::vector<float> att;                     // (T, H·D) attention output
-  std::vector<float> x_mid, h2, mean2, rstd2;  // (T, C) after attention, normed; stats
-  std::vector<float> ff;                      // (T, F or 2F) before the activation
-  std::vector<float> act;                     // (T, F) after the activation
+  Floats x_in, h1, mean1, rstd1;  // (T, C) block input, normed; per-row stats
+  Floats qkv;                     // (T, qd + 2kd) after RoPE
+  Floats lse;                     // (T, H) attention log-sum-exp per query and head
+  Floats att;                     // (T, H·D) attention output
+  Floats x_mid, h2, mean2, rstd2;  // (T, C) after attention, normed; stats
+  Floats ff;                      // (T, F or 2F) before the activation
+  Floats act;                     // (T, F) after the activation
   LinearSaved s_qkv, s_o, s_up, s_down;
 };
 
 struct Acts {
   std::vector<LayerActs> layers;
-  std::vector<float> x_final, mean_f, rstd_f;  // (T, C) before the final norm; stats
+  Floats x_final, mean_f, rstd_f;  // (T, C) before the final norm; stats
   std::vector<int64_t> pos;
 };
 
@@ -130,18 +131,18 @@ struct TensorRef {
 };
 
 struct AdamState {
-  std::vector<float> m, v;
+  Floats m, v;
 };
 
 // Buffers reused from call to call (calls on one model are serialised), so a training step does
 // not page-fault its way through fresh allocations every time.
 struct Workspace {
-  std::vector<float> x, h, qkv, att, ff, act, lse;                         // forward scratch
-  std::vector<std::vector<float>> scores;                                  // per thread
-  std::vector<float> hidden, dh;                                           // training head
-  std::vector<float> dx, tmp, d_act, d_ff, d_h, d_att, d_qkv;              // backward
+  Floats x, h, qkv, att, ff, act, lse;                         // forward scratch
+  std::vector<Floats> scores;                                  // per thread
+  Floats hidden, dh;                                           // training head
+  Floats dx, tmp, d_act, d_ff, d_h, d_att, d_qkv;              // backward
   Acts acts;
-  std::vector<float> ig_hidden, ig_logits;                                 // IG scoring
+  Floats ig_hidden, ig_logits;                                 // IG scoring
   std::vector<std::unique_ptr<KVCache>> ig_caches;
 };
 
@@ -171,7 +172,7 @@ class ModelImpl {
   void forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out,
                       Acts* acts = nullptr, uint64_t seed = 0, const std::vector<std::pair<int64_t, int64_t>>* keep = nullptr);
   // Backward from dh(T, C), the gradient of the final-normed hidden states; accumulates gradients.
-  void backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, std::vector<float>& dh);
+  void backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, Floats& dh);
   // logits(M, V) = hidden(M, C) · headᵀ
   // logits(M, V) = hidden(M, C) · headᵀ; with packed (from pack_head, used when not empty) the head
   // is not repacked on every call.
@@ -185,6 +186,6 @@ class ModelImpl {
 std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOptions& options);
 
 // RoPE cos/sin tables (T, D) for the rows' positions: cos then sin of pos·θ^(−2i/D), i < D/2.
-std::vector<float> rope_table(const ModelConfig& c, const std::vector<int64_t>& pos);
+Floats rope_table(const ModelConfig& c, const std::vector<int64_t>& pos);
 
 }  // namespace kpig

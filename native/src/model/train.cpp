@@ -26,7 +26,7 @@ void add_ref(std::vector<TensorRef>& reg, std::string name, std::vector<int64_t>
   reg.push_back(std::move(t));
 }
 
-float* maybe(std::vector<float>& g, int64_t offset = 0) { return g.empty() ? nullptr : g.data() + offset; }
+float* maybe(Floats& g, int64_t offset = 0) { return g.empty() ? nullptr : g.data() + offset; }
 
 // Every linear module of a layer as PEFT names it: (path suffix, linear, output rows [o0, o1)).
 struct Module {
@@ -141,7 +141,7 @@ void Model::train_full() {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
   if (m.train_base) return;
-  auto zeros = [](std::vector<float>& g, const std::vector<float>& like) { g.assign(like.size(), 0.f); };
+  auto zeros = [](Floats& g, const Floats& like) { g.assign(like.size(), 0.f); };
   Weights& w = m.w;
   zeros(w.g_tok_emb, w.tok_emb);
   zeros(w.g_pos_emb, w.pos_emb);
@@ -225,7 +225,7 @@ void Model::lora_merge() {
       for (const LoraAdapter& a : lin->lora) {
         const int64_t o = a.o1 - a.o0, in = lin->in;
         // delta(o, in) = scale·B·A, added to W's rows (out, in) or columns (in, out).
-        std::vector<float> delta(size_t(o * in));
+        Floats delta(size_t(o * in));
         gemm(m.pool.get(), o, in, a.rank, a.B.data(), a.rank, 1, a.A.data(), in, 1, delta.data(), in, false);
         for (int64_t i = 0; i < o; i++)
           for (int64_t k = 0; k < in; k++) {
@@ -267,11 +267,11 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
   std::vector<SeqRun> runs(size_t(b.n_seqs));
   for (int64_t s = 0; s < b.n_seqs; s++) runs[size_t(s)] = {b.offsets[s], int64_t(b.offsets[s + 1]) - b.offsets[s], 0, nullptr};
   Acts& acts = m.ws.acts;
-  std::vector<float>& hidden = m.ws.hidden;
+  Floats& hidden = m.ws.hidden;
   hidden.resize(size_t(T * C));
   m.forward_hidden(b.tokens, T, runs, hidden.data(), &acts, seed);
 
-  std::vector<float>& dh = m.ws.dh;
+  Floats& dh = m.ws.dh;
   dh.assign(size_t(T * C), 0.f);
   float* g_head = !m.w.g_head.empty() ? m.w.g_head.data() : (c.tied && !m.w.g_tok_emb.empty() ? m.w.g_tok_emb.data() : nullptr);
   std::vector<double> nll(rows.size());

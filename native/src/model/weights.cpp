@@ -75,7 +75,7 @@ class TensorSource {
   bool has(const std::string& name) const { return tensors_.count(name) > 0; }
 
   // Reads a tensor that must exist with exactly this shape, as float32.
-  std::vector<float> take(const std::string& name, std::vector<int64_t> shape) {
+  Floats take(const std::string& name, std::vector<int64_t> shape) {
     auto it = tensors_.find(name);
     if (it == tensors_.end())
       fail(ErrorCode::Weights, dir_ + ": missing tensor '" + name + "' (expected shape " + shape_str(shape) + ")");
@@ -83,7 +83,7 @@ class TensorSource {
     if (t->shape != shape)
       fail(ErrorCode::Weights, it->second.second->path() + ": tensor '" + name + "' has shape " + shape_str(t->shape) +
                                    " but config.json implies " + shape_str(shape));
-    std::vector<float> out(size_t(t->numel()));
+    Floats out(size_t(t->numel()));
     tensor_to_f32(*t, out.data());
     // A NaN or ±Inf weight makes every output NaN (greedy decoding then answers token 0, scores
     // come out null, every training step is skipped): refuse the checkpoint at load, naming it.
@@ -138,7 +138,7 @@ class TensorSource {
   int n_ignored_buffers_ = 0;
 };
 
-void append(std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); }
+void append(Floats& dst, const Floats& src) { dst.insert(dst.end(), src.begin(), src.end()); }
 
 void load_gpt2(TensorSource& src, const ModelConfig& c, Weights& w) {
   const std::string p = src.has("transformer.wte.weight") ? "transformer." : "";
@@ -215,8 +215,8 @@ int64_t float_bytes(const Weights& w) {
 
 KVCache::KVCache(const ModelConfig& c, int64_t cap) : capacity(cap) {
   const size_t n = size_t(cap * c.kv_heads * c.head_dim);
-  k.assign(size_t(c.layers), std::vector<float>(n));
-  v.assign(size_t(c.layers), std::vector<float>(n));
+  k.assign(size_t(c.layers), Floats(n));
+  v.assign(size_t(c.layers), Floats(n));
 }
 
 std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOptions& options) {
