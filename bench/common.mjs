@@ -18,6 +18,9 @@ export async function benchModel(preset, seed = 0) {
   return dir;
 }
 
+/** The median of a list of numbers (the upper middle one for an even count). */
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
 /** Median, min and max seconds of `reps` timed calls after `warmup` untimed ones. */
 export async function timed(fn, { warmup = 2, reps = 5 } = {}) {
   for (let i = 0; i < warmup; i++) await fn();

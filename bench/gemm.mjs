@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cpuDescription, fmaPeak, repoRoot } from './common.mjs';
+import { cpuDescription, fmaPeak, median, repoRoot } from './common.mjs';
 
 const { values: opt } = parseArgs({
   options: { threads: { type: 'string', default: '2' }, rounds: { type: 'string', default: '3' }, classes: { type: 'string', default: 'avx2,native' } },
@@ -22,7 +22,6 @@ const SHAPES = {
   'smol-135m-like': ['960:576', '576:576', '3072:576', '576:1536'],
 };
 console.log(JSON.stringify({ ...cpuDescription(), threads }));
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 for (const cls of opt.classes.split(',')) {
   const peaks = [], runs = [];
   let isa = null;

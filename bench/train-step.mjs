@@ -5,16 +5,17 @@
 // share of the machine's fp32 matmul floor.
 // With --bf16: our bf16 matmul mode (fp32 master weights) against PyTorch's bf16 autocast.
 // --class avx2 measures the AVX2 + FMA class on any machine (kernels and peer limited to AVX2).
-//   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--class native|avx2] [--bf16]
+//   node bench/train-step.mjs [--models gpt2-small,smol-135m-like] [--threads 2] [--reps 5] [--rounds 3] [--class native|avx2] [--bf16]
 import { parseArgs } from 'node:util';
 import { Model, nativeOf, packSequences } from '../dist/model/model.js';
-import { benchModel, cpuClass, cpuDescription, fmaPeak, forwardMatmulFlops, rng, timed, torchPeer } from './common.mjs';
+import { benchModel, cpuClass, cpuDescription, fmaPeak, forwardMatmulFlops, median, rng, timed, torchPeer } from './common.mjs';
 
 const { values: opt } = parseArgs({
   options: {
     models: { type: 'string', default: 'gpt2-small,smol-135m-like' },
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '3' },
     class: { type: 'string', default: 'native' },
     'no-peer': { type: 'boolean', default: false },
     bf16: { type: 'boolean', default: false },
@@ -47,26 +48,40 @@ for (const preset of opt.models.split(',')) {
     await nat.trainAccumulate(tokens, offsets, weights, 0, false);
     await nat.optimizerStep({ lr: 3e-4, weightDecay: 0.1 });
   };
-  const ours = await timed(step, { warmup: 1, reps: Number(opt.reps) });
+  // Rounds alternate kpig and the peer; the ratio is the median of the per-round ratios.
+  const rounds = Number(opt.rounds);
+  const ours = [], torchSec = [], ratios = [];
+  let torch = null;
+  for (let r = 0; r < rounds; r++) {
+    const t = (await timed(step, { warmup: r === 0 ? 1 : 0, reps: Number(opt.reps) })).median;
+    ours.push(t);
+    if (opt['no-peer']) continue;
+    torch = torchPeer(['--model', preset, '--task', 'train', '--threads', String(threads), '--reps', opt.reps, ...torchArgs, ...(opt.bf16 ? ['--bf16'] : [])]);
+    torchSec.push(torch.sec_median);
+    ratios.push(torch.sec_median / t);
+  }
+  const oursMedian = median(ours);
   const flops = trainFlops(model.info);
   const line = {
     model: preset,
     threads,
+    rounds,
     precision: opt.bf16 ? `bf16 matmuls (${model.info.bf16Isa}), fp32 master weights` : `fp32 (${model.info.isa})`,
-    kpig_sec: +ours.median.toFixed(3),
-    kpig_tokens_per_s: Math.round((B * T) / ours.median),
+    kpig_sec: +oursMedian.toFixed(3),
+    kpig_tokens_per_s: Math.round((B * T) / oursMedian),
     matmul_gflop: +(flops / 1e9).toFixed(1),
-    kpig_gflops: +(flops / 1e9 / ours.median).toFixed(1),
-    kpig_floor_share: peakGflops ? +(flops / (peakGflops * 1e9) / ours.median).toFixed(3) : null,
+    kpig_gflops: +(flops / 1e9 / oursMedian).toFixed(1),
+    kpig_floor_share: peakGflops ? +(flops / (peakGflops * 1e9) / oursMedian).toFixed(3) : null,
   };
   model.dispose();
   if (!opt['no-peer']) {
-    const torch = torchPeer(['--model', preset, '--task', 'train', '--threads', String(threads), '--reps', opt.reps, ...torchArgs, ...(opt.bf16 ? ['--bf16'] : [])]);
-    line.torch_sec = torch.sec_median;
-    line.torch_tokens_per_s = torch.tokens_per_s_median;
-    line.torch_floor_share = peakGflops ? +(flops / (peakGflops * 1e9) / torch.sec_median).toFixed(3) : null;
+    const torchMedian = median(torchSec);
+    line.torch_sec = +torchMedian.toFixed(3);
+    line.torch_tokens_per_s = Math.round((B * T) / torchMedian);
+    line.torch_floor_share = peakGflops ? +(flops / (peakGflops * 1e9) / torchMedian).toFixed(3) : null;
     line.torch_peak_rss_mb = torch.peak_rss_MB;
-    line.speedup_vs_torch = +(torch.sec_median / ours.median).toFixed(3);
+    line.speedup_vs_torch = +median(ratios).toFixed(3);
+    line.speedup_vs_torch_per_round = ratios.map((x) => +x.toFixed(3));
   }
   console.log(JSON.stringify(line));
 }

@@ -10,6 +10,7 @@
 #include <vector>
 #include <algorithm>
 
+#include "../../native/src/core/memory.h"
 #include "../../native/src/core/threadpool.h"
 #include "../../native/src/cpu/gemm.h"
 
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
     return float(double(st >> 40) / double(1ull << 24) - 0.5);
   };
   for (auto [N, K] : shapes) {
-    std::vector<float> x(size_t(M * K)), W(size_t(N * K)), y(size_t(M * N));
+    kpig::Floats x(size_t(M * K)), W(size_t(N * K)), y(size_t(M * N));  // aligned, as the engine's arrays
     for (auto& v : x) v = rnd();
     for (auto& v : W) v = rnd();
     std::vector<double> ts;
