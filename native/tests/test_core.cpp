@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../src/core/json.h"
+#include "../src/core/memory.h"
 #include "../src/core/safetensors.h"
 #include "../src/core/threadpool.h"
 #include "../src/cpu/gemm.h"
@@ -413,6 +414,22 @@ static void test_vector_math() {
   check(big[0] == 40.f && big[31] == 0.f, std::string("gelu saturates (") + kpig::simd_level_name() + ")");
 }
 
+// The engine's arrays start on a cache line, and large ones on a 2 MiB boundary (memory.h).
+static void test_aligned_memory() {
+  for (size_t n : {size_t(1), size_t(17), size_t(1000), size_t(1) << 20, size_t(3) << 20}) {
+    kpig::Floats v(n, 1.f);
+    const auto addr = reinterpret_cast<uintptr_t>(v.data());
+    const size_t want = n * sizeof(float) >= (size_t(4) << 20) ? (size_t(2) << 20) : 64;
+    check(addr % want == 0, "Floats of " + std::to_string(n) + " starts on a " + std::to_string(want) + "-byte boundary");
+    check(v[n - 1] == 1.f, "Floats of " + std::to_string(n) + " holds its values");
+  }
+  kpig::AlignedBuf<float> buf;
+  float* p = buf.get(100);
+  check(reinterpret_cast<uintptr_t>(p) % 64 == 0, "AlignedBuf starts on a cache line");
+  p = buf.get(5000);
+  check(reinterpret_cast<uintptr_t>(p) % 64 == 0, "AlignedBuf starts on a cache line after growing");
+}
+
 int main() {
   std::printf("gemm kernel: %s, bf16: %s\n", kpig::gemm_isa(), kpig::gemm_bf16_isa());
   kpig::ThreadPool pool(3);
@@ -422,6 +439,7 @@ int main() {
   test_gemm_row_independence(&pool);
   test_gemm_bf16();
   test_vector_math();
+  test_aligned_memory();
   test_safetensors();
   test_json();
   test_threadpool(&pool);
