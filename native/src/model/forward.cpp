@@ -170,8 +170,10 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
         for (int64_t r = (*keep)[s].first; r < (*keep)[s].second; r++) rows.push_back(seqs[s].row0 + r);
       }
       const int64_t Tk = int64_t(rows.size());
-      Floats att_k(size_t(Tk * qd)), lse_k(size_t(Tk * H)), x_k(size_t(Tk * C)), h_k(size_t(Tk * C)),
-          ff_k(size_t(Tk * up_w)), act_k(gpt2 ? 0 : size_t(Tk * F));
+      Floats &att_k = ws.kept_att, &lse_k = ws.kept_lse, &x_k = ws.kept_x, &h_k = ws.kept_h, &ff_k = ws.kept_ff,
+             &act_k = ws.kept_act;
+      sized(att_k, Tk * qd), sized(lse_k, Tk * H), sized(x_k, Tk * C), sized(h_k, Tk * C), sized(ff_k, Tk * up_w);
+      sized(act_k, gpt2 ? 0 : Tk * F);
       pool->parallel_for(int64_t(seqs.size()) * H, [&](int64_t t, int thread) {
         const size_t si = size_t(t / H);
         const int64_t hh = t % H, a = (*keep)[si].first, n = (*keep)[si].second - a, g = hh / (H / K);

@@ -138,6 +138,7 @@ struct AdamState {
 // not page-fault its way through fresh allocations every time.
 struct Workspace {
   Floats x, h, qkv, att, ff, act, lse;                         // forward scratch
+  Floats kept_att, kept_lse, kept_x, kept_h, kept_ff, kept_act;  // last layer, kept rows only
   std::vector<Floats> scores;                                  // per thread
   Floats hidden, dh;                                           // training head
   Floats dx, tmp, d_act, d_ff, d_h, d_att, d_qkv;              // backward
