@@ -38,7 +38,10 @@ static void test_gemm(kpig::ThreadPool* pool) {
   std::mt19937 rng(42);
   std::normal_distribution<float> nd;
   const int sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {8, 32, 16}, {17, 33, 300}, {130, 70, 513}, {1, 600, 64},
-                          {4, 257, 129}, {200, 1030, 40}, {5, 3, 0}};
+                          {4, 257, 129}, {200, 1030, 40}, {5, 3, 0},
+                          // whole 6-row panels of a transposed A, 16-column panels of B with a ragged
+                          // edge, and few rows against many columns (the split into column blocks)
+                          {96, 50, 77}, {6, 1030, 20}, {12, 2100, 30}};
   for (auto& s : sizes) {
     const int M = s[0], N = s[1], K = s[2];
     for (int layout = 0; layout < 4; layout++) {

@@ -20,6 +20,6 @@ struct CeRow {
 // Writes dh rows of the listed rows (others untouched), adds into gW when non-null, and stores each
 // row's NLL in nll[i]. `chunk` rows of logits are held at a time.
 void fused_linear_ce(ThreadPool* pool, const float* hidden, int64_t C, const float* W, int64_t V,
-                     const std::vector<CeRow>& rows, float* dh, float* gW, double* nll, int64_t chunk = 128);
+                     const std::vector<CeRow>& rows, float* dh, float* gW, double* nll, int64_t chunk = 256);
 
 }  // namespace kpig

@@ -304,8 +304,33 @@ bool cpu_avx2() {
   return yes;
 }
 
+// Packs `panels` W-wide column panels of a row-major block (kc rows of stride ld) k-major:
+// out[(p*kc + k)*W + j] = src[k*ld + p*W + j]. Row by row, so each source row is read once and in order.
+template <int W>
+__attribute__((target("avx2"))) void pack_rows_avx2(const float* src, int64_t ld, int64_t kc, int64_t panels, float* out) {
+  for (int64_t k = 0; k < kc; k++) {
+    const float* row = src + k * ld;
+    float* o = out + k * W;
+    if (k + 4 < kc) _mm_prefetch(reinterpret_cast<const char*>(row + 4 * ld), _MM_HINT_T0);
+    for (int64_t p = 0; p < panels; p++, row += W, o += kc * W) {
+      if constexpr (W == 16) {
+        _mm256_storeu_ps(o, _mm256_loadu_ps(row));
+        _mm256_storeu_ps(o + 8, _mm256_loadu_ps(row + 8));
+      } else {
+        static_assert(W == 6);
+        _mm_storeu_ps(o, _mm_loadu_ps(row));
+        _mm_storel_pi(reinterpret_cast<__m64*>(o + 4), _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(row + 4))));
+      }
+    }
+  }
+}
+
 // Packs rows [i0, i0+mc) × cols [k0, k0+kc) of A into MR-row panels, k-major, zero-padded.
 void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* out) {
+  if (a_rs == 1 && mr == 6 && mc % 6 == 0 && cpu_avx2()) {  // A stored transposed (K, M), as dYᵀ in a weight gradient
+    pack_rows_avx2<6>(A + k0 * a_cs + i0, a_cs, kc, mc / 6, out);
+    return;
+  }
   for (int64_t p = 0; p < mc; p += mr) {
     int64_t rows = std::min<int64_t>(mr, mc - p);
     if (a_cs == 1) {  // row-major A: read each row's k run contiguously, scatter into the panel
@@ -342,6 +367,14 @@ void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t i0, int64_t mc, 
 
 // Packs rows [k0, k0+kc) × cols [j0, j0+nc) of B into NR-column panels, k-major, zero-padded.
 void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* out) {
+  if (b_cs == 1 && nr == 16 && cpu_avx2()) {  // row-major B: whole panels by vector copies, the edge panel below
+    const int64_t whole = nc / 16;
+    for (int64_t p = 0; p < whole; p++) pack_rows_avx2<16>(B + k0 * b_rs + j0 + 16 * p, b_rs, kc, 1, out + p * 16 * kc);
+    if (whole * 16 == nc) return;
+    out += whole * 16 * kc;
+    j0 += whole * 16;
+    nc -= whole * 16;
+  }
   for (int64_t p = 0; p < nc; p += nr) {
     int64_t cols = std::min<int64_t>(nr, nc - p);
     if (b_cs == 1 && cols == nr) {
@@ -461,18 +494,26 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
   const int64_t MC = blk.mc, NCMAX = blk.nc, KCMAX = blk.kc;
   const int64_t KC = (K + (K + KCMAX - 1) / KCMAX - 1) / ((K + KCMAX - 1) / KCMAX);  // even k blocks
   const int nthreads = pool ? pool->size() : 1;
-  // Column blocks: at most NCMAX wide, as many as a multiple of the threads when the rows alone
-  // cannot feed them, and of equal width (in NR panels) so no thread waits on a wider one.
-  int64_t nb = (N + NCMAX - 1) / NCMAX;
+  // Tasks: mb row ranges × nb column blocks (at most NCMAX wide, of equal width in NR panels). Each
+  // task packs its B block (K × NC) and its rows of A (rows × K), so the split costs mb·N + nb·M
+  // packed elements per k; the cheapest split with at least 2 tasks per thread (a multiple of the
+  // threads) wins: column blocks for few rows (an LM-head chunk), row ranges for many.
   const int64_t row_blocks = (M + MC - 1) / MC;
-  if (nthreads > 1) nb = (nb + nthreads - 1) / nthreads * nthreads;
   const int64_t panels = (N + nr - 1) / nr;
-  nb = std::min(nb, panels);
+  const int64_t want = nthreads > 1 ? 2 * nthreads : 1;
+  int64_t nb = 0, mb = 0, best = -1;
+  for (int64_t cb = (N + NCMAX - 1) / NCMAX; cb <= panels; cb++) {
+    const int64_t cw = (panels + cb - 1) / cb * nr, cn = (N + cw - 1) / cw;  // the widths round to NR panels
+    if (cn != cb) continue;
+    int64_t rb = std::max<int64_t>(1, std::min((want + cb - 1) / cb, row_blocks));
+    if (nthreads > 1)  // a multiple of the threads where the rows allow it
+      while (rb < row_blocks && (rb * cb) % nthreads) rb++;
+    // Too few tasks rank below every split with enough, and among themselves by their count.
+    const int64_t cost = cb * rb >= want ? rb * N + cb * M : (int64_t(1) << 62) - cb * rb;
+    if (best < 0 || cost < best) best = cost, nb = cb, mb = rb;
+    if (cb * rb >= want && rb == 1) break;  // more column blocks only add packing of A
+  }
   const int64_t NC = (panels + nb - 1) / nb * nr;
-  nb = (N + NC - 1) / NC;
-  // Enough row ranges that every thread has work (at least 2 tasks per thread when N is narrow).
-  int64_t mb = nb >= 2 * nthreads ? 1 : (2 * nthreads + nb - 1) / nb;
-  mb = std::max<int64_t>(1, std::min(mb, row_blocks));
   const int64_t rows_per = ((M + mb - 1) / mb + mr - 1) / mr * mr;
   auto body = [&](int64_t task, int) {
     const int64_t ib = task % mb, jb = task / mb;

@@ -143,4 +143,32 @@ IgTokenStats ig_token_stats(const float* lf, const float* lm, int64_t V, int32_t
   return {double(lse_f) - double(lf[y]), double(lse_m) - double(lm[y]), s.kl, s.js, s.h_f, s.h_m};
 }
 
+void adamw_update(float* __restrict p, float* __restrict g, float* __restrict m, float* __restrict v, int64_t n, float clip,
+                  float decay, float b1, float b2, float step_size, float bc2_sqrt, float eps) {
+  int64_t i = 0;
+  const __m128 vclip = _mm_set1_ps(clip), vdecay = _mm_set1_ps(decay), vb1 = _mm_set1_ps(b1), vb1c = _mm_set1_ps(1.f - b1),
+               vb2 = _mm_set1_ps(b2), vb2c = _mm_set1_ps(1.f - b2), vstep = _mm_set1_ps(step_size), vbc2 = _mm_set1_ps(bc2_sqrt),
+               veps = _mm_set1_ps(eps);
+  for (; i + 4 <= n; i += 4) {
+    const __m128 gi = _mm_mul_ps(_mm_loadu_ps(g + i), vclip);
+    const __m128 mi = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(m + i)), _mm_mul_ps(vb1c, gi));
+    const __m128 vi = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(v + i)), _mm_mul_ps(_mm_mul_ps(vb2c, gi), gi));
+    _mm_storeu_ps(m + i, mi);
+    _mm_storeu_ps(v + i, vi);
+    const __m128 den = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(vi), vbc2), veps);
+    _mm_storeu_ps(p + i, _mm_sub_ps(_mm_mul_ps(_mm_loadu_ps(p + i), vdecay), _mm_div_ps(_mm_mul_ps(vstep, mi), den)));
+    _mm_storeu_ps(g + i, _mm_setzero_ps());
+  }
+  for (; i < n; i++) {
+    const float gi = g[i] * clip;
+    const float mi = b1 * m[i] + (1.f - b1) * gi;
+    const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
+    g[i] = 0.f;
+  }
+}
+
+
 }  // namespace kpig

@@ -29,6 +29,11 @@ void swiglu_row(const float* gate_up, int64_t F, float* out);
 // cs holds cos(pos·inv_freq[i]) then sin(...), D/2 each, for this row's position.
 // With inverse = true it applies the transposed rotation (the backward of the forward one).
 void rope_row(float* x, int64_t n_heads, int64_t D, const float* cs, bool inverse = false);
+// AdamW on n elements as torch.optim.AdamW computes it (decoupled decay first), then g = 0. Four
+// lanes at a time (SSE, every x86-64 has it; the pass is memory-bound), each lane the scalar
+// arithmetic of the tail, in the same order.
+void adamw_update(float* __restrict p, float* __restrict g, float* __restrict m, float* __restrict v, int64_t n, float clip,
+                  float decay, float b1, float b2, float step_size, float bc2_sqrt, float eps);
 // y(n) += x(n)
 void add_inplace(float* y, const float* x, int64_t n);
 // Causal attention of one query over n keys/values (rows of stride ld): out(D) = softmax(q·kᵀ·scale)·v.

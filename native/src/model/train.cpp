@@ -298,10 +298,28 @@ StepResult Model::optimizer_step(const AdamWOptions& o) {
       !(o.max_grad_norm >= 0))
     fail(ErrorCode::Input, "AdamW options out of range (lr ≥ 0, 0 ≤ β < 1, eps > 0, weight_decay ≥ 0, max_grad_norm ≥ 0)");
   StepResult r;
+  // Σ g² in fixed chunks of each tensor, summed in order: the same value whatever the threads.
+  constexpr int64_t kNormChunk = 1 << 16;
   double ss = 0;
-  for (const TensorRef& t : m.registry)
-    if (t.grad)
-      for (int64_t i = 0; i < t.numel(); i++) ss += double(t.grad[i]) * double(t.grad[i]);
+  std::vector<double> part;
+  for (const TensorRef& t : m.registry) {
+    if (!t.grad) continue;
+    const int64_t n = t.numel(), chunks = (n + kNormChunk - 1) / kNormChunk;
+    part.assign(size_t(chunks), 0.0);
+    const float* g = t.grad;
+    m.parallel_rows(chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++) {
+        double acc[4] = {0, 0, 0, 0};
+        const int64_t i1 = std::min(n, (c + 1) * kNormChunk);
+        int64_t i = c * kNormChunk;
+        for (; i + 4 <= i1; i += 4)
+          for (int j = 0; j < 4; j++) acc[j] += double(g[i + j]) * double(g[i + j]);
+        for (; i < i1; i++) acc[0] += double(g[i]) * double(g[i]);
+        part[size_t(c)] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      }
+    });
+    for (double v : part) ss += v;
+  }
   r.grad_norm = std::sqrt(ss);
   auto clear = [&] {
     for (const TensorRef& t : m.registry)
@@ -324,19 +342,11 @@ StepResult Model::optimizer_step(const AdamWOptions& o) {
     const size_t n = size_t(t.numel());
     if (st.m.size() != n) st.m.assign(n, 0.f), st.v.assign(n, 0.f);
     const float decay = (o.decay_all || t.decay) ? float(1.0 - o.lr * o.weight_decay) : 1.f;
-    float* p = t.data;
-    const float* g = t.grad;
-    m.parallel_rows(int64_t(n), 1 << 14, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i++) {
-        const float gi = g[i] * clip;
-        p[i] *= decay;
-        st.m[size_t(i)] = b1 * st.m[size_t(i)] + (1.f - b1) * gi;
-        st.v[size_t(i)] = b2 * st.v[size_t(i)] + (1.f - b2) * gi * gi;
-        p[i] -= step_size * st.m[size_t(i)] / (std::sqrt(st.v[size_t(i)]) / bc2_sqrt + eps);
-      }
+    // One pass over the tensor: the update, then the gradient cleared for the next accumulation.
+    m.parallel_rows(int64_t(n), 1 << 14, [&, p = t.data, g = t.grad, mp = st.m.data(), vp = st.v.data()](int64_t i0, int64_t i1) {
+      adamw_update(p + i0, g + i0, mp + i0, vp + i0, i1 - i0, clip, decay, b1, b2, step_size, bc2_sqrt, eps);
     });
   }
-  clear();
   r.step = step;
   return r;
 }
