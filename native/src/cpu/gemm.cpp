@@ -484,6 +484,25 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
     gemm_amx(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
     return;
   }
+  gemm_fma(pool, M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, nullptr, C, ldc, accumulate, bias);
+}
+
+namespace {
+
+// Even k blocks of at most the blocking's KC: the packed layout and every driver use this split.
+int64_t k_block(int64_t K, int64_t kcmax) {
+  const int64_t blocks = (K + kcmax - 1) / kcmax;
+  return (K + blocks - 1) / blocks;
+}
+
+}  // namespace
+
+// The FMA (and AVX512_BF16) driver. With `prepacked` (fma_pack_b's layout, float32 mode), B's blocks
+// are read from there instead of being packed per task.
+void gemm_fma(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
+              const float* B, int64_t b_rs, int64_t b_cs, const float* prepacked, float* C, int64_t ldc, bool accumulate,
+              const float* bias) {
+  const bool bf16 = !prepacked && pool && pool->matmul_bf16;  // prepacked panels are float32
   const bool bf16_hw = bf16 && has_bf16_kernel();
   const Isa& isa = bf16_hw ? avx512_isa() : pick_isa();
   const int mr = isa.mr, nr = isa.nr;
@@ -492,7 +511,7 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
   // B block once and reuses it for all its rows, so B is packed once per task, not per row block.
   const Blocking& blk = blocking(isa);
   const int64_t MC = blk.mc, NCMAX = blk.nc, KCMAX = blk.kc;
-  const int64_t KC = (K + (K + KCMAX - 1) / KCMAX - 1) / ((K + KCMAX - 1) / KCMAX);  // even k blocks
+  const int64_t KC = k_block(K, KCMAX);
   const int nthreads = pool ? pool->size() : 1;
   // Tasks: mb row ranges × nb column blocks (at most NCMAX wide, of equal width in NR panels). Each
   // task packs its B block (K × NC) and its rows of A (rows × K), so the split costs mb·N + nb·M
@@ -509,7 +528,7 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
     if (nthreads > 1)  // a multiple of the threads where the rows allow it
       while (rb < row_blocks && (rb * cb) % nthreads) rb++;
     // Too few tasks rank below every split with enough, and among themselves by their count.
-    const int64_t cost = cb * rb >= want ? rb * N + cb * M : (int64_t(1) << 62) - cb * rb;
+    const int64_t cost = cb * rb >= want ? (prepacked ? 0 : rb * N) + cb * M : (int64_t(1) << 62) - cb * rb;
     if (best < 0 || cost < best) best = cost, nb = cb, mb = rb;
     if (cb * rb >= want && rb == 1) break;  // more column blocks only add packing of A
   }
@@ -523,12 +542,13 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
     Scratch& s = tl_scratch;
     const int64_t nc_pad = (nc + nr - 1) / nr * nr;
     float* pa = s.a.get(size_t(MC * KC));
-    float* pb = s.b.get(size_t(nc_pad * KC));
+    float* pb = prepacked ? nullptr : s.b.get(size_t(nc_pad * KC));
     alignas(64) float tile[8 * 32];
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min(KC, K - k0);
       const bool acc = accumulate || k0 > 0;
-      pack_b(B, b_rs, b_cs, k0, kc, j0, nc, nr, pb);
+      if (prepacked) pb = const_cast<float*>(prepacked) + k0 * panels * nr + j0 * kc;  // k block k0, panels from j0 / nr
+      else pack_b(B, b_rs, b_cs, k0, kc, j0, nc, nr, pb);
       const int64_t kp = (kc + 1) / 2;
       uint16_t* pb16 = nullptr;
       if (bf16_hw) {
@@ -589,6 +609,25 @@ void gemm(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int
   };
   if (pool && mb * nb > 1) pool->parallel_for(mb * nb, body);
   else for (int64_t t = 0; t < mb * nb; t++) body(t, 0);
+}
+
+int64_t fma_packed_size(int64_t K, int64_t N) {
+  const int nr = pick_isa().nr;
+  return K * ((N + nr - 1) / nr * nr);
+}
+
+void fma_pack_b(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64_t b_rs, int64_t b_cs, float* out) {
+  const Isa& isa = pick_isa();
+  const int64_t nr = isa.nr, KC = k_block(K, blocking(isa).kc), panels = (N + nr - 1) / nr;
+  // Block (k0, panel p) at out + k0·panels·nr + p·kc·nr: a task's column block is one run per k block.
+  auto body = [&](int64_t p, int) {
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min(KC, K - k0);
+      pack_b(B, b_rs, b_cs, k0, kc, p * nr, std::min<int64_t>(nr, N - p * nr), int(nr), out + k0 * panels * nr + p * kc * nr);
+    }
+  };
+  if (pool) pool->parallel_for(panels, body);
+  else for (int64_t p = 0; p < panels; p++) body(p, 0);
 }
 
 void linear(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const float* W,

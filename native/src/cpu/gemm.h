@@ -36,6 +36,16 @@ const char* gemm_bf16_isa();
 void linear(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
             const float* W, const float* bias, float* y, int64_t ldy);
 
+// B packed once for the FMA kernels (float32 mode), for products that reuse it (PackedB in
+// gemm_amx.h holds it): fma_packed_size floats, in k blocks of the driver's split, NR-column panels.
+int64_t fma_packed_size(int64_t K, int64_t N);
+void fma_pack_b(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64_t b_rs, int64_t b_cs, float* out);
+// The FMA driver behind gemm(); with `prepacked` (fma_pack_b of this B, float32 mode) it reads B's
+// panels from there, and each C element is summed exactly as gemm() sums it.
+void gemm_fma(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
+              const float* B, int64_t b_rs, int64_t b_cs, const float* prepacked, float* C, int64_t ldc, bool accumulate,
+              const float* bias = nullptr);
+
 // Name of the float32 path in use for large products ("amx", "avx512", "avx2" or "scalar");
 // KPIG_ISA=avx512|avx2|scalar forces a lower one.
 const char* gemm_isa();

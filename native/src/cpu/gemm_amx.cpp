@@ -449,7 +449,10 @@ void gemm_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A,
   run_amx(pool, parts_of(pool), M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, nullptr, 0, C, ldc, accumulate, bias);
 }
 
-PackedB::~PackedB() { std::free(data_); }
+PackedB::~PackedB() {
+  std::free(data_);
+  std::free(fma_);
+}
 
 void PackedB::pack(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64_t b_rs, int64_t b_cs) {
   std::free(data_);
@@ -457,7 +460,23 @@ void PackedB::pack(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64
   K_ = K;
   N_ = N;
   parts_ = parts_of(pool);
-  if (!(parts_ == 1 ? amx_available() : amx_fp32()) || K <= 0 || N <= 0) return;
+  if (K <= 0 || N <= 0) return;
+  if (!(parts_ == 1 ? amx_available() : amx_fp32())) {
+    if (parts_ == 1) return;  // bf16 without AMX: gemm() rounds and packs per call
+    const int64_t n = fma_packed_size(K, N);
+    if (n != fma_n_) {
+      std::free(fma_);
+      fma_n_ = 0;
+      fma_ = static_cast<float*>(std::aligned_alloc(64, (size_t(n) * sizeof(float) + 63) / 64 * 64));
+      if (!fma_) throw std::bad_alloc();
+      fma_n_ = n;
+    }
+    fma_pack_b(pool, K, N, B, b_rs, b_cs, fma_);
+    return;
+  }
+  std::free(fma_);
+  fma_ = nullptr;
+  fma_n_ = 0;
   // The whole of K in one pack_b call per 32-column panel: panel jp holds kt_all steps.
   const int64_t kt_all = (K + KT - 1) / KT, panels = (N + 31) / 32, panel_size = kt_all * 2 * TILE;
   plane_ = panels * panel_size;
@@ -471,6 +490,7 @@ void PackedB::pack(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64
 void gemm_packed(ThreadPool* pool, int64_t M, const float* A, int64_t a_rs, int64_t a_cs, const PackedB& B, float* C, int64_t ldc,
                  bool accumulate) {
   if (M <= 0) return;
+  if (B.fma_) return gemm_fma(pool, M, B.N_, B.K_, A, a_rs, a_cs, nullptr, 0, 0, B.fma_, C, ldc, accumulate);
   run_amx(pool, B.parts_, M, B.N_, B.K_, A, a_rs, a_cs, nullptr, 0, 0, B.data_, B.plane_, C, ldc, accumulate, nullptr);
 }
 

@@ -24,9 +24,11 @@ bool amx_fp32();
 void gemm_amx(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_cs,
               const float* B, int64_t b_rs, int64_t b_cs, float* C, int64_t ldc, bool accumulate, const float* bias = nullptr);
 
-// A B operand (a weight) packed once into the AMX layout, for products that reuse it many times
-// (the LM head over chunks of rows), in the pool's mode at packing time. Empty unless AMX serves that
-// mode; callers then fall back to gemm().
+// A B operand (a weight) packed once, for products that reuse it many times (the LM head over
+// chunks of rows), in the pool's mode at packing time: into the AMX layout where AMX serves that
+// mode, else (float32 mode) into the FMA kernels' panels. Empty in bf16 mode without AMX; callers
+// then fall back to gemm(). Use it in the mode it was packed in. Packing again into the same shape
+// reuses the memory.
 class PackedB {
  public:
   PackedB() = default;
@@ -35,13 +37,15 @@ class PackedB {
   PackedB& operator=(const PackedB&) = delete;
   // B(k, j) = B[k*b_rs + j*b_cs], K × N.
   void pack(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64_t b_rs, int64_t b_cs);
-  bool empty() const { return data_ == nullptr; }
+  bool empty() const { return data_ == nullptr && fma_ == nullptr; }
 
  private:
   friend void gemm_packed(ThreadPool*, int64_t, const float*, int64_t, int64_t, const PackedB&, float*, int64_t, bool);
   int64_t K_ = 0, N_ = 0, plane_ = 0;  // plane_: elements between pieces
   int parts_ = 1;
   uint16_t* data_ = nullptr;
+  float* fma_ = nullptr;  // the FMA panels (fma_n_ floats) when AMX is not used
+  int64_t fma_n_ = 0;
 };
 
 // C(M, N) (=|+=) A(M, K) · B with B packed (not empty).

@@ -106,8 +106,8 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   Floats hbuf(size_t(2 * chunk * C));
   Floats& logits = m.ws.ig_logits;
   logits.resize(size_t(2 * chunk * V));
-  PackedB head;
-  if (jobs.size() > size_t(chunk)) m.pack_head(head);
+  const PackedB* head = nullptr;
+  if (jobs.size() > size_t(chunk)) m.pack_head(m.ws.head), head = &m.ws.head;
   for (size_t j0 = 0; j0 < jobs.size(); j0 += size_t(chunk)) {
     const int64_t nj = std::min<int64_t>(chunk, int64_t(jobs.size() - j0));
     for (int64_t j = 0; j < nj; j++) {
@@ -115,7 +115,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
       std::memcpy(&hbuf[size_t(2 * j * C)], hidden_at(jb.pair, true, jb.t), sizeof(float) * size_t(C));
       std::memcpy(&hbuf[size_t((2 * j + 1) * C)], hidden_at(jb.pair, false, jb.t), sizeof(float) * size_t(C));
     }
-    m.head_logits(2 * nj, hbuf.data(), logits.data(), &head);
+    m.head_logits(2 * nj, hbuf.data(), logits.data(), head);
     m.pool->parallel_for(nj, [&](int64_t j, int) {
       const Job& jb = jobs[j0 + size_t(j)];
       const IgPair& p = pairs[jb.pair];

@@ -75,12 +75,12 @@ void Model::forward_logprobs(const PackedBatch& b, const int32_t* targets, float
   }
   const int64_t chunk = 64;
   Floats h(size_t(chunk * C)), logits(size_t(chunk * V));
-  PackedB head;
-  if (rows.size() > size_t(chunk)) m.pack_head(head);
+  const PackedB* head = nullptr;
+  if (rows.size() > size_t(chunk)) m.pack_head(m.ws.head), head = &m.ws.head;
   for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(chunk)) {
     const int64_t n = std::min<int64_t>(chunk, int64_t(rows.size() - i0));
     for (int64_t i = 0; i < n; i++) std::copy_n(&hidden[size_t(rows[i0 + size_t(i)] * C)], C, &h[size_t(i * C)]);
-    m.head_logits(n, h.data(), logits.data(), &head);
+    m.head_logits(n, h.data(), logits.data(), head);
     m.parallel_rows(n, 1, [&](int64_t r0, int64_t r1) {
       for (int64_t i = r0; i < r1; i++) {
         const int64_t row = rows[i0 + size_t(i)];
@@ -205,12 +205,13 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
     for (int64_t s = 0; s < S; s++) rows.push_back(s);
   }
   std::vector<int32_t> step(static_cast<size_t>(S));
-  PackedB head;  // one decoding step per head call: pack the head once
-  if (opt.max_new_tokens > 1) m.pack_head(head);
+  // one decoding step per head call: pack the head once
+  const PackedB* head = nullptr;
+  if (opt.max_new_tokens > 1) m.pack_head(m.ws.head), head = &m.ws.head;
   while (true) {
     if (opt.cancel && opt.cancel->load()) fail(ErrorCode::Cancelled, "generation was cancelled");
     if (rows.empty()) break;
-    m.head_logits(int64_t(rows.size()), last.data(), logits.data(), &head);
+    m.head_logits(int64_t(rows.size()), last.data(), logits.data(), head);
     std::fill(step.begin(), step.end(), -1);
     for (size_t i = 0; i < rows.size(); i++) {
       const int64_t s = rows[i];

@@ -145,6 +145,7 @@ struct Workspace {
   Acts acts;
   Floats ig_hidden, ig_logits;                                 // IG scoring
   std::vector<std::unique_ptr<KVCache>> ig_caches;
+  PackedB head;  // the LM head packed by the call that uses it (its memory kept between calls)
 };
 
 class PrefixStore;
