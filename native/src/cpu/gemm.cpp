@@ -416,7 +416,11 @@ void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, 
 // Per-thread packing buffers, kept between calls (fp32 panels, and their bf16 forms).
 struct Scratch {
   AlignedBuf<float> a, b, a16, b16;
+  AlignedBuf<float> shared_b, shared_b16;  // B blocks packed by all threads (the calling thread's)
 };
+
+// Widest B block packed jointly by the threads (KC × this many columns: 6 MB at KC = 384, in L3).
+constexpr int64_t kSharedNC = 4096;
 
 inline float bf16_round(float x) {
   const uint32_t u = uint32_t(f32_to_bf16(x)) << 16;
@@ -534,6 +538,90 @@ void gemm_fma(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A,
   }
   const int64_t NC = (panels + nb - 1) / nb * nr;
   const int64_t rows_per = ((M + mb - 1) / mb + mr - 1) / mr * mr;
+  // Rows [r0, r1) × columns [j0, j0 + nc) of one k block against its B panels at pb (fp32) or pb16.
+  auto rows_block = [&](int64_t r0, int64_t r1, int64_t j0, int64_t nc, int64_t k0, int64_t kc, const float* pb,
+                        const uint16_t* pb16) {
+    Scratch& s = tl_scratch;
+    float* pa = s.a.get(size_t(MC * KC));
+    alignas(64) float tile[8 * 32];
+    const bool acc = accumulate || k0 > 0;
+    const int64_t kp = (kc + 1) / 2;
+    for (int64_t i0 = r0; i0 < r1; i0 += MC) {
+      const int64_t mc = std::min(MC, r1 - i0);
+      pack_a(A, a_rs, a_cs, i0, mc, k0, kc, mr, pa);
+      uint32_t* pa16 = nullptr;
+      const int64_t mc_pad = (mc + mr - 1) / mr * mr;
+      if (bf16_hw) {
+        pa16 = reinterpret_cast<uint32_t*>(s.a16.get(size_t(MC * kp)));
+        for (int64_t ip = 0; ip < mc; ip += mr) to_bf16_pairs_a(pa + ip * kc, kc, mr, pa16 + ip * kp);
+      } else if (bf16) {
+        for (int64_t i = 0; i < mc_pad * kc; i++) pa[i] = bf16_round(pa[i]);
+      }
+      for (int64_t jp = 0; jp < nc; jp += nr) {
+        const float* bp = pb + jp * kc;
+        const int64_t cols = std::min<int64_t>(nr, nc - jp);
+        // The bias joins on the first k block only (a full tile reads NR values of it).
+        const float* bias_j = bias && k0 == 0 ? bias + j0 + jp : nullptr;
+        for (int64_t ip = 0; ip < mc; ip += mr) {
+          const float* ap = pa + ip * kc;
+          const int64_t rows = std::min<int64_t>(mr, mc - ip);
+          float* c = C + (i0 + ip) * ldc + j0 + jp;
+          if (rows == mr && cols == nr) {
+            if (bf16_hw) kernel_bf16(kp, pa16 + ip * kp, pb16 + jp * kp * 2, c, ldc, acc, bias_j);
+            else isa.kernel(kc, ap, bp, c, ldc, acc, bias_j);
+            continue;
+          }
+          // edge tile: compute into a full tile, copy the valid part in the kernels' order
+          if (bf16_hw) kernel_bf16(kp, pa16 + ip * kp, pb16 + jp * kp * 2, tile, nr, false, nullptr);
+          else isa.kernel(kc, ap, bp, tile, nr, false, nullptr);
+          for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) {  // (product + bias), then + C
+              const float t = bias_j ? tile[r * nr + j] + bias_j[j] : tile[r * nr + j];
+              c[r * ldc + j] = acc ? c[r * ldc + j] + t : t;
+            }
+        }
+      }
+    }
+  };
+  // B panels of one k block for columns [j0, j0 + nc) into pb (and their bf16 pairs into pb16).
+  auto pack_b_block = [&](int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* pb, uint16_t* pb16) {
+    pack_b(B, b_rs, b_cs, k0, kc, j0, nc, nr, pb);
+    const int64_t kp = (kc + 1) / 2, nc_pad = (nc + nr - 1) / nr * nr;
+    if (bf16_hw)
+      for (int64_t jp = 0; jp < nc; jp += nr) to_bf16_pairs_b(pb + jp * kc, kc, nr, pb16 + jp * kp * 2);
+    else if (bf16)
+      for (int64_t i = 0; i < nc_pad * kc; i++) pb[i] = bf16_round(pb[i]);
+  };
+
+  if (mb > 1 && !prepacked && pool && nthreads > 1) {
+    // Many rows: the tasks would pack the same B block mb times. Instead all threads pack each B
+    // block (KC × up to kSharedNC columns) once, then the row ranges run against it; A is packed
+    // once per column block. The same tiles and k order as below, so the same sums.
+    const int64_t cb = (N + kSharedNC - 1) / kSharedNC;
+    const int64_t SNC = (panels + cb - 1) / cb * nr;
+    const int64_t row_panels = (M + mr - 1) / mr;
+    const int64_t rt = std::min<int64_t>(row_panels, want), rows_per_t = (row_panels + rt - 1) / rt * mr;
+    Scratch& s = tl_scratch;
+    float* pb = s.shared_b.get(size_t(SNC * KC));
+    uint16_t* pb16 = bf16_hw ? reinterpret_cast<uint16_t*>(s.shared_b16.get(size_t(SNC * ((KC + 1) / 2)))) : nullptr;
+    constexpr int64_t kPackPanels = 8;  // panels per packing task
+    for (int64_t j0 = 0; j0 < N; j0 += SNC) {
+      const int64_t nc = std::min(SNC, N - j0), groups = ((nc + nr - 1) / nr + kPackPanels - 1) / kPackPanels;
+      for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = std::min(KC, K - k0), kp = (kc + 1) / 2;
+        pool->parallel_for(groups, [&](int64_t g, int) {
+          const int64_t off = g * kPackPanels * nr;
+          pack_b_block(k0, kc, j0 + off, std::min(kPackPanels * nr, nc - off), pb + off * kc, pb16 ? pb16 + off * kp * 2 : nullptr);
+        });
+        pool->parallel_for(rt, [&](int64_t t, int) {
+          const int64_t r0 = t * rows_per_t, r1 = std::min(M, r0 + rows_per_t);
+          if (r0 < r1) rows_block(r0, r1, j0, nc, k0, kc, pb, pb16);
+        });
+      }
+    }
+    return;
+  }
+
   auto body = [&](int64_t task, int) {
     const int64_t ib = task % mb, jb = task / mb;
     const int64_t r0 = ib * rows_per, r1 = std::min(M, r0 + rows_per);
@@ -541,70 +629,13 @@ void gemm_fma(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A,
     if (r0 >= r1) return;
     Scratch& s = tl_scratch;
     const int64_t nc_pad = (nc + nr - 1) / nr * nr;
-    float* pa = s.a.get(size_t(MC * KC));
     float* pb = prepacked ? nullptr : s.b.get(size_t(nc_pad * KC));
-    alignas(64) float tile[8 * 32];
+    uint16_t* pb16 = bf16_hw ? reinterpret_cast<uint16_t*>(s.b16.get(size_t(nc_pad * ((KC + 1) / 2)))) : nullptr;
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min(KC, K - k0);
-      const bool acc = accumulate || k0 > 0;
       if (prepacked) pb = const_cast<float*>(prepacked) + k0 * panels * nr + j0 * kc;  // k block k0, panels from j0 / nr
-      else pack_b(B, b_rs, b_cs, k0, kc, j0, nc, nr, pb);
-      const int64_t kp = (kc + 1) / 2;
-      uint16_t* pb16 = nullptr;
-      if (bf16_hw) {
-        pb16 = reinterpret_cast<uint16_t*>(s.b16.get(size_t(nc_pad * kp)));
-        for (int64_t jp = 0; jp < nc; jp += nr) to_bf16_pairs_b(pb + jp * kc, kc, nr, pb16 + jp * kp * 2);
-      } else if (bf16) {
-        for (int64_t i = 0; i < nc_pad * kc; i++) pb[i] = bf16_round(pb[i]);
-      }
-      for (int64_t i0 = r0; i0 < r1; i0 += MC) {
-        const int64_t mc = std::min(MC, r1 - i0);
-        pack_a(A, a_rs, a_cs, i0, mc, k0, kc, mr, pa);
-        uint32_t* pa16 = nullptr;
-        const int64_t mc_pad = (mc + mr - 1) / mr * mr;
-        if (bf16_hw) {
-          pa16 = reinterpret_cast<uint32_t*>(s.a16.get(size_t(MC * kp)));
-          for (int64_t ip = 0; ip < mc; ip += mr) to_bf16_pairs_a(pa + ip * kc, kc, mr, pa16 + ip * kp);
-        } else if (bf16) {
-          for (int64_t i = 0; i < mc_pad * kc; i++) pa[i] = bf16_round(pa[i]);
-        }
-        for (int64_t jp = 0; jp < nc; jp += nr) {
-          const float* bp = pb + jp * kc;
-          const int64_t cols = std::min<int64_t>(nr, nc - jp);
-          // The bias joins on the first k block only (a full tile reads NR values of it).
-          const float* bias_j = bias && k0 == 0 ? bias + j0 + jp : nullptr;
-          for (int64_t ip = 0; ip < mc; ip += mr) {
-            const float* ap = pa + ip * kc;
-            const int64_t rows = std::min<int64_t>(mr, mc - ip);
-            float* c = C + (i0 + ip) * ldc + j0 + jp;
-            if (bf16_hw) {
-              const uint32_t* a16 = pa16 + ip * kp;
-              const uint16_t* b16 = pb16 + jp * kp * 2;
-              if (rows == mr && cols == nr) {
-                kernel_bf16(kp, a16, b16, c, ldc, acc, bias_j);
-                continue;
-              }
-              kernel_bf16(kp, a16, b16, tile, nr, false, nullptr);
-              for (int64_t r = 0; r < rows; r++)
-                for (int64_t j = 0; j < cols; j++)
-                  {  // the kernels' order: (product + bias), then + C
-                    const float t = bias_j ? tile[r * nr + j] + bias_j[j] : tile[r * nr + j];
-                    c[r * ldc + j] = acc ? c[r * ldc + j] + t : t;
-                  }
-            } else if (rows == mr && cols == nr) {
-              isa.kernel(kc, ap, bp, c, ldc, acc, bias_j);
-            } else {  // edge tile: compute into a full tile, copy the valid part
-              isa.kernel(kc, ap, bp, tile, nr, false, nullptr);
-              for (int64_t r = 0; r < rows; r++)
-                for (int64_t j = 0; j < cols; j++)
-                  {  // the kernels' order: (product + bias), then + C
-                    const float t = bias_j ? tile[r * nr + j] + bias_j[j] : tile[r * nr + j];
-                    c[r * ldc + j] = acc ? c[r * ldc + j] + t : t;
-                  }
-            }
-          }
-        }
-      }
+      else pack_b_block(k0, kc, j0, nc, pb, pb16);
+      rows_block(r0, r1, j0, nc, k0, kc, pb, pb16);
     }
   };
   if (pool && mb * nb > 1) pool->parallel_for(mb * nb, body);
