@@ -2,6 +2,7 @@
 // to every trainable tensor (base weights when fine-tuning fully, LoRA adapters, or both).
 // Every reduction runs in a fixed order, so gradients are bitwise reproducible whatever the thread
 // scheduling. Legend: T = tokens, C = hidden, H/K = query/kv heads, D = head dim, F = MLP width.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -33,20 +34,27 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
       }
     });
     if (gw.empty()) return;
-    for (int64_t r = 0; r < T; r++) {
-      const float* xr = &x[size_t(r * C)];
-      const float* dyr = dy + r * C;
-      if (gpt2) {
-        const float m = mean[size_t(r)], rs = rstd[size_t(r)];
-        for (int64_t i = 0; i < C; i++) {
-          gw[size_t(i)] += dyr[i] * (xr[i] - m) * rs;
-          gb[size_t(i)] += dyr[i];
+    // Column ranges in parallel; each weight still sums its rows in order.
+    constexpr int64_t kCols = 128;
+    pool->parallel_for((C + kCols - 1) / kCols, [&](int64_t t, int) {
+      const int64_t i0 = t * kCols, i1 = std::min(C, i0 + kCols);
+      float* gwp = gw.data();
+      float* gbp = gpt2 ? gb.data() : nullptr;
+      for (int64_t r = 0; r < T; r++) {
+        const float* xr = &x[size_t(r * C)];
+        const float* dyr = dy + r * C;
+        if (gpt2) {
+          const float m = mean[size_t(r)], rs = rstd[size_t(r)];
+          for (int64_t i = i0; i < i1; i++) {
+            gwp[i] += dyr[i] * (xr[i] - m) * rs;
+            gbp[i] += dyr[i];
+          }
+        } else {
+          const float rs = rstd[size_t(r)];
+          for (int64_t i = i0; i < i1; i++) gwp[i] += dyr[i] * xr[i] * rs;
         }
-      } else {
-        const float rs = rstd[size_t(r)];
-        for (int64_t i = 0; i < C; i++) gw[size_t(i)] += dyr[i] * xr[i] * rs;
       }
-    }
+    });
   };
 
   Floats& dx = ws.dx;  // gradient of the residual stream

@@ -68,9 +68,15 @@ void Linear::backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, 
       gemm(pool, in, out, M, x, 1, ldx, dy, lddy, 1, gw.data(), out, true);
     else  // gw(out, in) += dyᵀ·x
       gemm(pool, out, in, M, dy, 1, lddy, x, ldx, 1, gw.data(), in, true);
-    if (!gb.empty())
-      for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < out; j++) gb[size_t(j)] += dy[i * lddy + j];
+    if (!gb.empty()) {  // column ranges in parallel; each column still sums its rows in order
+      constexpr int64_t kCols = 256;
+      pool->parallel_for((out + kCols - 1) / kCols, [&](int64_t t, int) {
+        const int64_t j0 = t * kCols, j1 = std::min(out, j0 + kCols);
+        float* g = gb.data();
+        for (int64_t i = 0; i < M; i++)
+          for (int64_t j = j0; j < j1; j++) g[j] += dy[i * lddy + j];
+      });
+    }
   }
   if (dx) {
     if (in_major) gemm(pool, M, in, out, dy, lddy, 1, w.data(), 1, out, dx, lddx, dx_accumulate);
