@@ -1,8 +1,9 @@
-// GEMM throughput of the engine's float32 matmul on the projection shapes of the bench models:
-// y(M,N) = x(M,K)·W(N,K)ᵀ (nn.Linear layout, as the forward pass calls it). Prints one JSON line per
-// shape with the median GFLOP/s of `reps` calls; bench/gemm.mjs sets KPIG_ISA and compares with
-// the FMA peak measured in the same run.
-//   kpig_bench_gemm [threads=2] [reps=7] [M=2048] [shapes=N:K,N:K,...]
+// GEMM throughput of the engine's float32 matmul on the projection shapes of the bench models, in
+// the three layouts a training step calls (W in nn.Linear's (N, K) layout):
+//   fwd: y(M,N) = x(M,K)·Wᵀ        dx: dx(M,K) = dy(M,N)·W        dw: gW(N,K) += dyᵀ·x (M summed)
+// Prints one JSON line per shape and layout with the median GFLOP/s of `reps` calls; bench/gemm.mjs
+// sets KPIG_ISA and compares with the FMA peak measured in the same run.
+//   kpig_bench_gemm [threads=2] [reps=7] [M=2048] [shapes=N:K,N:K,...] [layouts=fwd]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -34,21 +35,30 @@ int main(int argc, char** argv) {
     st = st * 6364136223846793005ull + 1442695040888963407ull;
     return float(double(st >> 40) / double(1ull << 24) - 0.5);
   };
-  for (auto [N, K] : shapes) {
-    kpig::Floats x(size_t(M * K)), W(size_t(N * K)), y(size_t(M * N));  // aligned, as the engine's arrays
-    for (auto& v : x) v = rnd();
-    for (auto& v : W) v = rnd();
-    std::vector<double> ts;
-    for (int r = 0; r < reps + 1; r++) {
-      const auto t0 = std::chrono::steady_clock::now();
-      kpig::linear(&pool, M, N, K, x.data(), K, W.data(), nullptr, y.data(), N);
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (r) ts.push_back(dt);
+  std::string layouts = argc > 5 ? argv[5] : "fwd";
+  for (auto [N, K] : shapes)
+    for (const char* layout : {"fwd", "dx", "dw"}) {
+      if (layouts.find(layout) == std::string::npos) continue;
+      const std::string l = layout;
+      kpig::Floats x(size_t(M * K)), W(size_t(N * K)), dy(size_t(M * N)), out(size_t(std::max(M * N, std::max(M * K, N * K))));
+      for (auto& v : x) v = rnd();
+      for (auto& v : W) v = rnd();
+      for (auto& v : dy) v = rnd();
+      for (auto& v : out) v = 0.f;
+      std::vector<double> ts;
+      for (int r = 0; r < reps + 1; r++) {
+        const auto t0 = std::chrono::steady_clock::now();
+        if (l == "fwd") kpig::linear(&pool, M, N, K, x.data(), K, W.data(), nullptr, out.data(), N);
+        else if (l == "dx") kpig::gemm(&pool, M, K, N, dy.data(), N, 1, W.data(), K, 1, out.data(), K, false);
+        else kpig::gemm(&pool, N, K, M, dy.data(), 1, N, x.data(), K, 1, out.data(), K, true);
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (r) ts.push_back(dt);
+      }
+      std::sort(ts.begin(), ts.end());
+      const double med = ts[ts.size() / 2];
+      std::printf("{\"isa\":\"%s\",\"layout\":\"%s\",\"M\":%lld,\"N\":%lld,\"K\":%lld,\"gflops\":%.1f,\"best_gflops\":%.1f}\n",
+                  kpig::gemm_isa(), layout, (long long)M, (long long)N, (long long)K, 2.0 * M * N * K / med / 1e9,
+                  2.0 * M * N * K / ts[0] / 1e9);
     }
-    std::sort(ts.begin(), ts.end());
-    const double med = ts[ts.size() / 2];
-    std::printf("{\"isa\":\"%s\",\"M\":%lld,\"N\":%lld,\"K\":%lld,\"gflops\":%.1f,\"best_gflops\":%.1f}\n", kpig::gemm_isa(),
-                (long long)M, (long long)N, (long long)K, 2.0 * M * N * K / med / 1e9, 2.0 * M * N * K / ts[0] / 1e9);
-  }
   return 0;
 }
