@@ -512,7 +512,8 @@ void gemm_fma(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* A,
   const int mr = isa.mr, nr = isa.nr;
   // Blocking: A blocks (MC × KC) stay in L2 and each B micro-panel (KC × NR) in L1 while it is
   // swept over a whole A block. A task owns a column block (NC) and a range of rows; it packs each
-  // B block once and reuses it for all its rows, so B is packed once per task, not per row block.
+  // B block once and reuses it for all its rows, so B is packed once per task, not per row block
+  // (and once per product where many rows split into row ranges: the shared path below).
   const Blocking& blk = blocking(isa);
   const int64_t MC = blk.mc, NCMAX = blk.nc, KCMAX = blk.kc;
   const int64_t KC = k_block(K, KCMAX);
