@@ -369,7 +369,7 @@ void pack_a(const float* A, int64_t a_rs, int64_t a_cs, int64_t i0, int64_t mc, 
 void pack_b(const float* B, int64_t b_rs, int64_t b_cs, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* out) {
   if (b_cs == 1 && nr == 16 && cpu_avx2()) {  // row-major B: whole panels by vector copies, the edge panel below
     const int64_t whole = nc / 16;
-    for (int64_t p = 0; p < whole; p++) pack_rows_avx2<16>(B + k0 * b_rs + j0 + 16 * p, b_rs, kc, 1, out + p * 16 * kc);
+    pack_rows_avx2<16>(B + k0 * b_rs + j0, b_rs, kc, whole, out);
     if (whole * 16 == nc) return;
     out += whole * 16 * kc;
     j0 += whole * 16;

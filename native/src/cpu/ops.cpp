@@ -170,5 +170,4 @@ void adamw_update(float* __restrict p, float* __restrict g, float* __restrict m,
   }
 }
 
-
 }  // namespace kpig
