@@ -342,6 +342,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod("writeTensor", &ModelWrap::WriteTensor),
                         InstanceMethod("setMatmulPrecision", &ModelWrap::SetMatmulPrecision),
                         InstanceMethod("setPrefixCache", &ModelWrap::SetPrefixCache),
+                        InstanceMethod("clearPrefixCache", &ModelWrap::ClearPrefixCache),
                         InstanceMethod("prefixCacheStats", &ModelWrap::PrefixCacheStats),
                         InstanceMethod("scoreIg", &ModelWrap::ScoreIg)});
   }
@@ -671,6 +672,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     if (!(bytes >= 0) || bytes > 9.0e15 || bytes != double(int64_t(bytes)))
       throw_input(info.Env(), "the prefix cache size must be a whole number of bytes ≥ 0");
     guarded(info.Env(), [&] { m->set_prefix_cache(int64_t(bytes)); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value ClearPrefixCache(const Napi::CallbackInfo& info) {
+    auto m = model(info.Env());
+    guarded(info.Env(), [&] { m->clear_prefix_cache(); });
     return info.Env().Undefined();
   }
 

@@ -16,6 +16,7 @@ import { registerData } from './data.js';
 import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
+import { registerScore } from './score.js';
 import { templateSpec } from '../template/index.js';
 import { PREFIX_CACHE_HELP, TEMPLATE_HELP, bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, prefixCacheSummary, samePath, templateArg, threads, usageErrors } from './util.js';
 
@@ -336,81 +337,12 @@ program
     model.dispose();
   });
 
-program
-  .command('score')
-  .description('information gain of the key parts of every row (full vs key-parts-masked instruction), written as Arrow')
-  .argument('<model-dir>', 'Hugging Face model folder')
-  .requiredOption('--data <file>', 'rows with task_id, instance_id, instruction, key_spans [{start, end}], input, output: .jsonl or .arrow')
-  .requiredOption('--out <file>', 'output table, one row per input row keyed by task_id and instance_id: an Arrow IPC file; a name ending in .arrows gets the IPC stream format, .parquet gets Parquet')
-  .option('--max-tokens-per-batch <n>', 'token budget of one engine call (full + masked tokens)', int('--max-tokens-per-batch', 2), 16384)
-  .option('--chunk-rows <n>', 'JSONL rows read and scored at a time (bounds memory)', int('--chunk-rows', 1), 4096)
-  .option('--mask-mode <mode>', 'replace key spans with the placeholder, or delete them', 'replace')
-  .option('--placeholder <text>', 'text that replaces a key span', '[MASK]')
-  .option('--template <spec>', TEMPLATE_HELP, 'superni')
-  .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
-  .option('--precision <p>', 'matmul precision: fp32, or bf16 (inputs rounded to bfloat16, float32 accumulation; AMX where present)', 'fp32')
-  .option('--prefix-cache-mb <n>', PREFIX_CACHE_HELP, int('--prefix-cache-mb', 0), 256)
-  .option('--json', 'one JSON progress line per chunk on stdout instead of a progress line')
-  .action(async (dir: string, o: Record<string, unknown>) => {
-    const { readScoringChunks, scoreStream } = await import('../scoring/stream.js');
-    if (o.maskMode !== 'replace' && o.maskMode !== 'delete') throw new InvalidArgumentError('--mask-mode must be replace or delete');
-    if (o.precision !== 'fp32' && o.precision !== 'bf16') throw new InvalidArgumentError('--precision must be fp32 or bf16');
-    if (samePath(o.data as string, o.out as string)) throw new InvalidArgumentError(`--out ${o.out as string} is the --data file: scoring would replace its input; choose another --out`);
-    outputName('--out', o.out as string, ['.arrow', '.arrows', '.feather', '.ipc', '.parquet']);
-    const chunks = readScoringChunks(o.data as string, o.chunkRows as number); // checks the input before the model loads
-    const model = await Model.load(dir, { threads: o.threads as number | undefined });
-    model.setMatmulPrecision(o.precision);
-    model.setPrefixCache((o.prefixCacheMb as number) * 2 ** 20);
-    const template = await templateArg(o.template as string, dir);
-    const controller = new AbortController();
-    process.once('SIGINT', () => controller.abort());
-    // Rows in a JSONL input, for the ETA (one cheap pass over the file).
-    let totalRows = 0;
-    if (/\.(jsonl|ndjson)$/i.test(o.data as string))
-      for await (const chunk of createReadStream(o.data as string)) for (const b of chunk as Buffer) if (b === 10) totalRows++;
-    const t0 = Date.now();
-    let tokens = 0;
-    let rowsBefore = 0;
-    const tty = process.stderr.isTTY && !o.json;
-    try {
-      const rows = await scoreStream(model, chunks, o.out as string, {
-        maxTokensPerBatch: o.maxTokensPerBatch as number,
-        maskMode: o.maskMode as 'replace' | 'delete',
-        placeholder: o.placeholder as string,
-        template,
-        signal: controller.signal,
-        onProgress: (p) => {
-          const sec = (Date.now() - t0) / 1000;
-          const done = rowsBefore + p.rows;
-          const eta = totalRows > done ? ` ETA ${duration(((totalRows - done) * sec) / done)}` : '';
-          const line = `scored ${done}${totalRows ? `/${totalRows}` : ''} rows, ${Math.round(done / sec)} samples/s, ${Math.round((tokens + p.tokens) / sec)} tokens/s${eta}`;
-          if (tty) process.stderr.write(`\r${line}\x1b[K`);
-          if (p.rows === p.totalRows) {
-            tokens += p.tokens;
-            rowsBefore += p.totalRows;
-            if (o.json) console.log(JSON.stringify({ rows: rowsBefore, tokens, seconds: sec, prefix_cache: prefixCacheSummary(model.prefixCacheStats()) }));
-          }
-        },
-      });
-      if (tty) process.stderr.write('\n');
-      console.error(`kpig: ${rows} rows scored in ${((Date.now() - t0) / 1000).toFixed(1)} s → ${o.out as string}`);
-      const pc = prefixCacheSummary(model.prefixCacheStats());
-      if (pc) console.error(`kpig: prefix cache: ${(pc.hit_rate * 100).toFixed(1)}% of sequences started after a shared prefix, ${(pc.token_reuse_rate * 100).toFixed(1)}% of tokens reused`);
-    } catch (err) {
-      if (err instanceof KpigError && err.code === 'E_CANCELLED') {
-        console.error('\nkpig: interrupted; nothing was written');
-        process.exit(130);
-      }
-      throw err;
-    }
-    model.dispose();
-  });
-
 // Subcommands that live in their own files.
 registerData(program);
 registerEval(program);
 registerRun(program);
 registerDemo(program);
+registerScore(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidArgumentError) {

@@ -323,6 +323,15 @@ export class Model {
     this.#handle().setPrefixCache(maxBytes);
   }
 
+  /**
+   * Drops every stored prefix (the size limit stays), so the next call's results do not depend on
+   * what earlier calls left in the store. `kpig score` does this at every chunk, which makes a
+   * chunk's scores the same whether or not the chunks before it were scored (sharded scoring).
+   */
+  clearPrefixCache(): void {
+    this.#handle().clearPrefixCache();
+  }
+
   /** Counters of the prefix cache since the model was loaded: hit rate = hits / sequences. */
   prefixCacheStats(): PrefixCacheStats {
     return this.#handle().prefixCacheStats();

@@ -145,6 +145,8 @@ export interface NativeModel {
   setMatmulPrecision(precision: 'fp32' | 'bf16'): void;
   /** Prefix cache size in bytes (0: off). */
   setPrefixCache(maxBytes: number): void;
+  /** Drops every stored prefix; the size limit stays. */
+  clearPrefixCache(): void;
   prefixCacheStats(): PrefixCacheStats;
   scoreIg(
     fullTokens: Int32Array,

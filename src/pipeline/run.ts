@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { Float64, Table, Utf8, tableToIPC, vectorFromArray } from 'apache-arrow';
 import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
 import { tokenizeExample, type TrainingSequence } from '../data/instructions.js';
-import { promptTokens, resolvePromptTemplate, stopTokens, superniTemplate, type PromptTemplate } from '../template/index.js';
+import { promptTokens, resolvePromptTemplate, stopTokens, superniTemplate, templateFingerprint, type PromptTemplate } from '../template/index.js';
 import { CancelledError, InputError, KpigIOError } from '../errors/index.js';
 import { readArrowTable } from '../io/arrow.js';
 import { cleanTemps, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
@@ -467,11 +467,8 @@ interface RunInputs {
 }
 
 /** What a template writes around probe parts (a file's or a model's template may change under the same name). */
-async function templateFingerprint(config: RunConfig): Promise<string> {
-  if (config.template === 'superni') return 'superni';
-  const t = await resolvePromptTemplate(config.template, config.model);
-  const parts = { instruction: '\u0001', input: '\u0002' };
-  return createHash('sha256').update(`${t.render(parts).text}\u0000${t.renderConversation?.(parts, '\u0003') ?? ''}`).digest('hex');
+async function runTemplateFingerprint(config: RunConfig): Promise<string> {
+  return config.template === 'superni' ? 'superni' : templateFingerprint(await resolvePromptTemplate(config.template, config.model));
 }
 
 async function runInputs(config: RunConfig, options: RunOptions): Promise<RunInputs> {
@@ -482,7 +479,7 @@ async function runInputs(config: RunConfig, options: RunOptions): Promise<RunInp
     for (const f of files) hash.update(`${f}:${await dataFingerprint(f)}`);
     data = hash.digest('hex');
   }
-  return { model: await modelFingerprint(config.model), data, template: await templateFingerprint(config) };
+  return { model: await modelFingerprint(config.model), data, template: await runTemplateFingerprint(config) };
 }
 
 async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions): Promise<void> {

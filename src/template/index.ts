@@ -5,6 +5,7 @@
  * Output:"), a user template string with `{instruction}` and `{input}` slots, and the chat template
  * of a model's `tokenizer_config.json`, rendered with @huggingface/jinja as `transformers` does.
  */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Template } from '@huggingface/jinja';
@@ -466,4 +467,16 @@ export function tokenizePrompt(tok: Tokenizer, template: PromptTemplate, parts: 
     keyMask: Uint8Array.from([...keys, ...response.map(() => 0)]),
     promptLength: prompt.length,
   };
+}
+
+/**
+ * A fingerprint of what a template writes: the SHA-256 of its rendering of placeholder parts (and
+ * of the conversation form for chat templates). Two specs that render alike share it.
+ *
+ * @example
+ * templateFingerprint(superniTemplate()); // 'a41c…'
+ */
+export function templateFingerprint(t: PromptTemplate): string {
+  const parts = { instruction: '\u0001', input: '\u0002' };
+  return createHash('sha256').update(`${t.render(parts).text}\u0000${t.renderConversation?.(parts, '\u0003') ?? ''}`).digest('hex');
 }

@@ -206,6 +206,9 @@ class Model {
   // between calls (least recently used dropped first). 0 turns it off. Default 256 MiB. Results
   // equal the unshared computation up to float32 rounding. Cleared whenever weights change.
   void set_prefix_cache(int64_t max_bytes);
+  // Drops every stored prefix (the size limit stays): the next call computes its prefixes afresh,
+  // so its results do not depend on what earlier calls left behind.
+  void clear_prefix_cache();
   PrefixCacheStats prefix_cache_stats();
 
   // ---- training ----

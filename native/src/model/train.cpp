@@ -130,6 +130,11 @@ void Model::set_prefix_cache(int64_t max_bytes) {
   if (max_bytes == 0) impl_->prefixes->clear();
 }
 
+void Model::clear_prefix_cache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  impl_->prefixes->clear();
+}
+
 PrefixCacheStats Model::prefix_cache_stats() {
   std::lock_guard<std::mutex> lock(mu_);
   return impl_->prefixes->stats;
