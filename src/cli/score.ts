@@ -2,11 +2,14 @@
  * `kpig score` (information gain of every row of a table, optionally one shard of it) and
  * `kpig merge` (the shards of one scoring run back into one table).
  */
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { outputFormat } from '../io/arrow.js';
 import { Model } from '../model/model.js';
+import type { ShardSpec } from '../scoring/shard.js';
 import { templateFingerprint } from '../template/index.js';
 import { PREFIX_CACHE_HELP, TEMPLATE_HELP, duration, int, outputName, prefixCacheSummary, samePath, templateArg, threads, usageErrors } from './util.js';
 
@@ -31,6 +34,12 @@ export function registerScore(program: Command): void {
       '--shard <i/n>',
       'score only shard i of n (counted from 0): whole chunks [⌊i·C/n⌋, ⌊(i+1)·C/n⌋) of the C chunks of --chunk-rows rows, written to an Arrow --out with a manifest; kpig merge joins the n shards into the unsharded output',
     )
+    .option('--slurm', 'submit the shards as a Slurm job array (sbatch) and a merge job that runs after them; the scripts, shards and logs go to <out>.shards/, and a re-submission runs only the shards that are missing or unusable')
+    .option('--array <n>', 'with --slurm: the number of shards (array tasks)', int('--array', 1), 8)
+    .option('--partition <name>', 'with --slurm: the partition the jobs run in (default: the cluster\'s default)')
+    .option('--cpus-per-task <n>', 'with --slurm: CPUs (and scoring threads) of each array task', int('--cpus-per-task', 1))
+    .option('--time <limit>', 'with --slurm: the time limit of each job, as sbatch reads it (e.g. 2:00:00)')
+    .option('--dry-run', 'with --slurm: print the job scripts and which shards would run; submit and write nothing')
     .option('--json', 'one JSON progress line per chunk on stdout instead of a progress line')
     .action(async (dir: string, o: Record<string, unknown>) => {
       const { readScoringChunks, scoreStream } = await import('../scoring/stream.js');
@@ -42,25 +51,19 @@ export function registerScore(program: Command): void {
       outputName('--out', out, SCORE_FORMATS);
       const shard = o.shard === undefined ? null : usageErrors(() => shardApi.parseShard(o.shard as string));
       if (shard && outputFormat(out) === 'parquet') throw new InvalidArgumentError(`--shard writes an Arrow file with its manifest: name --out .arrow or .arrows, not ${out}`);
+      if (shard && o.slurm) throw new InvalidArgumentError('--shard and --slurm do not go together: --slurm runs every shard as an array task');
+      const slurmOnly = (['partition', 'time', 'cpusPerTask', 'dryRun'] as const).find((k) => o[k] !== undefined && !o.slurm);
+      if (slurmOnly) throw new InvalidArgumentError(`--${slurmOnly.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --slurm`);
       let chunks = readScoringChunks(data, o.chunkRows as number); // checks the input before the model loads
-      const model = await Model.load(dir, { threads: o.threads as number | undefined });
-      model.setMatmulPrecision(o.precision);
-      model.setPrefixCache((o.prefixCacheMb as number) * 2 ** 20);
       const template = await templateArg(o.template as string, dir);
-      const controller = new AbortController();
-      process.once('SIGINT', () => controller.abort());
-      // Rows to score, for the ETA (one cheap pass over a JSONL file; the shard's range).
-      let totalRows = 0;
-      let schemaMetadata: Map<string, string> | undefined;
-      if (shard) {
+      // A shard's manifest: everything that decides a chunk's scores (threads do not).
+      const manifestFor = async () => {
         const { dataFingerprint, modelFingerprint } = await import('../io/fingerprint.js');
-        const manifest = shardApi.shardManifest({
-          spec: shard,
+        const base = {
           dataPath: data,
           sha256: await dataFingerprint(data),
           chunkSizes: await shardApi.inputChunkSizes(data, o.chunkRows as number),
           modelFingerprint: await modelFingerprint(dir),
-          // Everything that decides a chunk's scores; threads do not.
           options: {
             mask_mode: o.maskMode as string,
             placeholder: o.placeholder as string,
@@ -70,7 +73,47 @@ export function registerScore(program: Command): void {
             chunk_rows: o.chunkRows as number,
             prefix_cache_mb: o.prefixCacheMb as number,
           },
+        };
+        return (spec: ShardSpec) => shardApi.shardManifest({ ...base, spec });
+      };
+      if (o.slurm) {
+        if (outputFormat(out) === 'parquet') throw new InvalidArgumentError(`--slurm merges into an Arrow file: name --out .arrow or .arrows, not ${out}`);
+        const { submitScoreArray } = await import('../cluster/score.js');
+        const templatePath = existsSync(o.template as string) ? resolve(o.template as string) : (o.template as string);
+        const plan = await submitScoreArray({
+          node: process.execPath,
+          cli: resolve(fileURLToPath(import.meta.url), '..', 'main.js'),
+          model: dir,
+          data,
+          out,
+          count: o.array as number,
+          manifest: await manifestFor(),
+          scoreArgs: [
+            '--chunk-rows', String(o.chunkRows), '--max-tokens-per-batch', String(o.maxTokensPerBatch), '--mask-mode', o.maskMode as string,
+            '--placeholder', o.placeholder as string, '--template', templatePath, '--precision', o.precision as string, '--prefix-cache-mb', String(o.prefixCacheMb),
+          ],
+          cpusPerTask: (o.cpusPerTask as number | undefined) ?? 1,
+          partition: o.partition as string | undefined,
+          time: o.time as string | undefined,
+          dryRun: o.dryRun as boolean | undefined,
+          log: (line) => console.error(`kpig: ${line}`),
         });
+        if (o.dryRun) {
+          if (plan.run.length) console.log(`# ${plan.dir}/score.sbatch\n${plan.arrayScript}`);
+          console.log(`# ${plan.dir}/merge.sbatch${plan.run.length ? ' (submitted with --dependency=afterok:<array job> --kill-on-invalid-dep=yes)' : ''}\n${plan.mergeScript}`);
+        }
+        return;
+      }
+      const model = await Model.load(dir, { threads: o.threads as number | undefined });
+      model.setMatmulPrecision(o.precision);
+      model.setPrefixCache((o.prefixCacheMb as number) * 2 ** 20);
+      const controller = new AbortController();
+      process.once('SIGINT', () => controller.abort());
+      // Rows to score, for the ETA (one cheap pass over a JSONL file; the shard's range).
+      let totalRows = 0;
+      let schemaMetadata: Map<string, string> | undefined;
+      if (shard) {
+        const manifest = (await manifestFor())(shard);
         chunks = readScoringChunks(data, o.chunkRows as number, { start: manifest.rows.chunkStart, end: manifest.rows.chunkEnd });
         schemaMetadata = new Map([[shardApi.SHARD_METADATA_KEY, JSON.stringify(manifest)]]);
         totalRows = manifest.rows.end - manifest.rows.start;

@@ -15,6 +15,7 @@ export type KpigErrorCode =
   | 'E_CANCELLED' // the caller cancelled a long call
   | 'E_ENDPOINT' // a remote endpoint (an LLM server) failed, timed out or answered malformed data
   | 'E_MEMORY' // the work needs more memory than the machine has (said before allocating it)
+  | 'E_CLUSTER' // a cluster scheduler (Slurm) is missing or refused a job
   | 'E_INTERNAL'; // a bug: please report
 
 export class KpigError extends Error {
@@ -98,6 +99,13 @@ const byCode: Record<string, new (message: string) => KpigError> = {
   E_IO: KpigIOError,
   E_CANCELLED: CancelledError,
 };
+
+/** Slurm's client is missing, or sbatch refused a job script (its message is included). */
+export class ClusterError extends KpigError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_CLUSTER', message, options);
+  }
+}
 
 /** The memory a model or a batch would need exceeds what the machine has; raised before allocating it. */
 export class OutOfMemoryError extends KpigError {

@@ -229,3 +229,25 @@ export function shardManifest(args: {
     options: args.options,
   };
 }
+
+/**
+ * Whether `path` holds shard `expected.shard` as `expected` describes it (same input, model,
+ * options and rows, every row present): 'ok', 'missing', or why it cannot be used.
+ */
+export async function shardFileState(path: string, expected: ShardManifest): Promise<'ok' | 'missing' | string> {
+  let table: Table;
+  try {
+    table = await readShard(path);
+  } catch (err) {
+    if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return 'missing';
+    return (err as Error).message;
+  }
+  try {
+    const m = manifestOf(table, path);
+    if (JSON.stringify(m) !== JSON.stringify(expected)) return `${path}: its manifest is of another input, model, options or split`;
+    if (table.numRows !== m.rows.end - m.rows.start) return `${path}: holds ${table.numRows} of its ${m.rows.end - m.rows.start} rows`;
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return 'ok';
+}
