@@ -139,3 +139,56 @@ describe('job scripts', () => {
     expect(r.stdout).toBe('1|a b7.txt|');
   });
 });
+
+describe('kpig sweep', () => {
+  let config: string;
+  beforeAll(async () => {
+    const { writeTaskSet } = await import('../src/data/store.js');
+    const { tinyTaskSet } = await import('./support/tasks.js');
+    const model = await dirs.make({ preset: 'llama-nano', seed: 3, config: { vocab_size: 259 } });
+    const data = join(root, 'tasks');
+    await writeTaskSet(data, tinyTaskSet());
+    config = join(root, 'sweep-config.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        model, data, stream: 'main', strategy: { m: 3 }, seed: 1, threads: 1,
+        train: { batchSize: 4, lr: 3e-3, checkpointEvery: 1, maxLength: 128 },
+        eval: { maxInstancesPerTask: 2, maxNewTokens: 4, batchSize: 8 },
+      }),
+    );
+  });
+
+  it('--dry-run lists one array task per (strategy, seed) and the report job; a bad strategy fails before anything runs', () => {
+    const out = join(root, 'sweep-dry');
+    let r = kpig(['sweep', config, '--strategies', 'none,random', '--seeds', '0,1', '-o', out, '--slurm', '--dry-run']);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain('4 runs in');
+    expect(r.stderr).toContain('4 to run (0: none seed 0, 1: random seed 0, 2: none seed 1, 3: random seed 1), 0 done');
+    expect(r.stdout).toContain('#SBATCH --array=0-3');
+    expect(r.stdout).toContain(`sweep --task "$SLURM_ARRAY_TASK_ID" ${out}`);
+    expect(r.stdout).toContain(`report ${out}/none-s0 ${out}/random-s0 ${out}/none-s1 ${out}/random-s1 -o ${out}/report`);
+    expect(existsSync(out)).toBe(false);
+    r = kpig(['sweep', config, '--strategies', 'none,nonesuch', '-o', out]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('nonesuch');
+  });
+
+  it(`a Slurm sweep runs every (strategy, seed) as an array task, then the report; a re-submission runs nothing again${clusterTitle}`, { skip: !hasCluster, timeout: 300_000 }, async () => {
+    const out = join(root, 'sweep');
+    let r = kpig(['sweep', config, '--strategies', 'none,random', '--seeds', '0,1', '-o', out, '--slurm']);
+    expect(r.status).toBe(0);
+    expect(await appears(join(out, 'report', 'report.md'), 240)).toBe(true);
+    for (const run of ['none-s0', 'random-s0', 'none-s1', 'random-s1'])
+      expect(JSON.parse(readFileSync(join(out, run, 'status.json'), 'utf8')).state).toBe('done');
+    const md = readFileSync(join(out, 'report', 'report.md'), 'utf8');
+    expect(md).toContain('# kpig report: 4 runs');
+    r = kpig(['sweep', config, '--strategies', 'none,random', '--seeds', '0,1', '-o', out, '--slurm']);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain('0 to run, 4 done');
+    expect(r.stderr).toContain('every run is done: submitted report job');
+    r = kpig(['sweep', config, '--strategies', 'none', '--seeds', '0', '-o', out, '--slurm', '--dry-run']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('another sweep');
+  });
+});

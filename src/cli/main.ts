@@ -17,6 +17,7 @@ import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
 import { registerScore } from './score.js';
+import { registerSweep } from './sweep.js';
 import { templateSpec } from '../template/index.js';
 import { PREFIX_CACHE_HELP, TEMPLATE_HELP, bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, prefixCacheSummary, samePath, templateArg, threads, usageErrors } from './util.js';
 
@@ -343,6 +344,7 @@ registerEval(program);
 registerRun(program);
 registerDemo(program);
 registerScore(program);
+registerSweep(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidArgumentError) {
