@@ -9,21 +9,7 @@ import { KpigError } from '../errors/index.js';
 import { STRATEGY_NAMES, loadRunConfig, resolveRunConfig, type RunConfig } from '../pipeline/config.js';
 import { runContinual, type RunEvent } from '../pipeline/run.js';
 import { templateSpec } from '../template/index.js';
-import { TEMPLATE_HELP, duration, int, threads } from './util.js';
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-
-function overridesOf(sets: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const s of sets) {
-    const eq = s.indexOf('=');
-    if (eq <= 0) throw new InvalidArgumentError(`--set wants field=value (e.g. strategy.m=50), got '${s}'`);
-    out[s.slice(0, eq)] = s.slice(eq + 1);
-  }
-  return out;
-}
+import { TEMPLATE_HELP, collect, duration, int, overridesOf, threads } from './util.js';
 
 function fmt(x: number | null | undefined, digits = 3): string {
   return x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);

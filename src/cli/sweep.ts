@@ -6,11 +6,7 @@ import { resolve, join, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
-import { int, threads, usageErrors } from './util.js';
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
+import { collect, int, overridesOf, threads, usageErrors } from './util.js';
 
 const list = (flag: string) => (v: string) => {
   const items = v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -61,12 +57,7 @@ export function registerSweep(program: Command): void {
         if (!/^\d+$/.test(s)) throw new InvalidArgumentError(`--seeds wants whole numbers, got '${s}'`);
         return Number(s);
       });
-      const overrides: Record<string, string> = {};
-      for (const s of o.set as string[]) {
-        const eq = s.indexOf('=');
-        if (eq <= 0) throw new InvalidArgumentError(`--set wants field=value (e.g. train.lr=1e-4), got '${s}'`);
-        overrides[s.slice(0, eq)] = s.slice(eq + 1);
-      }
+      const overrides = overridesOf(o.set as string[]);
       const cpus = o.slurm ? ((o.cpusPerTask as number | undefined) ?? 1) : (o.threads as number | undefined);
       if (cpus !== undefined) overrides.threads = String(cpus);
       const dir = resolve((o.out as string | undefined) ?? join('runs', `${basename(arg).replace(/\.[^.]+$/, '')}-sweep`));

@@ -139,3 +139,19 @@ export function prefixCacheSummary(st: PrefixCacheStats): { hit_rate: number; to
   const pct = (x: number) => Math.round(1000 * x) / 1000;
   return { hit_rate: pct(st.hits / st.sequences), token_reuse_rate: pct(st.tokensReused / st.tokens), store_hits: st.storeHits, entries: st.entries, bytes: st.bytes };
 }
+
+/** Commander's reducer for a repeatable option: every value, in order. */
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** `--set field=value` options as a map of dotted config paths to values. */
+export function overridesOf(sets: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of sets) {
+    const eq = s.indexOf('=');
+    if (eq <= 0) throw new InvalidArgumentError(`--set wants field=value (e.g. strategy.m=50), got '${s}'`);
+    out[s.slice(0, eq)] = s.slice(eq + 1);
+  }
+  return out;
+}
