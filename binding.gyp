@@ -9,6 +9,7 @@
         "native/src/core/memory.cpp",
         "native/src/core/safetensors.cpp",
         "native/src/core/threadpool.cpp",
+        "native/src/dist/comm_none.cpp",
         "native/src/cpu/attention.cpp",
         "native/src/cpu/fused_ce.cpp",
         "native/src/cpu/gemm.cpp",

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kpig/comm.h"
 #include "kpig/model.h"
 
 namespace {
@@ -18,6 +19,16 @@ Napi::Error make_error(Napi::Env env, const char* code, const std::string& messa
 }
 
 [[noreturn]] void throw_input(Napi::Env env, const std::string& message) { throw make_error(env, "E_INPUT", message); }
+
+// Runs a quick core call on the main thread, turning core errors into coded JS errors.
+template <typename F>
+auto guarded(Napi::Env env, F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const kpig::Error& e) {
+    throw make_error(env, kpig::error_code_name(e.code()), e.what());
+  }
+}
 
 // Runs Run() off the main thread and settles a Promise with Result() or a coded Error.
 class PromiseWorker : public Napi::AsyncWorker {
@@ -200,6 +211,17 @@ class StepWorker : public PromiseWorker {
   kpig::StepResult r_;
 };
 
+// Σ over the ranks of every gradient (data-parallel training).
+class AllreduceWorker : public PromiseWorker {
+ public:
+  AllreduceWorker(Napi::Env env, std::shared_ptr<kpig::Model> m) : PromiseWorker(env), m_(std::move(m)) {}
+  void Run() override { m_->allreduce_grads(); }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<kpig::Model> m_;
+};
+
 // Paired IG scoring; results come back column by column (one typed array per quantity).
 class IgWorker : public PromiseWorker {
  public:
@@ -336,6 +358,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceMethod("trainAccumulate", &ModelWrap::TrainAccumulate),
                         InstanceMethod("optimizerStep", &ModelWrap::OptimizerStep),
                         InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
+                        InstanceMethod("allreduceGrads", &ModelWrap::AllreduceGrads),
                         InstanceMethod("optimizerSteps", &ModelWrap::OptimizerSteps),
                         InstanceMethod("setOptimizerSteps", &ModelWrap::SetOptimizerSteps),
                         InstanceMethod("tensors", &ModelWrap::Tensors), InstanceMethod("readTensor", &ModelWrap::ReadTensor),
@@ -481,16 +504,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return p;
   }
 
-  // Runs a quick core call on the main thread, turning core errors into coded JS errors.
-  template <typename F>
-  auto guarded(Napi::Env env, F f) -> decltype(f()) {
-    try {
-      return f();
-    } catch (const kpig::Error& e) {
-      throw make_error(env, kpig::error_code_name(e.code()), e.what());
-    }
-  }
-
   Napi::Value TrainFull(const Napi::CallbackInfo& info) {
     auto m = model(info.Env());
     guarded(info.Env(), [&] { m->train_full(); });
@@ -562,6 +575,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     a.max_grad_norm = number_field(o, "maxGradNorm", a.max_grad_norm);
     a.decay_all = o.Get("decayAll").ToBoolean().Value();
     auto* w = new StepWorker(env, m, a);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  // allreduceGrads() → Promise<void>
+  Napi::Value AllreduceGrads(const Napi::CallbackInfo& info) {
+    auto* w = new AllreduceWorker(info.Env(), model(info.Env()));
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
@@ -704,6 +725,40 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   std::shared_ptr<kpig::Model> model_;
 };
 
+Napi::Object comm_object(Napi::Env env, const kpig::CommInfo& c) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("built", c.built);
+  o.Set("active", c.active);
+  o.Set("rank", c.rank);
+  o.Set("size", c.size);
+  o.Set("library", c.library);
+  return o;
+}
+
+// distInit() → {built, active, rank, size, library}: starts MPI (a process started by mpirun).
+Napi::Value DistInit(const Napi::CallbackInfo& info) {
+  kpig::CommInfo c;
+  guarded(info.Env(), [&] { c = kpig::comm_init(); });
+  return comm_object(info.Env(), c);
+}
+
+Napi::Value DistInfo(const Napi::CallbackInfo& info) { return comm_object(info.Env(), kpig::comm_info()); }
+
+// distAllreduceSum(values: Float64Array): the array, summed over the ranks in place.
+Napi::Value DistAllreduceSum(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw_input(info.Env(), "distAllreduceSum needs a Float64Array");
+  Napi::Float64Array a = info[0].As<Napi::Float64Array>();
+  guarded(info.Env(), [&] { kpig::comm_allreduce_sum(a.Data(), int64_t(a.ElementLength())); });
+  return a;
+}
+
+// distAbort(code): ends every rank of the job (MPI_Abort); returns only without an active MPI.
+Napi::Value DistAbort(const Napi::CallbackInfo& info) {
+  kpig::comm_abort(info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1);
+  return info.Env().Undefined();
+}
+
 // loadModel(dir: string, threads: number) → Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -722,6 +777,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
+  exports.Set("distInit", Napi::Function::New(env, DistInit));
+  exports.Set("distInfo", Napi::Function::New(env, DistInfo));
+  exports.Set("distAllreduceSum", Napi::Function::New(env, DistAllreduceSum));
+  exports.Set("distAbort", Napi::Function::New(env, DistAbort));
   return exports;
 }
 

@@ -17,6 +17,7 @@ import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
 import { registerScore } from './score.js';
+import { exitJob } from '../dist/index.js';
 import { registerSweep } from './sweep.js';
 import { templateSpec } from '../template/index.js';
 import { PREFIX_CACHE_HELP, TEMPLATE_HELP, bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, prefixCacheSummary, samePath, templateArg, threads, usageErrors } from './util.js';
@@ -226,6 +227,10 @@ program
     const { Trainer, latestCheckpoint } = await import('../train/trainer.js');
     const { mergeLora, saveAdapter, saveModel } = await import('../train/checkpoint.js');
     if (!['cosine', 'linear', 'constant'].includes(o.schedule as string)) throw new InvalidArgumentError('--schedule must be cosine, linear or constant');
+    // Under mpirun: this rank's place in the job (rank 0 writes and reports, the others train quietly).
+    const { worldFromEnv } = await import('../dist/index.js');
+    const world = worldFromEnv();
+    const lead = world.rank === 0;
     const model = await Model.load(dir, { threads: o.threads as number | undefined });
     const rows = await readInstructions(o.data as string, {
       instruction: o.instructionField as string,
@@ -235,7 +240,7 @@ program
     const maxLength = (o.maxLength as number | undefined) ?? model.info.maxPositions;
     const template = await templateArg(o.template as string, dir);
     const seqs = rows.map((r) => tokenizeExample(model.tokenizer!, r, maxLength, template)).filter((x) => x !== null);
-    if (seqs.length < rows.length) console.error(`kpig: ${rows.length - seqs.length} of ${rows.length} rows are longer than ${maxLength} tokens and were left out`);
+    if (seqs.length < rows.length && lead) console.error(`kpig: ${rows.length - seqs.length} of ${rows.length} rows are longer than ${maxLength} tokens and were left out`);
     const out = o.out as string;
     if (o.resume && o.force) throw new InvalidArgumentError('--resume and --force contradict each other: continue the run in --out, or start over');
     // Bad trainer options are refused before anything is written to --out.
@@ -259,6 +264,7 @@ program
       seed: o.seed as number,
       outDir: out,
       checkpointEvery: o.checkpointEvery as number,
+      world,
     }));
     const { prepareTrainFolder } = await import('../train/run-record.js');
     const { dataFingerprint, modelFingerprint } = await import('../io/fingerprint.js');
@@ -280,14 +286,18 @@ program
       settings,
     };
     // A folder that holds another run is a usage error (status 2), like any bad argument.
-    const prepared = await usageErrors(() => prepareTrainFolder(out, record, { resume: Boolean(o.resume), force: Boolean(o.force) }));
-    if (prepared.cleaned.length) console.error(`kpig: removed ${prepared.cleaned.length} temporary folder(s) of killed runs from ${out}`);
-    if (prepared.replaced.length) console.error(`kpig: --force: removed the earlier run in ${out} (${prepared.replaced.join(', ')})`);
+    // Rank 0 owns the folder; the other ranks only read its checkpoint when resuming.
+    if (lead) {
+      const prepared = await usageErrors(() => prepareTrainFolder(out, record, { resume: Boolean(o.resume), force: Boolean(o.force) }));
+      if (prepared.cleaned.length) console.error(`kpig: removed ${prepared.cleaned.length} temporary folder(s) of killed runs from ${out}`);
+      if (prepared.replaced.length) console.error(`kpig: --force: removed the earlier run in ${out} (${prepared.replaced.join(', ')})`);
+      if (world.size > 1) console.error(`kpig: data-parallel over ${world.size} ranks (${world.transport}); each takes its share of every micro-batch of ${o.batchSize as number}`);
+    }
     if (o.resume) {
       const ckpt = latestCheckpoint(out);
       if (!ckpt) throw new KpigIOError(`--resume: no checkpoint-<step> folder in ${out}`);
       await trainer.resume(ckpt);
-      console.error(`kpig: resumed from ${ckpt} (step ${trainer.step})`);
+      if (lead) console.error(`kpig: resumed from ${ckpt} (step ${trainer.step})`);
     }
     const controller = new AbortController();
     process.once('SIGINT', () => controller.abort());
@@ -297,6 +307,7 @@ program
       const summary = await trainer.train(seqs, {
         signal: controller.signal,
         onProgress: (p) => {
+          if (!lead) return;
           if (o.json) {
             console.log(JSON.stringify(p));
             return;
@@ -313,6 +324,10 @@ program
         },
       });
       if (tty) process.stderr.write('\n');
+      if (!lead) {
+        model.dispose();
+        return;
+      }
       if (o.full) {
         await saveModel(model, join(out, 'final'), { overwrite: true });
         console.error(`kpig: ${summary.steps} steps; model saved to ${join(out, 'final')}`);
@@ -331,7 +346,7 @@ program
       if (err instanceof KpigError && err.code === 'E_CANCELLED') {
         if (tty) process.stderr.write('\n');
         console.error(`kpig: interrupted at step ${trainer.step}; run again with --resume to continue from the last checkpoint`);
-        process.exit(130);
+        exitJob(130);
       }
       throw err;
     }
@@ -349,13 +364,13 @@ registerSweep(program);
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof InvalidArgumentError) {
     console.error(`kpig: ${err.message}`); // thrown by an action
-    process.exit(2);
+    exitJob(2);
   }
-  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2); // commander printed the message
+  if (err instanceof CommanderError) exitJob(err.exitCode === 0 ? 0 : 2); // commander printed the message
   if (err instanceof KpigError) {
     console.error(`kpig: ${err.message}`);
-    process.exit(1);
+    exitJob(1);
   }
   console.error(err);
-  process.exit(1);
+  exitJob(1);
 });

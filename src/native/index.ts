@@ -137,6 +137,8 @@ export interface NativeModel {
   ): Promise<{ loss: number; nWeighted: number; nll?: Float32Array }>;
   optimizerStep(options: NativeAdamWOptions): Promise<{ gradNorm: number; skipped: boolean; step: number }>;
   zeroGrad(): void;
+  /** Every gradient ← Σ over the ranks of an MPI job (data-parallel training); one rank: nothing. */
+  allreduceGrads(): Promise<void>;
   optimizerSteps(): number;
   setOptimizerSteps(steps: number): void;
   tensors(): NativeTensorInfo[];
@@ -168,9 +170,28 @@ export interface NativeModel {
   dispose(): void;
 }
 
+/** The processes of a data-parallel job as the addon sees them. */
+export interface NativeCommInfo {
+  /** Compiled with MPI. */
+  built: boolean;
+  /** MPI started in this process. */
+  active: boolean;
+  rank: number;
+  size: number;
+  /** The MPI library (e.g. "Open MPI v4.1.4"), when built with one. */
+  library: string;
+}
+
 export interface NativeAddon {
   loadModel(dir: string, threads: number): Promise<NativeModel>;
   abiVersion: number;
+  /** Starts MPI in a process an MPI launcher started; throws E_UNSUPPORTED when built without MPI. */
+  distInit(): NativeCommInfo;
+  distInfo(): NativeCommInfo;
+  /** The array summed over the ranks, in place (every rank calls it with the same length). */
+  distAllreduceSum(values: Float64Array): Float64Array;
+  /** Ends every rank of the job with `code` (MPI_Abort); returns only without an active MPI. */
+  distAbort(code: number): void;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -7,6 +7,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, InputError } from '../errors/index.js';
+import { SINGLE_PROCESS, type World } from '../dist/index.js';
 import { type Model, nativeOf, packSequences } from '../model/model.js';
 import type { TrainingSequence } from '../data/instructions.js';
 import { addLora, loadCheckpoint, loraSettings, saveCheckpoint, type LoraSettings, type TrainerState } from './checkpoint.js';
@@ -38,6 +39,14 @@ export interface TrainerOptions {
   outDir?: string;
   /** Write a checkpoint every this many steps (and at the end) when outDir is set. */
   checkpointEvery?: number;
+  /**
+   * Data-parallel training (src/dist): each rank trains on its slice of every micro-batch (its
+   * share of the sequences, in order), the gradients and losses are summed over the ranks before
+   * every optimizer step, and only rank 0 writes checkpoints. The steps equal one process's on the
+   * same global batch up to float rounding (LoRA dropout draws follow the packing, so they differ).
+   * Default: one process.
+   */
+  world?: World;
 }
 
 export interface TrainProgress {
@@ -108,7 +117,9 @@ export function latestCheckpoint(outDir: string): string | null {
 
 export class Trainer {
   readonly model: Model;
-  readonly options: Required<Omit<TrainerOptions, 'lora' | 'outDir' | 'maxSteps'>> & Pick<TrainerOptions, 'outDir' | 'maxSteps'>;
+  /** The ranks this trainer's steps are spread over (one process unless options.world). */
+  readonly world: World;
+  readonly options: Required<Omit<TrainerOptions, 'lora' | 'outDir' | 'maxSteps' | 'world'>> & Pick<TrainerOptions, 'outDir' | 'maxSteps'>;
   readonly lora?: LoraSettings;
   #step = 0;
   #losses: number[] = [];
@@ -142,6 +153,7 @@ export class Trainer {
       outDir: options.outDir,
       maxSteps: options.maxSteps,
     };
+    this.world = options.world ?? SINGLE_PROCESS;
     const o = this.options;
     for (const [k, v] of Object.entries({ batchSize: o.batchSize, gradAccum: o.gradAccum, epochs: o.epochs }))
       if (!Number.isInteger(v) || v < 1) throw new InputError(`${k} must be an integer ≥ 1, got ${v}`);
@@ -252,7 +264,8 @@ export class Trainer {
       const last = this.#step === totalSteps;
       if (o.outDir && ((o.checkpointEvery > 0 && this.#step % o.checkpointEvery === 0) || last)) {
         const dir = join(o.outDir, `checkpoint-${this.#step}`);
-        await saveCheckpoint(this.model, dir, this.#state(totalSteps, data.length));
+        // Every rank holds the same weights and optimizer state: rank 0 writes them.
+        if (this.world.rank === 0) await saveCheckpoint(this.model, dir, this.#state(totalSteps, data.length));
         checkpoints.push(dir);
       }
     }
@@ -292,10 +305,14 @@ export class Trainer {
     let loss = 0;
     let tokens = 0;
     const micros = Math.ceil(picked.length / o.batchSize);
+    const { rank, size } = this.world;
     for (let micro = 0; micro < micros; micro++) {
       if (signal?.aborted) throw new CancelledError(`training was cancelled at step ${step}`);
-      const seqs = picked.slice(micro * o.batchSize, (micro + 1) * o.batchSize);
+      const all = picked.slice(micro * o.batchSize, (micro + 1) * o.batchSize);
       if (norm === 0) break;
+      // This rank's share of the micro-batch: sequences [⌊r·n/k⌋, ⌊(r+1)·n/k⌋).
+      const seqs = size === 1 ? all : all.slice(Math.floor((rank * all.length) / size), Math.floor(((rank + 1) * all.length) / size));
+      if (seqs.length === 0) continue;
       const packed = packSequences(seqs.map((s) => s.tokens));
       const weights = new Float32Array(packed.tokens.length);
       let at = 0;
@@ -310,6 +327,10 @@ export class Trainer {
     if (norm === 0) {
       nat.zeroGrad();
       return { loss, lr, gradNorm: 0, skipped: true, weightedTokens, tokens };
+    }
+    if (size > 1) {
+      await this.world.allreduceGrads(nat);
+      [loss, tokens] = this.world.allreduceSum([loss, tokens]);
     }
     await options.beforeOptimizer?.();
     const r = await nat.optimizerStep({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm });

@@ -211,6 +211,10 @@ class Model {
   void clear_prefix_cache();
   PrefixCacheStats prefix_cache_stats();
 
+  // Data-parallel training: every gradient ← Σ over the ranks of the job (comm.h; a no-op in a
+  // one-process world). Every rank calls it once per optimizer step, before optimizer_step.
+  void allreduce_grads();
+
   // ---- training ----
   // Full fine-tuning: every base weight gets a gradient and optimizer state.
   void train_full();

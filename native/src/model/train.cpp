@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "../cpu/fused_ce.h"
+#include "kpig/comm.h"
 #include "../cpu/gemm.h"
 #include "../cpu/ops.h"
 #include "model_impl.h"
@@ -287,6 +288,23 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
   }
   m.backward(b.tokens, T, runs, acts, dh);
   return res;
+}
+
+void Model::allreduce_grads() {
+  std::lock_guard<std::mutex> lock(mu_);
+  // In registry order, which every rank shares (never in address order, which differs between
+  // processes). A tensor whose gradient memory an earlier one already covers (tied weights) is
+  // reduced once.
+  std::vector<std::pair<const float*, const float*>> done;
+  for (const TensorRef& t : impl_->registry) {
+    if (!t.grad) continue;
+    const float *b = t.grad, *e = t.grad + t.numel();
+    bool covered = false;
+    for (const auto& d : done) covered = covered || (b >= d.first && e <= d.second);
+    if (covered) continue;
+    comm_allreduce_sum(t.grad, t.numel());
+    done.push_back({b, e});
+  }
 }
 
 void Model::zero_grad() {
