@@ -4,7 +4,7 @@
 // Needs Open MPI's mpirun and an addon built with MPI (`apt-get install -y openmpi-bin
 // libopenmpi-dev` before `npm install`); without them these tests say so and are skipped.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -117,5 +117,14 @@ describe('data-parallel training over MPI', () => {
     expect(r.error).toBeUndefined(); // not killed by the timeout
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain('is not empty');
+  });
+
+  it(`any command but train refuses to start as several ranks, before writing anything${title}`, { skip: Boolean(why), timeout: 120_000 }, () => {
+    const out = join(root, 'run-under-mpi');
+    const r = mpirun(2, ['run', join(root, 'no-such-config.yaml'), '-o', out]);
+    expect(r.error).toBeUndefined();
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('kpig run was started as 2 MPI ranks, but only kpig train runs data-parallel');
+    expect(existsSync(out)).toBe(false);
   });
 });

@@ -17,7 +17,7 @@ import { registerEval } from './eval.js';
 import { registerDemo } from './demo.js';
 import { registerRun } from './run.js';
 import { registerScore } from './score.js';
-import { exitJob } from '../dist/index.js';
+import { exitJob, launcherSize } from '../dist/index.js';
 import { registerSweep } from './sweep.js';
 import { templateSpec } from '../template/index.js';
 import { PREFIX_CACHE_HELP, TEMPLATE_HELP, bytes, count, duration, fraction, int, nonNegative, outputName, positive, probability, prefixCacheSummary, samePath, templateArg, threads, usageErrors } from './util.js';
@@ -32,7 +32,16 @@ const program = new Command()
   .version(pkg.version)
   .showHelpAfterError()
   // Commander's own parse errors (bad option values, unknown options) are usage errors: status 2.
-  .exitOverride();
+  .exitOverride()
+  // Only `kpig train` spreads its work over the ranks of an MPI job; any other command started k
+  // times would do the same work k times and race on its outputs.
+  .hook('preAction', (_program, command) => {
+    const ranks = launcherSize();
+    if (ranks > 1 && command.name() !== 'train')
+      throw new InvalidArgumentError(
+        `kpig ${command.name()} was started as ${ranks} MPI ranks, but only kpig train runs data-parallel; start it once${command.name() === 'run' ? ' (kpig sweep --slurm runs one pipeline per node)' : ''}`,
+      );
+  });
 
 program
   .command('info')

@@ -31,8 +31,8 @@ export const SINGLE_PROCESS: World = {
   abort: (code) => process.exit(code),
 };
 
-/** Ranks of this job as MPI launchers announce them (Open MPI, PMI/PMIx, MPICH's Hydra, MVAPICH). */
-function launcherSize(env: NodeJS.ProcessEnv): number {
+/** Ranks of this job as MPI launchers announce them (Open MPI, PMI/PMIx, MPICH's Hydra, MVAPICH); 1 outside a launcher. */
+export function launcherSize(env: NodeJS.ProcessEnv = process.env): number {
   for (const k of ['OMPI_COMM_WORLD_SIZE', 'PMIX_SIZE', 'PMI_SIZE', 'MPI_LOCALNRANKS', 'MV2_COMM_WORLD_SIZE']) {
     const n = Number(env[k]);
     if (Number.isInteger(n) && n >= 1) return n;
