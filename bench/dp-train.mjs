@@ -8,10 +8,9 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Model } from '../dist/model/model.js';
+import { Model, nativeOf } from '../dist/model/model.js';
 import { Trainer } from '../dist/train/trainer.js';
 import { worldFromEnv } from '../dist/dist/index.js';
-import { nativeOf } from '../dist/model/model.js';
 import { benchModel, cpuDescription, median, rng } from './common.mjs';
 
 const { values: opt } = parseArgs({

@@ -4,14 +4,13 @@
  */
 import { createReadStream, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { outputFormat } from '../io/arrow.js';
 import { Model } from '../model/model.js';
 import type { ShardSpec } from '../scoring/shard.js';
 import { templateFingerprint } from '../template/index.js';
-import { PREFIX_CACHE_HELP, TEMPLATE_HELP, duration, int, outputName, prefixCacheSummary, samePath, templateArg, threads, usageErrors } from './util.js';
+import { CLI_SCRIPT, PREFIX_CACHE_HELP, TEMPLATE_HELP, duration, int, outputName, prefixCacheSummary, samePath, requireSlurmFor, templateArg, threads, usageErrors } from './util.js';
 
 const SCORE_FORMATS = ['.arrow', '.arrows', '.feather', '.ipc', '.parquet'];
 
@@ -52,8 +51,7 @@ export function registerScore(program: Command): void {
       const shard = o.shard === undefined ? null : usageErrors(() => shardApi.parseShard(o.shard as string));
       if (shard && outputFormat(out) === 'parquet') throw new InvalidArgumentError(`--shard writes an Arrow file with its manifest: name --out .arrow or .arrows, not ${out}`);
       if (shard && o.slurm) throw new InvalidArgumentError('--shard and --slurm do not go together: --slurm runs every shard as an array task');
-      const slurmOnly = (['partition', 'time', 'cpusPerTask', 'dryRun'] as const).find((k) => o[k] !== undefined && !o.slurm);
-      if (slurmOnly) throw new InvalidArgumentError(`--${slurmOnly.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --slurm`);
+      requireSlurmFor(o);
       let chunks = readScoringChunks(data, o.chunkRows as number); // checks the input before the model loads
       const template = await templateArg(o.template as string, dir);
       // A shard's manifest: everything that decides a chunk's scores (threads do not).
@@ -82,7 +80,7 @@ export function registerScore(program: Command): void {
         const templatePath = existsSync(o.template as string) ? resolve(o.template as string) : (o.template as string);
         const plan = await submitScoreArray({
           node: process.execPath,
-          cli: resolve(fileURLToPath(import.meta.url), '..', 'main.js'),
+          cli: CLI_SCRIPT,
           model: dir,
           data,
           out,

@@ -3,10 +3,9 @@
  * here one after another or as a Slurm job array (`--slurm`).
  */
 import { resolve, join, basename } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
-import { collect, int, overridesOf, threads, usageErrors } from './util.js';
+import { CLI_SCRIPT, collect, int, overridesOf, requireSlurmFor, threads, usageErrors } from './util.js';
 
 const list = (flag: string) => (v: string) => {
   const items = v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -51,8 +50,7 @@ export function registerSweep(program: Command): void {
       }
       if (!arg) throw new InvalidArgumentError('a run config is required');
       if (!o.strategies) throw new InvalidArgumentError('--strategies is required (e.g. --strategies none,random,kpig)');
-      const slurmOnly = (['partition', 'time', 'cpusPerTask', 'dryRun'] as const).find((k) => o[k] !== undefined && !o.slurm);
-      if (slurmOnly) throw new InvalidArgumentError(`--${slurmOnly.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --slurm`);
+      requireSlurmFor(o);
       const seeds = (o.seeds as string[]).map((s) => {
         if (!/^\d+$/.test(s)) throw new InvalidArgumentError(`--seeds wants whole numbers, got '${s}'`);
         return Number(s);
@@ -65,7 +63,7 @@ export function registerSweep(program: Command): void {
       if (o.slurm) {
         const r = await sweep.submitSweep(plan, dir, {
           node: process.execPath,
-          cli: resolve(fileURLToPath(import.meta.url), '..', 'main.js'),
+          cli: CLI_SCRIPT,
           cpusPerTask: cpus ?? 1,
           partition: o.partition as string | undefined,
           time: o.time as string | undefined,

@@ -3,6 +3,7 @@ import { InvalidArgumentError } from 'commander';
 import { realpathSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { InputError } from '../errors/index.js';
 import type { PrefixCacheStats } from '../model/model.js';
 import { resolvePromptTemplate, type PromptTemplate } from '../template/index.js';
@@ -138,6 +139,15 @@ export function prefixCacheSummary(st: PrefixCacheStats): { hit_rate: number; to
   if (st.sequences === 0) return null;
   const pct = (x: number) => Math.round(1000 * x) / 1000;
   return { hit_rate: pct(st.hits / st.sequences), token_reuse_rate: pct(st.tokensReused / st.tokens), store_hits: st.storeHits, entries: st.entries, bytes: st.bytes };
+}
+
+/** The kpig CLI script (absolute path), as job scripts call it. */
+export const CLI_SCRIPT = resolve(fileURLToPath(import.meta.url), '..', 'main.js');
+
+/** A usage error for a --slurm-only flag given without --slurm. */
+export function requireSlurmFor(o: Record<string, unknown>, keys: readonly string[] = ['partition', 'time', 'cpusPerTask', 'dryRun']): void {
+  const given = keys.find((k) => o[k] !== undefined && !o.slurm);
+  if (given) throw new InvalidArgumentError(`--${given.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --slurm`);
 }
 
 /** Commander's reducer for a repeatable option: every value, in order. */

@@ -4,10 +4,10 @@
  * the shard files and the logs. A re-submission checks the shard files already there against
  * their manifests and runs only the shards that are missing or unusable.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { shardFileState, type ShardManifest, type ShardSpec } from '../scoring/shard.js';
-import { sbatch, sbatchScript, type SbatchOptions } from './slurm.js';
+import { sbatchScript, submitArrayThen, type SbatchOptions } from './slurm.js';
 
 export interface ScoreArrayOptions {
   /** node and the kpig CLI script the jobs run (absolute paths). */
@@ -78,17 +78,10 @@ export async function submitScoreArray(o: ScoreArrayOptions): Promise<ScoreArray
   log(`${n} shards in ${dir}: ${run.length} to run${run.length ? ` (${run.join(',')})` : ''}, ${n - run.length} already done`);
   if (o.dryRun) return plan;
   await mkdir(join(dir, 'logs'), { recursive: true });
-  const arrayPath = join(dir, 'score.sbatch'), mergePath = join(dir, 'merge.sbatch');
-  await writeFile(mergePath, mergeScript, { mode: 0o755 });
-  if (run.length) {
-    await writeFile(arrayPath, arrayScript, { mode: 0o755 });
-    plan.arrayJob = sbatch(arrayPath);
-    // afterok on an array job waits for every task; a failed or cancelled task cancels the merge.
-    plan.mergeJob = sbatch(mergePath, [`--dependency=afterok:${plan.arrayJob}`, '--kill-on-invalid-dep=yes']);
-    log(`submitted array job ${plan.arrayJob} (tasks ${run.join(',')}) and merge job ${plan.mergeJob} (after ${plan.arrayJob}) → ${out}`);
-  } else {
-    plan.mergeJob = sbatch(mergePath);
-    log(`every shard is done: submitted merge job ${plan.mergeJob} → ${out}`);
-  }
+  const jobs = await submitArrayThen({ path: join(dir, 'score.sbatch'), script: arrayScript, tasks: run }, { path: join(dir, 'merge.sbatch'), script: mergeScript });
+  plan.arrayJob = jobs.arrayJob;
+  plan.mergeJob = jobs.afterJob;
+  if (jobs.arrayJob) log(`submitted array job ${jobs.arrayJob} (tasks ${run.join(',')}) and merge job ${jobs.afterJob} (after ${jobs.arrayJob}) → ${out}`);
+  else log(`every shard is done: submitted merge job ${jobs.afterJob} → ${out}`);
   return plan;
 }

@@ -3,6 +3,7 @@
  * cluster's own scheduler (job arrays, dependencies); it schedules nothing itself.
  */
 import { spawnSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { ClusterError } from '../errors/index.js';
 
 /** A word for bash, single-quoted where it needs quoting. */
@@ -57,6 +58,24 @@ export function sbatchScript(o: SbatchOptions, command: readonly (string | TaskI
     typeof w === 'string' ? shellQuote(w) : `${w.prefix ? shellQuote(w.prefix) : ''}"$SLURM_ARRAY_TASK_ID"${w.suffix ? shellQuote(w.suffix) : ''}`;
   lines.push('set -euo pipefail', `exec ${command.map(word).join(' ')}`, '');
   return lines.join('\n');
+}
+
+/**
+ * Writes `after` and, when `array` has tasks, `array`; submits the array, then `after` once every
+ * array task succeeded (afterok; a failed or cancelled task cancels it). Without tasks, `after`
+ * alone. Returns the job ids.
+ *
+ * @throws ClusterError when sbatch is missing or refuses a job
+ */
+export async function submitArrayThen(
+  array: { path: string; script: string; tasks: readonly number[] },
+  after: { path: string; script: string },
+): Promise<{ arrayJob?: string; afterJob: string }> {
+  await writeFile(after.path, after.script, { mode: 0o755 });
+  if (!array.tasks.length) return { afterJob: sbatch(after.path) };
+  await writeFile(array.path, array.script, { mode: 0o755 });
+  const arrayJob = sbatch(array.path);
+  return { arrayJob, afterJob: sbatch(after.path, [`--dependency=afterok:${arrayJob}`, '--kill-on-invalid-dep=yes']) };
 }
 
 /**

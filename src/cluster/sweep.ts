@@ -6,13 +6,13 @@
  * run finished is not run again; one that started resumes from its last checkpoint.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { InputError } from '../errors/index.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { loadRunConfig, resolveRunConfig } from '../pipeline/config.js';
 import { runContinual, type RunEvent } from '../pipeline/run.js';
-import { sbatch, sbatchScript, type SbatchOptions } from './slurm.js';
+import { sbatchScript, submitArrayThen, type SbatchOptions } from './slurm.js';
 
 /** sweep.json: what every task of the sweep runs. */
 export interface SweepPlan {
@@ -111,17 +111,10 @@ export async function submitSweep(plan: SweepPlan, dir: string, o: SweepSlurmOpt
   if (o.dryRun) return result;
   await mkdir(join(out, 'logs'), { recursive: true });
   await writeJsonAtomic(join(out, 'sweep.json'), plan);
-  const reportPath = join(out, 'report.sbatch');
-  await writeFile(reportPath, reportScript, { mode: 0o755 });
-  if (run.length) {
-    const arrayPath = join(out, 'sweep.sbatch');
-    await writeFile(arrayPath, arrayScript, { mode: 0o755 });
-    result.arrayJob = sbatch(arrayPath);
-    result.reportJob = sbatch(reportPath, [`--dependency=afterok:${result.arrayJob}`, '--kill-on-invalid-dep=yes']);
-    log(`submitted array job ${result.arrayJob} (tasks ${run.join(',')}) and report job ${result.reportJob} (after ${result.arrayJob}) → ${join(out, 'report')}`);
-  } else {
-    result.reportJob = sbatch(reportPath);
-    log(`every run is done: submitted report job ${result.reportJob} → ${join(out, 'report')}`);
-  }
+  const jobs = await submitArrayThen({ path: join(out, 'sweep.sbatch'), script: arrayScript, tasks: run }, { path: join(out, 'report.sbatch'), script: reportScript });
+  result.arrayJob = jobs.arrayJob;
+  result.reportJob = jobs.afterJob;
+  if (jobs.arrayJob) log(`submitted array job ${jobs.arrayJob} (tasks ${run.join(',')}) and report job ${jobs.afterJob} (after ${jobs.arrayJob}) → ${join(out, 'report')}`);
+  else log(`every run is done: submitted report job ${jobs.afterJob} → ${join(out, 'report')}`);
   return result;
 }

@@ -15,7 +15,7 @@ export type KpigErrorCode =
   | 'E_CANCELLED' // the caller cancelled a long call
   | 'E_ENDPOINT' // a remote endpoint (an LLM server) failed, timed out or answered malformed data
   | 'E_MEMORY' // the work needs more memory than the machine has (said before allocating it)
-  | 'E_CLUSTER' // a cluster scheduler (Slurm) is missing or refused a job
+  | 'E_CLUSTER' // Slurm or MPI is missing, refused a job, or does not match the launcher
   | 'E_INTERNAL'; // a bug: please report
 
 export class KpigError extends Error {
@@ -100,7 +100,7 @@ const byCode: Record<string, new (message: string) => KpigError> = {
   E_CANCELLED: CancelledError,
 };
 
-/** Slurm's client is missing, or sbatch refused a job script (its message is included). */
+/** Slurm's client is missing or sbatch refused a job (its message included), or MPI cannot start under the launcher. */
 export class ClusterError extends KpigError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('E_CLUSTER', message, options);

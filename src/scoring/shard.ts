@@ -117,7 +117,8 @@ function manifestOf(table: Table, path: string): ShardManifest {
 }
 
 const short = (h: string) => h.slice(0, 12);
-const sameOptions = (a: ShardManifest['options'], b: ShardManifest['options']) =>
+/** Keys whose values differ between two option sets. */
+const differingOptions = (a: ShardManifest['options'], b: ShardManifest['options']) =>
   [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => a[k] !== b[k]).sort();
 
 /**
@@ -149,7 +150,7 @@ export async function mergeShards(paths: readonly string[], outPath: string): Pr
         throw new InputError(`${path}: a shard of another input (${m.input.name}, sha256 ${short(m.input.sha256)}…) than ${first.path} (${f.input.name}, sha256 ${short(f.input.sha256)}…)`);
       if (m.model.fingerprint !== f.model.fingerprint)
         throw new InputError(`${path}: scored with another model (fingerprint ${short(m.model.fingerprint)}…) than ${first.path} (${short(f.model.fingerprint)}…)`);
-      const differ = sameOptions(m.options, f.options);
+      const differ = differingOptions(m.options, f.options);
       if (differ.length)
         throw new InputError(`${path}: scored with other options than ${first.path}: ${differ.map((k) => `${k} ${JSON.stringify(m.options[k])} vs ${JSON.stringify(f.options[k])}`).join(', ')}`);
       if (m.shard.count !== f.shard.count || m.bounds.join() !== f.bounds.join())
