@@ -244,6 +244,24 @@ describe('resume', () => {
       expect(readFileSync(join(out, `stage-0${t}`, 'eval.arrow')).equals(readFileSync(join(whole, `stage-0${t}`, 'eval.arrow')))).toBe(true);
     }
   });
+
+  it('--stop-after stops at a resumable point with status 0, and the resumed run ends where an uninterrupted one does', async () => {
+    const whole = await run('kpig');
+    const out = join(dirs.root, 'run-stopped');
+    const cfg = writeConfig('stopped', config({ name: 'kpig' }));
+    // Stage 1 has 2 steps and stage 2 has 3: the 3rd step is stage 2's first, after which it is checkpointed.
+    let r = kpig(['run', cfg, '--out', out, '--stop-after', '3']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`stopped after 3 steps (--stop-after); continue with: kpig run --resume ${out}`);
+    expect(existsSync(join(out, 'stage-02', 'checkpoint'))).toBe(true);
+    expect(existsSync(join(out, 'results.json'))).toBe(false);
+    expect(kpig(['run', cfg, '--out', join(dirs.root, 'never'), '--stop-after', '0']).status).toBe(2);
+    r = kpig(['run', '--resume', out, '--quiet']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(join(out, 'results.json'), 'utf8')).toBe(readFileSync(join(whole, 'results.json'), 'utf8'));
+    const losses = (dir: string, t: number) => readFileSync(join(dir, `stage-0${t}`, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss);
+    for (let t = 1; t <= 3; t++) expect(losses(out, t)).toEqual(losses(whole, t));
+  });
 });
 
 describe('invalid configs fail before any work starts', () => {

@@ -26,6 +26,9 @@ const pkg = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url))
   version: string;
 };
 
+/** The commands that run data-parallel under an MPI launcher. */
+const DATA_PARALLEL = ['train', 'run'];
+
 const program = new Command()
   .name('kpig')
   .description('Continual instruction tuning with key-part information gain: native engine, CLI and pipeline.')
@@ -33,14 +36,12 @@ const program = new Command()
   .showHelpAfterError()
   // Commander's own parse errors (bad option values, unknown options) are usage errors: status 2.
   .exitOverride()
-  // Only `kpig train` spreads its work over the ranks of an MPI job; any other command started k
-  // times would do the same work k times and race on its outputs.
+  // Only `kpig train` and `kpig run` spread their work over the ranks of an MPI job; any other
+  // command started k times would do the same work k times and race on its outputs.
   .hook('preAction', (_program, command) => {
     const ranks = launcherSize();
-    if (ranks > 1 && command.name() !== 'train')
-      throw new InvalidArgumentError(
-        `kpig ${command.name()} was started as ${ranks} MPI ranks, but only kpig train runs data-parallel; start it once${command.name() === 'run' ? ' (kpig sweep --slurm runs one pipeline per node)' : ''}`,
-      );
+    if (ranks > 1 && !DATA_PARALLEL.includes(command.name()))
+      throw new InvalidArgumentError(`kpig ${command.name()} was started as ${ranks} MPI ranks, but only ${DATA_PARALLEL.map((c) => `kpig ${c}`).join(' and ')} run data-parallel; start it once`);
   });
 
 program

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
+import { exitJob } from '../dist/index.js';
 import { KpigError } from '../errors/index.js';
 import { STRATEGY_NAMES, loadRunConfig, resolveRunConfig, type RunConfig } from '../pipeline/config.js';
 import { runContinual, type RunEvent } from '../pipeline/run.js';
@@ -29,6 +30,7 @@ export function registerRun(program: Command): void {
     .option('-t, --threads <n>', 'override the worker threads (default: all cores)', threads)
     .option('--set <field=value>', 'override any config field by its dotted path (repeatable), e.g. strategy.m=50', collect, [])
     .option('--force', 'start over in a non-empty run directory')
+    .option('--stop-after <steps>', 'stop after this many optimizer steps of this process (at a checkpoint-resumable point; exit status 0), e.g. to fit a job\'s time limit; continue with --resume', int('--stop-after', 1))
     .option('-q, --quiet', 'print only the final summary')
     .option('--json', 'one JSON line per event on stdout (for pipelines)')
     .action(async (configPath: string | undefined, o: Record<string, unknown>) => {
@@ -55,6 +57,10 @@ export function registerRun(program: Command): void {
         config = loadRunConfig(configPath, overrides);
         runDir = resolve((o.out as string | undefined) ?? join('runs', config.name || basename(configPath).replace(/\.[^.]+$/, '')));
       }
+      // Under mpirun: the ranks share the run; rank 0 writes it and reports (the pipeline emits there only).
+      const { worldFromEnv } = await import('../dist/index.js');
+      const world = worldFromEnv();
+      const lead = world.rank === 0;
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       const tty = process.stderr.isTTY && !o.json && !o.quiet;
@@ -71,6 +77,7 @@ export function registerRun(program: Command): void {
           case 'start':
             stages = e.stages;
             say(`kpig run: ${config.strategy.name}, ${e.stages} stages → ${runDir}${e.resumedFrom ? ` (resuming at stage ${e.resumedFrom})` : ''}`);
+            if (world.size > 1) say(`kpig run: data-parallel over ${world.size} ranks (${world.transport}); each takes its share of every batch, evaluation and scoring`);
             break;
           case 'phase':
             if (tty) process.stderr.write(`\r\x1b[Kstage ${e.stage}/${stages} ${e.phase}${e.detail ? ` (${e.detail})` : ''}…`);
@@ -100,8 +107,15 @@ export function registerRun(program: Command): void {
         }
       };
       try {
-        const result = await runContinual(config, runDir, { resume: Boolean(o.resume), overwrite: Boolean(o.force), signal: controller.signal, onEvent });
-        if (!o.json) {
+        const result = await runContinual(config, runDir, {
+          resume: Boolean(o.resume),
+          overwrite: Boolean(o.force),
+          signal: controller.signal,
+          onEvent,
+          world,
+          stopAfterSteps: o.stopAfter as number | undefined,
+        });
+        if (!o.json && lead) {
           const last = result.matrix[result.matrix.length - 1];
           const T = result.matrix.length - 1; // seen tasks come first in the matrix's columns
           const ap = last.slice(0, T).reduce((a, b) => a + b, 0) / T;
@@ -110,8 +124,13 @@ export function registerRun(program: Command): void {
       } catch (err) {
         if (err instanceof KpigError && err.code === 'E_CANCELLED') {
           if (tty) process.stderr.write('\n');
-          console.error(`kpig: ${err.message.includes('resume') ? err.message : `interrupted; continue with: kpig run --resume ${runDir}`}`);
-          process.exit(130);
+          if (o.stopAfter !== undefined && !controller.signal.aborted) {
+            // The stop that was asked for: every rank stops at the same step.
+            if (lead) console.error(`kpig run: stopped after ${o.stopAfter as number} steps (--stop-after); continue with: kpig run --resume ${runDir}`);
+            return;
+          }
+          if (lead) console.error(`kpig: ${err.message.includes('resume') ? err.message : `interrupted; continue with: kpig run --resume ${runDir}`}`);
+          exitJob(130);
         }
         throw err;
       }

@@ -14,7 +14,7 @@ export interface World {
   /** What carries the collectives, e.g. "Open MPI v4.1.4", or "one process". */
   transport: string;
   /** `values` summed over the ranks (every rank calls with the same length, in the same order). */
-  allreduceSum(values: number[]): number[];
+  allreduceSum(values: ArrayLike<number>): Float64Array;
   /** The model's gradients summed over the ranks. */
   allreduceGrads(model: NativeModel): Promise<void>;
   /** Ends every rank of the job with `code` (a failing rank must: the others wait for it). */
@@ -26,7 +26,7 @@ export const SINGLE_PROCESS: World = {
   rank: 0,
   size: 1,
   transport: 'one process',
-  allreduceSum: (values) => values,
+  allreduceSum: (values) => Float64Array.from(values),
   allreduceGrads: async () => undefined,
   abort: (code) => process.exit(code),
 };
@@ -68,7 +68,7 @@ export function worldFromEnv(env: NodeJS.ProcessEnv = process.env): World {
     rank: info.rank,
     size: info.size,
     transport: info.library,
-    allreduceSum: (values) => Array.from(addon.distAllreduceSum(Float64Array.from(values))),
+    allreduceSum: (values) => addon.distAllreduceSum(values instanceof Float64Array ? values : Float64Array.from(values)),
     allreduceGrads: (model) => model.allreduceGrads(),
     abort: (code) => {
       addon.distAbort(code);
@@ -84,4 +84,69 @@ export function worldFromEnv(env: NodeJS.ProcessEnv = process.env): World {
  */
 export function exitJob(code: number): never {
   return (world ?? SINGLE_PROCESS).abort(code);
+}
+
+/** Waits until every rank has arrived (what one rank wrote before it is there for the others after it). */
+export function barrier(world: World): void {
+  if (world.size > 1) world.allreduceSum([0]);
+}
+
+/**
+ * The items [start, end) of `n` that this rank takes when work is split into contiguous shares:
+ * ⌊r·n/k⌋ to ⌊(r+1)·n/k⌋, so the shares cover every item once, in order.
+ *
+ * @example
+ * const [from, to] = shareOf(world, items.length);
+ */
+export function shareOf(world: World, n: number): [number, number] {
+  return [Math.floor((world.rank * n) / world.size), Math.floor(((world.rank + 1) * n) / world.size)];
+}
+
+/**
+ * Rows computed by different ranks, gathered on every rank: each rank passes `n` × `width`
+ * numbers with its own rows filled and every other row zero (an allreduce sum is then an
+ * allgather). Every rank gets the same array back.
+ */
+export function gatherRows(world: World, rows: Float64Array): Float64Array {
+  return world.size === 1 ? rows : world.allreduceSum(rows);
+}
+
+/**
+ * Texts computed by different ranks, gathered on every rank: `texts[i]` is the text where this
+ * rank computed item i and null where another did; every item must be computed by exactly one
+ * rank. Every rank gets the same list back.
+ */
+export function gatherTexts(world: World, texts: ReadonlyArray<string | null>): string[] {
+  if (world.size === 1) return texts.map((t) => t ?? '');
+  const enc = new TextEncoder();
+  const bytes = texts.map((t) => (t === null ? null : enc.encode(t)));
+  // Per item: its byte length and how many ranks computed it (one).
+  const own = new Float64Array(2 * texts.length);
+  bytes.forEach((b, i) => {
+    if (b !== null) {
+      own[2 * i] = b.length;
+      own[2 * i + 1] = 1;
+    }
+  });
+  const meta = gatherRows(world, own);
+  const offsets = new Array<number>(texts.length + 1);
+  offsets[0] = 0;
+  for (let i = 0; i < texts.length; i++) {
+    if (meta[2 * i + 1] !== 1) throw new ClusterError(`gathering texts: item ${i} was computed by ${meta[2 * i + 1]} ranks instead of one`);
+    offsets[i + 1] = offsets[i] + meta[2 * i];
+  }
+  const flat = new Float64Array(offsets[texts.length]);
+  bytes.forEach((b, i) => b?.forEach((x, j) => (flat[offsets[i] + j] = x)));
+  const all = gatherRows(world, flat);
+  const dec = new TextDecoder();
+  return texts.map((_, i) => dec.decode(Uint8Array.from(all.subarray(offsets[i], offsets[i + 1]))));
+}
+
+/**
+ * Rank 0's `values` on every rank (a broadcast, and a barrier): decisions that depend on files
+ * rank 0 writes, such as where a resumed run picks up, are taken once and followed by all.
+ */
+export function fromLead(world: World, values: number[]): number[] {
+  if (world.size === 1) return values;
+  return Array.from(world.allreduceSum(world.rank === 0 ? values : values.map(() => 0)));
 }

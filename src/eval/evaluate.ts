@@ -5,6 +5,7 @@
  * surrounding whitespace removed.
  */
 import type { InstanceRecord, Split, TaskRecord, TaskSet } from '../data/taskset.js';
+import { gatherTexts, SINGLE_PROCESS, type World } from '../dist/index.js';
 import { CancelledError, InputError } from '../errors/index.js';
 import type { Model } from '../model/model.js';
 import { promptTokens, stopTokens, superniTemplate, type PromptTemplate } from '../template/index.js';
@@ -29,8 +30,13 @@ export interface EvaluateOptions {
   /** The prompt template (default: the SuperNI prompt); a chat template's end-of-turn token also ends generation. */
   template?: PromptTemplate;
   signal?: AbortSignal;
-  /** Called after every batch with instances done and the total. */
+  /** Called after every batch with instances done and the total (under MPI: this rank's share, scaled to the total). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * The ranks of an MPI job to spread the generation over: rank r answers batches r, r + k, …
+   * (the batches one process would make), and every rank gets every answer back. Default: one process.
+   */
+  world?: World;
 }
 
 function positiveInt(name: string, value: number | undefined, fallback: number): number {
@@ -119,19 +125,24 @@ export async function evaluateModel(model: Model, set: TaskSet, options: Evaluat
   const order = jobs
     .map((_, i) => i)
     .sort((x, y) => taskOrder.get(jobs[x].task.task_id)! - taskOrder.get(jobs[y].task.task_id)! || jobs[x].prompt.length - jobs[y].prompt.length || x - y);
-  const texts = new Array<string>(jobs.length);
+  const world = options.world ?? SINGLE_PROCESS;
+  const mine: number[] = [];
+  for (let b = 0, n = 0; b < order.length; b += batchSize, n++) if (n % world.size === world.rank) mine.push(b);
+  const share = mine.reduce((a, b) => a + Math.min(batchSize, order.length - b), 0);
+  const answered = new Array<string | null>(jobs.length).fill(null);
   let done = 0;
-  for (let b = 0; b < order.length; b += batchSize) {
-    if (options.signal?.aborted) throw new CancelledError(`evaluation was cancelled after ${done} of ${jobs.length} instances`);
+  for (const b of mine) {
+    if (options.signal?.aborted) throw new CancelledError(`evaluation was cancelled after ${done} of ${share} instances`);
     const batch = order.slice(b, b + batchSize);
     const gens = await model.generate(
       batch.map((i) => jobs[i].prompt),
       { maxNewTokens, stop: ['\n'], eosIds, signal: options.signal },
     );
-    batch.forEach((i, k) => (texts[i] = gens[k].text.trim()));
+    batch.forEach((i, k) => (answered[i] = gens[k].text.trim()));
     done += batch.length;
-    options.onProgress?.(done, jobs.length);
+    options.onProgress?.(share === jobs.length ? done : Math.round((done / share) * jobs.length), jobs.length);
   }
+  const texts = gatherTexts(world, answered);
   return jobs.map((j, i) => ({
     task_id: j.task.task_id,
     instance_id: j.inst.instance_id,

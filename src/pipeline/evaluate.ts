@@ -4,6 +4,7 @@
  * loop and the score matrix use.
  */
 import type { TaskSet } from '../data/taskset.js';
+import { SINGLE_PROCESS, type World } from '../dist/index.js';
 import { InputError } from '../errors/index.js';
 import { evaluateModel } from '../eval/evaluate.js';
 import type { PromptTemplate } from '../template/index.js';
@@ -19,6 +20,7 @@ export interface StageScores {
 
 /**
  * Evaluates `model` on `tasks`, writes the predictions to `out` and returns the per-task summary.
+ * Under MPI (`world`) the ranks share the generation and rank 0 writes.
  *
  * @example
  * const s = await evaluateStage(model, set, ['t1', 't2'], config, 'run/stage-01/eval.arrow');
@@ -32,8 +34,10 @@ export async function evaluateStage(
   onProgress?: (done: number, total: number) => void,
   signal?: AbortSignal,
   template?: PromptTemplate,
+  world: World = SINGLE_PROCESS,
 ): Promise<StageScores> {
   const rows = await evaluateModel(model, set, {
+    world,
     tasks,
     split: 'test',
     maxInstancesPerTask: config.eval.maxInstancesPerTask,
@@ -43,7 +47,7 @@ export async function evaluateStage(
     signal,
     onProgress,
   });
-  await writePredictions(out, rows, { fingerprint: taskSetFingerprint(set) });
+  if (world.rank === 0) await writePredictions(out, rows, { fingerprint: taskSetFingerprint(set) });
   return { tasks: summarizeTasks(rows, set) };
 }
 
@@ -87,21 +91,25 @@ export async function evaluateProbes(
   out: string,
   signal?: AbortSignal,
   template?: PromptTemplate,
+  world: World = SINGLE_PROCESS,
 ): Promise<ProbeScores | null> {
   const withProbes = tasks.filter((t) => set.instances.some((x) => x.task_id === t && x.split === 'probe'));
   if (withProbes.length === 0) return null;
   const rows = await evaluateModel(model, set, {
     tasks: withProbes,
     split: 'probe',
+    world,
     maxInstancesPerTask: config.eval.maxInstancesPerTask,
     maxNewTokens: config.eval.maxNewTokens,
     batchSize: config.eval.batchSize,
     template,
     signal,
   });
-  await writePredictions(out, rows, { fingerprint: taskSetFingerprint(set) });
   const scores = probeScores(rows, set);
-  await writeJsonAtomic(out.replace(/\.arrow$/, '.json'), scores);
+  if (world.rank === 0) {
+    await writePredictions(out, rows, { fingerprint: taskSetFingerprint(set) });
+    await writeJsonAtomic(out.replace(/\.arrow$/, '.json'), scores);
+  }
   return scores;
 }
 

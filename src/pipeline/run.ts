@@ -27,6 +27,7 @@ import { Float64, Table, Utf8, tableToIPC, vectorFromArray } from 'apache-arrow'
 import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
 import { tokenizeExample, type TrainingSequence } from '../data/instructions.js';
 import { promptTokens, resolvePromptTemplate, stopTokens, superniTemplate, templateFingerprint, type PromptTemplate } from '../template/index.js';
+import { barrier, fromLead, gatherRows, gatherTexts, shareOf, SINGLE_PROCESS, type World } from '../dist/index.js';
 import { CancelledError, InputError, KpigIOError } from '../errors/index.js';
 import { readArrowTable } from '../io/arrow.js';
 import { cleanTemps, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
@@ -73,6 +74,14 @@ export interface RunOptions {
    * evaluation (`base/`) is copied instead of computed again (the demo's strategies share one).
    */
   baseFrom?: string;
+  /**
+   * The ranks of an MPI job (`mpirun -np k kpig run`) to spread the run over (default: one
+   * process). They share the evaluation, the IG scoring, the EWC statistics and every training
+   * step (each rank takes its share of every batch; gradients are summed); rank 0 alone writes the
+   * run directory and reports events. Every rank must call with the same config and options, and a
+   * rank that fails must end the job (`exitJob`), since the others wait for it.
+   */
+  world?: World;
 }
 
 export interface RunResult {
@@ -190,10 +199,17 @@ class RunState {
   /** The run's prompt template (config.template), set once the model is loaded. */
   template: PromptTemplate = superniTemplate();
 
+  /** True on the rank that writes the run directory (the only one outside MPI). */
+  get lead(): boolean {
+    return this.world.rank === 0;
+  }
+
   constructor(
     readonly config: RunConfig,
     readonly set: TaskSet,
     readonly useVariants: boolean,
+    /** The ranks of the run; rank 0 writes the run directory. */
+    readonly world: World = SINGLE_PROCESS,
   ) {
     for (const x of set.instances) this.instances.set(`${x.task_id}\u0000${x.instance_id}`, x);
     for (const ins of set.instructions) {
@@ -294,15 +310,18 @@ class RunState {
  */
 export async function runContinual(config: RunConfig, runDir: string, options: RunOptions = {}): Promise<RunResult> {
   const t0 = Date.now();
-  const emit = options.onEvent ?? (() => {});
+  const world = options.world ?? SINGLE_PROCESS;
+  const lead = world.rank === 0;
+  const emit = (lead && options.onEvent) || (() => {});
   checkRunInputs(config, { needData: !options.taskSet });
   const set = options.taskSet ?? (await loadTaskSet(config.data));
   const stream = resolveStream(config, set);
   const strategy = options.strategy ?? builtinStrategy(config.strategy);
 
-  // The run directory: fresh, or resumed with the same config.
-  await prepareRunDir(runDir, config, options);
-  const state = new RunState(config, set, config.strategy.diversity);
+  // The run directory: fresh, or resumed with the same config (rank 0 prepares it, the others wait).
+  if (lead) await prepareRunDir(runDir, config, options, world);
+  barrier(world);
+  const state = new RunState(config, set, config.strategy.diversity, world);
   const T = stream.seen.length;
   const tasks = [...stream.seen, ...stream.held_out];
 
@@ -332,48 +351,62 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       lr: config.train.lr,
       batchSize: config.train.batchSize,
       seed: config.seed,
+      world,
     });
     const nat = nativeOf(model);
 
-    // Where to pick up: the last finished stage, and a checkpoint inside the next one.
-    let startStage = 1;
-    for (let t = 1; t <= T; t++) if (existsSync(join(runDir, pad(t), 'done.json'))) startStage = t + 1;
+    // Where to pick up: the last finished stage, and a checkpoint inside the next one. Where rank 0
+    // finds the run is where every rank picks it up.
+    let firstStage = 1;
+    for (let t = 1; t <= T; t++) if (existsSync(join(runDir, pad(t), 'done.json'))) firstStage = t + 1;
+    const hasBase = existsSync(join(runDir, 'base', 'done.json'));
+    const copyBase = !hasBase && options.baseFrom !== undefined && existsSync(join(options.baseFrom, 'base', 'done.json'));
+    const where = fromLead(world, [firstStage, Number(hasBase), Number(copyBase), Number(existsSync(join(runDir, pad(firstStage), 'checkpoint')))]);
+    const startStage = where[0];
     if (startStage > 1) await trainer.resume(join(runDir, pad(startStage - 1), 'final'));
-    emit({ type: 'start', stages: T, resumedFrom: startStage > 1 || existsSync(join(runDir, pad(startStage), 'checkpoint')) ? startStage : null });
-    await writeJsonAtomic(join(runDir, 'status.json'), { state: 'running', stages_done: startStage - 1, stages_total: T });
+    emit({ type: 'start', stages: T, resumedFrom: startStage > 1 || where[3] > 0 ? startStage : null });
+    if (lead) await writeJsonAtomic(join(runDir, 'status.json'), { state: 'running', stages_done: startStage - 1, stages_total: T });
 
     const stages: StageScores[] = [];
-    if (!existsSync(join(runDir, 'base', 'done.json')) && options.baseFrom && existsSync(join(options.baseFrom, 'base', 'done.json')))
-      await cp(join(options.baseFrom, 'base'), join(runDir, 'base'), { recursive: true });
-    if (!existsSync(join(runDir, 'base', 'done.json'))) {
+    if (where[2] > 0 && lead) await cp(join(options.baseFrom!, 'base'), join(runDir, 'base'), { recursive: true });
+    const baseDone = where[1] > 0 || where[2] > 0;
+    if (!baseDone) {
       emit({ type: 'phase', stage: 0, phase: 'eval', detail: 'base model' });
-      await mkdir(join(runDir, 'base'), { recursive: true });
-      await evaluateStage(model, state.set, tasks, config, join(runDir, 'base', 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: 0, done, total }), options.signal, state.template);
-      await evaluateProbes(model, state.set, tasks, config, join(runDir, 'base', 'probe.arrow'), options.signal, state.template);
-      await writeJsonAtomic(join(runDir, 'base', 'done.json'), { stage: 0 });
+      if (lead) await mkdir(join(runDir, 'base'), { recursive: true });
+      await evaluateStage(model, state.set, tasks, config, join(runDir, 'base', 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: 0, done, total }), options.signal, state.template, world);
+      await evaluateProbes(model, state.set, tasks, config, join(runDir, 'base', 'probe.arrow'), options.signal, state.template, world);
+      if (lead) await writeJsonAtomic(join(runDir, 'base', 'done.json'), { stage: 0 });
     }
     let stepsThisProcess = 0;
     for (let t = startStage; t <= T; t++) {
       const stageDir = join(runDir, pad(t));
-      await mkdir(stageDir, { recursive: true });
+      if (lead) await mkdir(stageDir, { recursive: true });
+      const planPath = join(stageDir, 'plan.arrow');
+      const ckptDir = join(stageDir, 'checkpoint');
+      // Rank 0 says what this stage already has; what it wrote before (the last stage's weights and
+      // EWC statistics) is there for every rank after this point.
+      const [hasPlan, resumeInStage] = fromLead(world, [Number(existsSync(planPath)), Number(existsSync(ckptDir))]).map((v) => v > 0);
       const task = stream.seen[t - 1];
       const previous = stream.seen.slice(0, t - 1);
       const ts = Date.now();
 
       // 1. The plan: read back when this stage already made it (resume), else made now.
-      const planPath = join(stageDir, 'plan.arrow');
       let items: PlanItem[];
-      if (existsSync(planPath)) items = await readPlan(planPath);
+      if (hasPlan) items = await readPlan(planPath);
       else {
         emit({ type: 'phase', stage: t, phase: 'plan' });
         items = await makePlan(t, task, previous, state, strategy, model, stageDir, options.signal);
-        await writeFileAtomic(planPath, tableToIPC(planTable(items), 'file'));
+        if (lead) await writeFileAtomic(planPath, tableToIPC(planTable(items), 'file'));
+        if (world.size > 1) {
+          // Every rank trains on rank 0's plan (an LLM tagger, for one, is asked on rank 0 only).
+          barrier(world);
+          if (!lead) items = await readPlan(planPath);
+        }
       }
 
       // 2. Training, from the in-stage checkpoint when there is one.
-      const ckptDir = join(stageDir, 'checkpoint');
       let stepInStage = 0;
-      if (existsSync(ckptDir)) {
+      if (resumeInStage) {
         await trainer.resume(ckptDir);
         stepInStage = (JSON.parse(await readFile(join(ckptDir, 'trainer_state.json'), 'utf8')) as { stageStep?: number }).stageStep ?? 0;
       } else {
@@ -406,12 +439,12 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       if (trained.interrupted) throw new CancelledError(`the run stopped after ${stepsThisProcess} steps in stage ${t}; resume it with --resume`);
 
       // 3. End of stage: weights, EWC statistics, evaluation, then done.json.
-      await saveCheckpoint(model, join(stageDir, 'final'), stageState(trainer, config, trained.totalSteps, trained.totalSteps, items.length));
+      if (lead) await saveCheckpoint(model, join(stageDir, 'final'), stageState(trainer, config, trained.totalSteps, trained.totalSteps, items.length));
       if (strategy.loss === 'ewc') await writeEwc(model, state, task, join(stageDir, 'ewc.safetensors'), ewc, config);
-      await rm(ckptDir, { recursive: true, force: true });
+      if (lead) await rm(ckptDir, { recursive: true, force: true });
       emit({ type: 'phase', stage: t, phase: 'eval' });
-      const scores = await evaluateStage(model, state.set, tasks, config, join(stageDir, 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: t, done, total }), options.signal, state.template);
-      const probes = await evaluateProbes(model, state.set, tasks, config, join(stageDir, 'probe.arrow'), options.signal, state.template);
+      const scores = await evaluateStage(model, state.set, tasks, config, join(stageDir, 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: t, done, total }), options.signal, state.template, world);
+      const probes = await evaluateProbes(model, state.set, tasks, config, join(stageDir, 'probe.arrow'), options.signal, state.template, world);
       const seconds = (Date.now() - ts) / 1000;
       const seenNow = stream.seen.slice(0, t);
       const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
@@ -433,19 +466,22 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       };
       const long = state.tooLong.get(stream.seen[t - 1]);
       if (long) emit({ type: 'skipped-long', stage: t, task: stream.seen[t - 1], count: long.length, limit: lengthLimit });
-      await writeLengthRecord(runDir, state, lengthLimit);
-      await writeJsonAtomic(join(stageDir, 'done.json'), summary);
-      await writeJsonAtomic(join(runDir, 'status.json'), { state: t === T ? 'done' : 'running', stages_done: t, stages_total: T });
+      if (lead) {
+        await writeLengthRecord(runDir, state, lengthLimit);
+        await writeJsonAtomic(join(stageDir, 'done.json'), summary);
+        await writeJsonAtomic(join(runDir, 'status.json'), { state: t === T ? 'done' : 'running', stages_done: t, stages_total: T });
+      }
       emit({ type: 'stage', ...summary });
     }
+    barrier(world);
     for (let t = 1; t <= T; t++) stages.push(await readStageScores(join(runDir, pad(t), 'eval.arrow'), set));
     const base = await readStageScores(join(runDir, 'base', 'eval.arrow'), set);
     const matrix = [base, ...stages].map((s) => tasks.map((task) => s.tasks.find((x) => x.task_id === task)?.rouge_l ?? 0));
-    await writeJsonAtomic(join(runDir, 'results.json'), { metric: 'rouge_l', tasks, seen: stream.seen, held_out: stream.held_out, matrix });
+    if (lead) await writeJsonAtomic(join(runDir, 'results.json'), { metric: 'rouge_l', tasks, seen: stream.seen, held_out: stream.held_out, matrix });
     emit({ type: 'done', runDir, seconds: (Date.now() - t0) / 1000 });
     return { runDir, matrix, tasks, stages: [base, ...stages] };
   } catch (err) {
-    if (!(err instanceof CancelledError)) {
+    if (!(err instanceof CancelledError) && lead) {
       try {
         await writeJsonAtomic(join(runDir, 'status.json'), { state: 'failed', error: (err as Error).message });
       } catch {
@@ -482,7 +518,7 @@ async function runInputs(config: RunConfig, options: RunOptions): Promise<RunInp
   return { model: await modelFingerprint(config.model), data, template: await runTemplateFingerprint(config) };
 }
 
-async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions): Promise<void> {
+async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions, world: World): Promise<void> {
   const cfgPath = join(runDir, 'config.json');
   if (options.resume) {
     if (!existsSync(cfgPath)) throw new InputError(`${runDir} is not a run directory (no config.json) to resume`);
@@ -526,6 +562,8 @@ async function prepareRunDir(runDir: string, config: RunConfig, options: RunOpti
     threads: config.threads || cpus().length,
     seed: config.seed,
     device: 'cpu',
+    ranks: world.size,
+    transport: world.transport,
     effective_batch: config.train.batchSize,
     started: new Date().toISOString(),
   });
@@ -563,11 +601,14 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
     },
     scoreItems: (items) => scoreItems(model, state, items, config.strategy.replayMask, (it) => ['replay', it.instance_id], signal),
     embed: (texts) => model.embed(texts.map((x) => model.tokenizer!.encode(x, { addSpecialTokens: true }))),
-    tags: config.strategy.tagger === 'llm' ? llmTagger(join(dirname(stageDir), 'llm-cache')) : undefined,
+    // Under MPI the endpoint is asked by rank 0 only: the other ranks' plans are replaced by its plan.
+    tags: config.strategy.tagger === 'llm' ? (state.lead ? llmTagger(join(dirname(stageDir), 'llm-cache')) : async () => []) : undefined,
   };
   const plan: ReplayPlan = previous.length || strategy.joint ? await strategy.plan(ctx) : { replay: [], allocation: [] };
-  if (plan.scores) await writeFileAtomic(join(stageDir, 'ig.arrow'), tableToIPC(scoresTable(plan.scores), 'file'));
-  await writeJsonAtomic(join(stageDir, 'allocation.json'), { allocation: plan.allocation, tau: plan.tau ?? null });
+  if (state.lead) {
+    if (plan.scores) await writeFileAtomic(join(stageDir, 'ig.arrow'), tableToIPC(scoresTable(plan.scores), 'file'));
+    await writeJsonAtomic(join(stageDir, 'allocation.json'), { allocation: plan.allocation, tau: plan.tau ?? null });
+  }
   const items = [...current, ...plan.replay];
   if (strategy.loss === 'lwf' && t > 1) {
     // LwF for a generative model: the old model's own greedy answers to the new task's prompts,
@@ -575,9 +616,12 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
     const cur = current.filter((x) => x.task_id === task);
     const prompts = cur.map((x) => promptFor(model, state, x));
     const eosIds = stopTokens(model.tokenizer!, state.template, model.info.eosIds);
-    const gens = await model.generate(prompts, { maxNewTokens: config.eval.maxNewTokens, stop: ['\n'], eosIds, signal });
+    // Under MPI each rank answers its share of the prompts; every rank gets every answer.
+    const [from, to] = shareOf(state.world, prompts.length);
+    const gens = await model.generate(prompts.slice(from, to), { maxNewTokens: config.eval.maxNewTokens, stop: ['\n'], eosIds, signal });
+    const answers = gatherTexts(state.world, prompts.map((_, i) => (i >= from && i < to ? (gens[i - from].text ?? '').trim() : null)));
     cur.forEach((x, i) => {
-      const text = (gens[i].text ?? '').trim();
+      const text = answers[i];
       if (text) items.push({ ...x, role: 'lwf', target: text });
     });
   }
@@ -596,42 +640,48 @@ function promptFor(model: Model, state: RunState, item: PlanItem): number[] {
   return promptTokens(model.tokenizer!, state.template, { instruction: ins.text, input: x.input });
 }
 
+/**
+ * IG scores of `items` under the current weights. Under MPI each rank scores a contiguous share
+ * of the items and every rank gets every score back.
+ */
 async function scoreItems(model: Model, state: RunState, items: PlanItem[], scheme: MaskScheme, labels: (it: PlanItem) => Array<string | number>, signal?: AbortSignal): Promise<ItemScore[]> {
   const tok = model.tokenizer!;
-  const out: ItemScore[] = [];
-  const maskedText: string[] = [];
+  // The masked instructions are drawn for every item on every rank (a function of the seed and the labels).
+  const maskedText = items.map((it) => state.masked(state.instructionById.get(it.instruction_id)!, scheme, ...labels(it)));
+  const [from, to] = shareOf(state.world, items.length);
+  const WIDTH = 6;
+  const rows = new Float64Array(items.length * WIDTH);
   const batch = 32;
-  for (let i = 0; i < items.length; i += batch) {
+  for (let i = from; i < to; i += batch) {
     if (signal?.aborted) throw new CancelledError('scoring was cancelled');
-    const chunk = items.slice(i, i + batch);
-    const pairs = chunk.map((it) => {
+    const end = Math.min(to, i + batch);
+    const pairs = items.slice(i, end).map((it, k) => {
       const x = state.instance(it.task_id, it.instance_id);
       const ins = state.instructionById.get(it.instruction_id)!;
       const full = tokenizeExample(tok, { instruction: ins.text, input: x.input, output: x.outputs[0] }, Infinity, state.template)!;
-      const text = state.masked(ins, scheme, ...labels(it));
-      maskedText.push(text);
-      const masked = tokenizeExample(tok, { instruction: text, input: x.input, output: x.outputs[0] }, Infinity, state.template)!;
+      const masked = tokenizeExample(tok, { instruction: maskedText[i + k], input: x.input, output: x.outputs[0] }, Infinity, state.template)!;
       const responseLen = full.weights.filter((w) => w !== 0).length;
       return { full: full.tokens, masked: masked.tokens, responseLen };
     });
     const scores = await scorePairs(model, pairs);
-    chunk.forEach((it, k) => {
-      const s = scores[k];
-      out.push({
-        task_id: it.task_id,
-        instance_id: it.instance_id,
-        instruction_id: it.instruction_id,
-        ig_ce: s.igCe,
-        ig_kl: s.igKl,
-        ig_js: s.igJs,
-        ce_full: s.ceFull,
-        ce_masked: s.ceMasked,
-        n_tokens: s.nTokens,
-        masked_instruction: maskedText[out.length],
-      });
-    });
+    scores.forEach((sc, k) => rows.set([sc.igCe, sc.igKl, sc.igJs, sc.ceFull, sc.ceMasked, sc.nTokens], (i + k) * WIDTH));
   }
-  return out;
+  const all = gatherRows(state.world, rows);
+  return items.map((it, i) => {
+    const r = all.subarray(i * WIDTH, (i + 1) * WIDTH);
+    return {
+      task_id: it.task_id,
+      instance_id: it.instance_id,
+      instruction_id: it.instruction_id,
+      ig_ce: r[0],
+      ig_kl: r[1],
+      ig_js: r[2],
+      ce_full: r[3],
+      ce_masked: r[4],
+      n_tokens: r[5],
+      masked_instruction: maskedText[i],
+    };
+  });
 }
 
 interface EwcState {
@@ -652,27 +702,38 @@ async function readEwc(path: string): Promise<EwcState> {
 /**
  * EWC statistics after a stage: the diagonal empirical Fisher E[g²] of the trainable weights over
  * `fisherSamples` instances of the task just learned (one backward pass per instance), added to
- * the previous tasks' (online EWC), and the weights now as the anchor.
+ * the previous tasks' (online EWC), and the weights now as the anchor. Under MPI each rank takes a
+ * share of the instances and the sums are added over the ranks; rank 0 writes the file.
  */
 async function writeEwc(model: Model, state: RunState, task: string, path: string, previous: EwcState | null, config: RunConfig): Promise<void> {
   const nat = nativeOf(model);
   const trainable = nat.tensors().filter((x) => x.trainable);
-  const fisher = new Map<string, Float32Array>();
-  for (const info of trainable) fisher.set(info.name, previous?.fisher.get(info.name)?.slice() ?? new Float32Array(info.shape.reduce((a, b) => a * b, 1)));
   const xs = state.stageInstances(task).slice(0, config.strategy.fisherSamples);
+  const [from, to] = shareOf(state.world, xs.length);
+  const sums = new Map<string, Float64Array>();
+  for (const info of trainable) sums.set(info.name, new Float64Array(info.shape.reduce((a, b) => a * b, 1)));
   nat.zeroGrad();
-  for (const x of xs) {
+  for (const x of xs.slice(from, to)) {
     const ins = state.instructionFor(task, x.instance_id);
     const seq = sampleSequence(model, state.template, ins.text, x.input, x.outputs[0], config.train.maxLength, 1);
     if (!seq) continue;
     await nat.trainAccumulate(Int32Array.from(seq.tokens), Int32Array.from([0, seq.tokens.length]), Float32Array.from(seq.weights), 0, false);
     for (const info of trainable) {
       const g = nat.readTensor(info.name, 'grad');
-      const f = fisher.get(info.name)!;
-      for (let i = 0; i < g.length; i++) f[i] += (g[i] * g[i]) / xs.length;
+      const f = sums.get(info.name)!;
+      for (let i = 0; i < g.length; i++) f[i] += g[i] * g[i];
     }
     nat.zeroGrad();
   }
+  const fisher = new Map<string, Float32Array>();
+  for (const info of trainable) {
+    const sum = gatherRows(state.world, sums.get(info.name)!);
+    const before = previous?.fisher.get(info.name);
+    const f = new Float32Array(sum.length);
+    for (let i = 0; i < f.length; i++) f[i] = (before ? before[i] : 0) + sum[i] / xs.length;
+    fisher.set(info.name, f);
+  }
+  if (!state.lead) return;
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const info of trainable) {
     tensors[`fisher/${info.name}`] = { dtype: 'F32', shape: info.shape, data: fisher.get(info.name)! };
@@ -772,12 +833,12 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
     const entry = { stage: s.t, step: step + 1, loss: r.loss, ig: igN ? igSum / igN : null, lr, tokens: stepTokens, tokens_per_s: sec > 0 ? tokens / sec : 0 };
     log.push(JSON.stringify(entry));
     s.emit({ type: 'step', stage: s.t, task: s.task, step: step + 1, totalSteps, loss: r.loss, ig: entry.ig, tokensPerSecond: entry.tokens_per_s, etaSeconds: (sec / stepsRun) * (totalSteps - step - 1) });
-    if (tc.checkpointEvery > 0 && (step + 1) % tc.checkpointEvery === 0 && step + 1 < totalSteps) {
+    if (tc.checkpointEvery > 0 && (step + 1) % tc.checkpointEvery === 0 && step + 1 < totalSteps && s.state.lead) {
       await writeFileAtomic(logPath, log.join('\n') + '\n');
       await saveCheckpoint(s.model, join(s.stageDir, 'checkpoint'), stageState(s.trainer, config, step + 1, totalSteps, s.items.length));
     }
   }
-  await writeFileAtomic(logPath, log.join('\n') + (log.length ? '\n' : ''));
+  if (s.state.lead) await writeFileAtomic(logPath, log.join('\n') + (log.length ? '\n' : ''));
   return { totalSteps, losses, stepsRun, interrupted: false };
 }
 
