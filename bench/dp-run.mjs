@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeTaskSet } from '../dist/data/store.js';
 import { createRandomModel } from '../dist/model/writer.js';
-import { DEMO_PRESETS, demoTaskSet } from '../dist/pipeline/demo.js';
+import { DEMO_PRESETS, demoTaskSet } from '../dist/pipeline/demo-suite.js';
 import { ByteTokenizer, writeByteTokenizer } from '../dist/tokenizer/index.js';
 import { cpuDescription, repoRoot } from './common.mjs';
 

@@ -10,9 +10,9 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { meanInterval, pairedDifference, formatInterval } from '../dist/eval/stats.js';
-import { resolveRunConfig } from '../dist/pipeline/config.js';
-import { runContinual } from '../dist/pipeline/run.js';
-import { readRun } from '../dist/report/run.js';
+import { resolveRunConfig } from '../dist/pipeline/run-config.js';
+import { runContinual } from '../dist/pipeline/continual.js';
+import { readRun } from '../dist/report/run-dir.js';
 
 const { values } = parseArgs({ options: { demo: { type: 'string', default: 'runs/demo' }, only: { type: 'string' }, seeds: { type: 'string' } } });
 const demo = resolve(values.demo);

@@ -14,7 +14,7 @@ import { evaluateModel } from '../src/eval/evaluate.js';
 import { isValidOutput } from '../src/eval/metrics.js';
 import type { PredictionRow } from '../src/eval/predictions.js';
 import { Model } from '../src/model/model.js';
-import { probeScores } from '../src/pipeline/evaluate.js';
+import { probeScores } from '../src/pipeline/stage-eval.js';
 import { generateSuite } from '../src/synth/tasks.js';
 import { ModelDir } from './support/models.js';
 

@@ -9,10 +9,10 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { TaskSet } from '../src/data/taskset.js';
 import { EndpointError, InputError } from '../src/errors/index.js';
-import { annotateKeyParts, annotateTaskSet } from '../src/keyparts/llm.js';
+import { annotateKeyParts, annotateTaskSet } from '../src/keyparts/llm-annotate.js';
 import { ChatClient, type ChatClientOptions } from '../src/llm/client.js';
 import { replyJson, replyText } from '../src/llm/reply.js';
-import { llmRewriter } from '../src/rewrite/llm.js';
+import { llmRewriter } from '../src/rewrite/llm-rewriter.js';
 import { diversify } from '../src/rewrite/variant.js';
 
 const root = mkdtempSync(join(tmpdir(), 'kpig-llm-'));

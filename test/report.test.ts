@@ -10,7 +10,7 @@ import { writeTaskSet } from '../src/data/store.js';
 import { KpigIOError } from '../src/errors/index.js';
 import { COMPARE_PLOTS, RUN_PLOTS } from '../src/report/html.js';
 import { writeReport } from '../src/report/report.js';
-import { readRun } from '../src/report/run.js';
+import { readRun } from '../src/report/run-dir.js';
 import { stagePoints } from '../src/report/tables.js';
 import { writeFakeRun } from './support/fake-run.js';
 import { ModelDir } from './support/models.js';

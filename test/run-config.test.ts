@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { InputError } from '../src/errors/index.js';
-import { RunConfigError, loadRunConfig, resolveRunConfig } from '../src/pipeline/config.js';
+import { RunConfigError, loadRunConfig, resolveRunConfig } from '../src/pipeline/run-config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kpig-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -7,10 +7,10 @@ import { importData, summarizeTaskSet, type DataFormat } from '../data/ingest.js
 import { InputError } from '../errors/index.js';
 import type { FieldMapping } from '../data/rows.js';
 import { readTaskSet, writeTaskSet } from '../data/store.js';
-import { annotateTaskSet, type KeyPartMethod } from '../keyparts/llm.js';
+import { annotateTaskSet, type KeyPartMethod } from '../keyparts/llm-annotate.js';
 import { ChatClient } from '../llm/client.js';
 import { diversityReport } from '../rewrite/diversity.js';
-import { llmRewriter } from '../rewrite/llm.js';
+import { llmRewriter } from '../rewrite/llm-rewriter.js';
 import { offlineRewriter } from '../rewrite/offline.js';
 import { REWRITE_KINDS, diversify, type RewriteKind } from '../rewrite/variant.js';
 import { int } from './util.js';

@@ -4,9 +4,9 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { KpigError } from '../errors/index.js';
-import { DEMO_STRATEGIES, demoTable, gateText, runDemo, type DemoEvent } from '../pipeline/demo.js';
+import { DEMO_STRATEGIES, demoTable, gateText, runDemo, type DemoEvent } from '../pipeline/demo-suite.js';
 import { markdownTable } from '../report/markdown.js';
-import { STRATEGY_NAMES, type StrategyName } from '../pipeline/config.js';
+import { STRATEGY_NAMES, type StrategyName } from '../pipeline/run-config.js';
 import { duration, int, threads } from './util.js';
 
 /** Adds `kpig demo` to the program. */

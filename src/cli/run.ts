@@ -7,8 +7,8 @@ import { basename, join, resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { exitJob } from '../dist/index.js';
 import { KpigError } from '../errors/index.js';
-import { STRATEGY_NAMES, loadRunConfig, resolveRunConfig, type RunConfig } from '../pipeline/config.js';
-import { runContinual, type RunEvent } from '../pipeline/run.js';
+import { STRATEGY_NAMES, loadRunConfig, resolveRunConfig, type RunConfig } from '../pipeline/run-config.js';
+import { runContinual, type RunEvent } from '../pipeline/continual.js';
 import { templateSpec } from '../template/index.js';
 import { TEMPLATE_HELP, collect, duration, int, overridesOf, threads } from './util.js';
 

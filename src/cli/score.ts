@@ -76,7 +76,7 @@ export function registerScore(program: Command): void {
       };
       if (o.slurm) {
         if (outputFormat(out) === 'parquet') throw new InvalidArgumentError(`--slurm merges into an Arrow file: name --out .arrow or .arrows, not ${out}`);
-        const { submitScoreArray } = await import('../cluster/score.js');
+        const { submitScoreArray } = await import('../cluster/score-array.js');
         const templatePath = existsSync(o.template as string) ? resolve(o.template as string) : (o.template as string);
         const plan = await submitScoreArray({
           node: process.execPath,

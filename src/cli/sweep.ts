@@ -30,7 +30,7 @@ export function registerSweep(program: Command): void {
     .option('--dry-run', 'with --slurm: print the job scripts and which runs would start; submit and write nothing')
     .option('--task <i>', 'run task i of the sweep in the folder given as the argument (what each array task does)', int('--task', 0))
     .action(async (arg: string | undefined, o: Record<string, unknown>) => {
-      const sweep = await import('../cluster/sweep.js');
+      const sweep = await import('../cluster/sweep-array.js');
       if (o.task !== undefined) {
         if (!arg) throw new InvalidArgumentError('--task needs the sweep folder as the argument');
         const controller = new AbortController();

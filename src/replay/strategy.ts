@@ -7,7 +7,7 @@
 import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
 import { InputError } from '../errors/index.js';
 import { deriveSeed, mulberry32, sampleWithoutReplacement } from '../random/rng.js';
-import type { StrategyConfig } from '../pipeline/config.js';
+import type { StrategyConfig } from './config.js';
 import { insclAllocation, kpigAllocation, lowestIndices, stratifiedLowest } from './allocate.js';
 import { insInfo, offlineTags } from './insinfo.js';
 import { cosineCost, emd } from './ot.js';

@@ -6,7 +6,7 @@
  * (with `data-run="<index>"`), and compare-ap, compare-p across runs.
  */
 import type { ReportSummary } from './report.js';
-import type { RunData } from './run.js';
+import type { RunData } from './run-dir.js';
 import { esc, heatmapSvg, lineChartSvg, type Series } from './svg.js';
 import { comparisonTable, constantTable, DEFINITIONS, gateLines, runLabel, runsGate, matrixTable, metricsTable, runFacts, stagePoints, stageTable, trainingTable, type TextTable } from './tables.js';
 

@@ -1,6 +1,6 @@
 /** The Markdown summary of one or more runs. */
 import type { ReportSummary } from './report.js';
-import type { RunData } from './run.js';
+import type { RunData } from './run-dir.js';
 import { comparisonTable, constantTable, DEFINITIONS, gateLines, runsGate, matrixTable, metricsTable, runFacts, stageTable, trainingTable, type TextTable } from './tables.js';
 
 function cellText(s: string): string {

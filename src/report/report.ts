@@ -5,7 +5,7 @@ import { InputError } from '../errors/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { renderHtml } from './html.js';
 import { renderMarkdown } from './markdown.js';
-import { readRun, type RunData } from './run.js';
+import { readRun, type RunData } from './run-dir.js';
 import type { TextTable } from './tables.js';
 
 /** A section put before the runs: a benchmark's comparison over seeds and what to make of it. */

@@ -4,7 +4,7 @@
  * measured or is undefined.
  */
 import { validityGateOverSeeds, type GateInput, type GateResult } from '../eval/stats.js';
-import type { RunData } from './run.js';
+import type { RunData } from './run-dir.js';
 
 export interface TextTable {
   header: string[];

@@ -5,7 +5,6 @@
 // Legend for shape comments: T = tokens in a packed batch, S = sequences, C = hidden size,
 // V = vocabulary, H = query heads, K = key/value heads, D = head dim, F = MLP width.
 #pragma once
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -79,9 +78,9 @@ struct GenerateOptions {
   std::vector<int32_t> eos_ids;  // empty: the config's eos ids
   // Read before every step; a non-zero entry stops that sequence (e.g. a stop string was seen).
   const volatile uint8_t* stop_flags = nullptr;
-  // Called after every step with one new token per sequence (−1 for finished ones).
+  // Called after every step with one new token per sequence (−1 for finished ones); it may throw to
+  // end the call (the addon throws a Cancelled error when the caller aborts).
   std::function<void(const int32_t* step_tokens, int64_t n_seqs)> on_step;
-  const std::atomic<bool>* cancel = nullptr;
 };
 
 enum class FinishReason : uint8_t { Eos = 0, Length = 1, Stopped = 2, Context = 3 };

@@ -662,9 +662,4 @@ void fma_pack_b(ThreadPool* pool, int64_t K, int64_t N, const float* B, int64_t 
   else for (int64_t p = 0; p < panels; p++) body(p, 0);
 }
 
-void linear(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const float* W,
-            const float* bias, float* y, int64_t ldy) {
-  gemm(pool, M, N, K, x, ldx, 1, W, 1, K, y, ldy, false, bias);
-}
-
 }  // namespace kpig

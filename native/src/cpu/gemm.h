@@ -32,10 +32,6 @@ uint16_t f32_to_bf16(float x);
 // emulated forces a lower path (KPIG_ISA=avx2|scalar implies emulated).
 const char* gemm_bf16_isa();
 
-// y(M,N) = x(M,K) · W(N,K)ᵀ + bias(N): a linear layer with nn.Linear's (out, in) weight layout.
-void linear(ThreadPool* pool, int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx,
-            const float* W, const float* bias, float* y, int64_t ldy);
-
 // B packed once for the FMA kernels (float32 mode), for products that reuse it (PackedB in
 // gemm_amx.h holds it): fma_packed_size floats, in k blocks of the driver's split, NR-column panels.
 int64_t fma_packed_size(int64_t K, int64_t N);

@@ -100,10 +100,6 @@ float attend_row(const float* q, const float* k, const float* v, int64_t ld, int
                  float* out) {
   KPIG_DISPATCH(attend_row, q, k, v, ld, n, D, scale, scores, out)
 }
-void attend_backward_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D, float scale,
-                         float lse, const float* d_out, float* dq, float* dk, float* dv, float* scratch) {
-  KPIG_DISPATCH(attend_backward_row, q, k, v, ld, n, D, scale, lse, d_out, dq, dk, dv, scratch)
-}
 float logsumexp_row(const float* x, int64_t V) { KPIG_DISPATCH(logsumexp_row, x, V) }
 void exp_shift_inplace(float* x, int64_t n, float shift, float scale) { KPIG_DISPATCH(exp_shift_inplace, x, n, shift, scale) }
 

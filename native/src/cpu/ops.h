@@ -40,11 +40,6 @@ void add_inplace(float* y, const float* x, int64_t n);
 // scores needs n floats of scratch. Returns the log-sum-exp of the scaled scores.
 float attend_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D, float scale,
                  float* scores, float* out);
-// Attention backward for one query: P_j = exp(q·k_j·scale − lse). Given do(D):
-//   dq (=) scale·Σ_j dS_j k_j,  dk_j += scale·dS_j q,  dv_j += P_j do,  dS_j = P_j (do·v_j − Σ_k P_k do·v_k).
-// k, v, dk, dv are rows of stride ld; scratch needs 2n floats.
-void attend_backward_row(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t D, float scale,
-                         float lse, const float* d_out, float* dq, float* dk, float* dv, float* scratch);
 // log Σ exp(x) over one row of V logits (max-shifted).
 float logsumexp_row(const float* x, int64_t V);
 // x(n) ← scale · exp(x − shift)

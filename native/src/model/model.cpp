@@ -209,7 +209,6 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
   const PackedB* head = nullptr;
   if (opt.max_new_tokens > 1) m.pack_head(m.ws.head), head = &m.ws.head;
   while (true) {
-    if (opt.cancel && opt.cancel->load()) fail(ErrorCode::Cancelled, "generation was cancelled");
     if (rows.empty()) break;
     m.head_logits(int64_t(rows.size()), last.data(), logits.data(), head);
     std::fill(step.begin(), step.end(), -1);

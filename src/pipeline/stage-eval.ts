@@ -12,7 +12,7 @@ import { exactMatch } from '../eval/metrics.js';
 import { readPredictions, summarizeTasks, taskSetFingerprint, writePredictions, type PredictionRow, type TaskSummary } from '../eval/predictions.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import type { Model } from '../model/model.js';
-import type { RunConfig } from './config.js';
+import type { RunConfig } from './run-config.js';
 
 export interface StageScores {
   tasks: TaskSummary[];

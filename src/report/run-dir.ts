@@ -12,7 +12,7 @@ import { KpigError, KpigIOError } from '../errors/index.js';
 import { matrixMetrics, type MatrixMetrics } from '../eval/matrix.js';
 import { pScore, vScore, type PScore, type TaskScores } from '../eval/metrics.js';
 import { readPredictionFile, summarizeRows, type PredictionRow, type TaskSummary } from '../eval/predictions.js';
-import { listening, type ProbeSummary } from '../pipeline/evaluate.js';
+import { listening, type ProbeSummary } from '../pipeline/stage-eval.js';
 
 /** One line of a stage's train.jsonl. */
 export interface TrainStep {

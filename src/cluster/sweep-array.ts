@@ -10,8 +10,8 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { InputError } from '../errors/index.js';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { loadRunConfig, resolveRunConfig } from '../pipeline/config.js';
-import { runContinual, type RunEvent } from '../pipeline/run.js';
+import { loadRunConfig, resolveRunConfig } from '../pipeline/run-config.js';
+import { runContinual, type RunEvent } from '../pipeline/continual.js';
 import { sbatchScript, submitArrayThen, type SbatchOptions } from './slurm.js';
 
 /** sweep.json: what every task of the sweep runs. */

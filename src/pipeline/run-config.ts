@@ -6,55 +6,11 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { InputError } from '../errors/index.js';
+import { DEFAULT_STRATEGY, MASK_SCHEMES, STRATEGY_NAMES, type StrategyConfig } from '../replay/config.js';
 import { isNamedTemplate, templateSpec } from '../template/index.js';
 
-export const MASK_SCHEMES = ['fixed', 'pool', 'counterfactual'] as const;
-export type MaskScheme = (typeof MASK_SCHEMES)[number];
-
-export const STRATEGY_NAMES = ['none', 'random', 'multitask', 'kpig', 'inscl', 'ewc', 'lwf'] as const;
-export type StrategyName = (typeof STRATEGY_NAMES)[number];
-
-export interface StrategyConfig {
-  name: StrategyName;
-  /** Replay instances per finished task: the stage-t budget is m·(t−1) (random, kpig, inscl). */
-  m: number;
-  /** KPIG: softmax temperature of the allocation; null = std of the task IGs. */
-  tau: number | null;
-  /** KPIG objective weight λ and hinge margin γ. */
-  lambda: number;
-  gamma: number;
-  /** Which IG ranks tasks and instances (KPIG). */
-  ig: 'ce' | 'kl' | 'js';
-  /** KPIG: IG per response token (`token`, DESIGN.md's reading) or summed over the response (`sequence`) for allocation and selection. */
-  igLevel: 'token' | 'sequence';
-  /** KPIG: within a task, the lowest-IG items overall (`lowest`) or per gold class with quotas by class share (`stratified`). */
-  selection: 'lowest' | 'stratified';
-  /**
-   * KPIG: how the key parts are hidden for the replay signal and for the objective: one fixed
-   * `[MASK]` (`fixed`), a placeholder drawn per item from a seeded pool (`pool`), or other valid
-   * values of the same key part (`counterfactual`).
-   */
-  replayMask: MaskScheme;
-  objectiveMask: MaskScheme;
-  /** KPIG: the allocation temperature is at least this (nats, on the `igLevel` scale). */
-  tauFloor: number;
-  /** KPIG: every previous task keeps at least this fraction of an equal share of the budget (0–1). */
-  minShare: number;
-  /** Train on the instruction rewrites of the task set too (every strategy alike). */
-  diversity: boolean;
-  /** KPIG ablations. */
-  igReplay: boolean;
-  igObjective: boolean;
-  /** Buffer instances per previous task that are scored / embedded (0 = all train instances). */
-  bufferSize: number;
-  /** EWC: penalty weight and the instances whose squared gradients estimate the Fisher diagonal. */
-  ewcLambda: number;
-  fisherSamples: number;
-  /** LwF: weight of the old model's own answers on the new task's prompts. */
-  lwfLambda: number;
-  /** InsCL: where instruction tags come from (`llm`: the OpenAI-compatible endpoint of KPIG_LLM_* env). */
-  tagger: 'offline' | 'llm';
-}
+// The strategy's fields belong to the replay layer; a run config holds them under `strategy`.
+export { MASK_SCHEMES, STRATEGY_NAMES, type MaskScheme, type StrategyConfig, type StrategyName } from '../replay/config.js';
 
 export interface TrainConfig {
   mode: 'full' | 'lora';
@@ -98,28 +54,6 @@ export interface RunConfig {
   seed: number;
   threads: number;
 }
-
-const DEFAULT_STRATEGY: Omit<StrategyConfig, 'name'> = {
-  m: 200,
-  tau: null,
-  lambda: 0.1,
-  gamma: 0.5,
-  ig: 'ce',
-  igLevel: 'sequence',
-  selection: 'stratified',
-  replayMask: 'counterfactual',
-  objectiveMask: 'counterfactual',
-  tauFloor: 0.5,
-  minShare: 0.5,
-  diversity: true,
-  igReplay: true,
-  igObjective: true,
-  bufferSize: 0,
-  ewcLambda: 1000,
-  fisherSamples: 32,
-  lwfLambda: 0.5,
-  tagger: 'offline',
-};
 
 const DEFAULT_TRAIN: TrainConfig = {
   mode: 'full',

@@ -43,9 +43,9 @@ import { scorePairs } from '../scoring/pairs.js';
 import { saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
 import { learningRate } from '../train/schedule.js';
 import { Trainer } from '../train/trainer.js';
-import { checkRunInputs, resolveRunConfig, RunConfigError, type MaskScheme, type RunConfig } from './config.js';
-import { evaluateProbes, evaluateStage, listening, readStageScores, type StageScores } from './evaluate.js';
-import { loadTaskSet } from './taskset.js';
+import { checkRunInputs, resolveRunConfig, RunConfigError, type MaskScheme, type RunConfig } from './run-config.js';
+import { evaluateProbes, evaluateStage, listening, readStageScores, type StageScores } from './stage-eval.js';
+import { readTaskSet as loadTaskSet } from '../data/store.js';
 
 export type RunEvent =
   | { type: 'start'; stages: number; resumedFrom: number | null }

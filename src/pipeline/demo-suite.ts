@@ -16,13 +16,13 @@ import { formatInterval, keyVariation, meanInterval, pairedDifference, validityG
 import { writeJsonAtomic } from '../io/atomic.js';
 import { writeReport } from '../report/report.js';
 import { gateLines, type TextTable } from '../report/tables.js';
-import { readRun, type EvalScores, type RunData } from '../report/run.js';
+import { readRun, type EvalScores, type RunData } from '../report/run-dir.js';
 import { offlineRewriter } from '../rewrite/offline.js';
 import { diversify, type RewriteKind } from '../rewrite/variant.js';
 import { buildBaseModel, type BaseModelProgress } from '../synth/base-model.js';
 import { generateSuite, type SuiteOptions } from '../synth/tasks.js';
-import { resolveRunConfig, type StrategyName } from './config.js';
-import { runContinual, type RunEvent } from './run.js';
+import { resolveRunConfig, type StrategyName } from './run-config.js';
+import { runContinual, type RunEvent } from './continual.js';
 
 /** The sizes of one demo: the suite, the replay budget, training and evaluation. */
 export interface DemoPreset {
