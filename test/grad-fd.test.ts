@@ -1,6 +1,7 @@
 // Gradients of the weighted NLL against central finite differences of the loss, where the loss
 // comes from the inference path (streamed log-probs), not the training path under test.
 import { afterAll, describe, expect, it } from 'vitest';
+import { PRESETS, type ConfigOverrides } from '../src/model/config.js';
 import { Model, nativeOf, packSequences } from '../src/model/model.js';
 import { ModelDir, tokens } from './support/models.js';
 
@@ -22,9 +23,11 @@ describe.each([
   { name: 'gpt2-nano', preset: 'gpt2-nano' },
   { name: 'llama-nano', preset: 'llama-nano' },
   { name: 'qwen2-nano', preset: 'qwen2-nano' },
-])('finite differences: $name', ({ preset }) => {
+  // Gemma's traits: GeGLU, RMSNorm scaling by (1 + w), embeddings times √C, a tied head.
+  { name: 'gemma (llama-nano sizes)', config: { ...PRESETS['llama-nano'], model_type: 'gemma' as const, head_dim: 16 } },
+])('finite differences: $name', ({ preset, config }: { preset?: string; config?: ConfigOverrides }) => {
   it('full model and LoRA gradients match central differences', async () => {
-    const model = await Model.load(await dirs.make({ preset, seed: 6, normInit: 'jitter' }));
+    const model = await Model.load(await dirs.make({ preset, config, seed: 6, normInit: 'jitter' }));
     const nat = nativeOf(model);
     nat.trainFull();
     const lora = nat.loraAdd({ rank: 2, alpha: 4, targets: preset === 'gpt2-nano' ? ['c_attn', 'mlp.c_fc'] : ['v_proj', 'up_proj'] });

@@ -94,6 +94,36 @@ kpig::PackedBatch batch_of(const std::vector<int32_t>& tokens, const std::vector
   return b;
 }
 
+// The engine's reading of a config.json, in the names NativeModelInfo and parseConfig share.
+void set_config(Napi::Env env, Napi::Object& o, const kpig::ModelConfig& c) {
+  o.Set("modelType", c.model_type);
+  o.Set("arch", c.arch.family);
+  o.Set("norm", c.arch.norm == kpig::NormKind::LayerNorm ? "layernorm" : c.arch.norm_plus_one ? "rmsnorm_plus_one" : "rmsnorm");
+  o.Set("activation", c.arch.act == kpig::Activation::GeluTanh ? "gelu_tanh" : c.arch.act == kpig::Activation::SiluGLU ? "swiglu" : "geglu_tanh");
+  o.Set("learnedPositions", c.arch.learned_positions);
+  o.Set("embedScale", c.arch.embed_scale);
+  o.Set("scaleAttnByLayer", c.scale_attn_by_inverse_layer_idx);
+  o.Set("vocabSize", double(c.vocab));
+  o.Set("hiddenSize", double(c.hidden));
+  o.Set("numLayers", double(c.layers));
+  o.Set("numHeads", double(c.heads));
+  o.Set("numKvHeads", double(c.kv_heads));
+  o.Set("headDim", double(c.head_dim));
+  o.Set("intermediateSize", double(c.ffn));
+  o.Set("maxPositions", double(c.max_pos));
+  o.Set("ropeTheta", c.rope_theta);
+  o.Set("ropeType", c.rope_type);
+  o.Set("normEps", c.eps);
+  o.Set("tiedEmbeddings", c.tied);
+  o.Set("qkvBias", c.qkv_bias);
+  o.Set("oBias", c.o_bias);
+  o.Set("bosId", double(c.bos_id));
+  Napi::Array eos = Napi::Array::New(env, c.eos_ids.size());
+  for (size_t i = 0; i < c.eos_ids.size(); i++) eos.Set(uint32_t(i), double(c.eos_ids[i]));
+  o.Set("eosIds", eos);
+  o.Set("configDtype", c.torch_dtype);
+}
+
 class ModelWrap;
 
 struct AddonData {
@@ -387,27 +417,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     const kpig::ModelInfo& mi = model(env)->info();
     const kpig::ModelConfig& c = mi.config;
     Napi::Object o = Napi::Object::New(env);
-    o.Set("modelType", c.model_type);
-    o.Set("arch", c.arch == kpig::Arch::GPT2 ? "gpt2" : "llama");
-    o.Set("vocabSize", double(c.vocab));
-    o.Set("hiddenSize", double(c.hidden));
-    o.Set("numLayers", double(c.layers));
-    o.Set("numHeads", double(c.heads));
-    o.Set("numKvHeads", double(c.kv_heads));
-    o.Set("headDim", double(c.head_dim));
-    o.Set("intermediateSize", double(c.ffn));
-    o.Set("maxPositions", double(c.max_pos));
-    o.Set("ropeTheta", c.rope_theta);
-    o.Set("ropeType", c.rope_type);
-    o.Set("normEps", c.eps);
-    o.Set("tiedEmbeddings", c.tied);
-    o.Set("qkvBias", c.qkv_bias);
-    o.Set("oBias", c.o_bias);
-    o.Set("bosId", double(c.bos_id));
-    Napi::Array eos = Napi::Array::New(env, c.eos_ids.size());
-    for (size_t i = 0; i < c.eos_ids.size(); i++) eos.Set(uint32_t(i), double(c.eos_ids[i]));
-    o.Set("eosIds", eos);
-    o.Set("configDtype", c.torch_dtype);
+    set_config(env, o, c);
     o.Set("numParams", double(mi.n_params));
     o.Set("weightsDtype", mi.weights_dtype);
     o.Set("weightsFileBytes", double(mi.weights_file_bytes));
@@ -759,6 +769,40 @@ Napi::Value DistAbort(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// parseConfig(configJsonText, where) → the engine's reading of a config.json (the fields of
+// NativeModelInfo that come from the config); throws as loading would (Config, Unsupported).
+Napi::Value ParseConfig(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw_input(env, "parseConfig needs the text of a config.json");
+  const std::string where = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "config.json";
+  kpig::ModelConfig c;
+  guarded(env, [&] { c = kpig::config_parse(info[0].As<Napi::String>().Utf8Value(), where); });
+  Napi::Object o = Napi::Object::New(env);
+  set_config(env, o, c);
+  return o;
+}
+
+// checkpointLayout(configJsonText, where) → [{name, shape}]: the parameter tensors of a Hugging Face
+// checkpoint with this config.json, as the engine's architecture tables list them (the config is
+// checked as loading checks it; `where` names it in errors).
+Napi::Value CheckpointLayout(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw_input(env, "checkpointLayout needs the text of a config.json");
+  const std::string where = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "config.json";
+  std::vector<kpig::TensorLayout> layout;
+  guarded(env, [&] { layout = kpig::checkpoint_layout(kpig::config_parse(info[0].As<Napi::String>().Utf8Value(), where)); });
+  Napi::Array out = Napi::Array::New(env, layout.size());
+  for (size_t i = 0; i < layout.size(); i++) {
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("name", layout[i].name);
+    Napi::Array shape = Napi::Array::New(env, layout[i].shape.size());
+    for (size_t d = 0; d < layout[i].shape.size(); d++) shape.Set(uint32_t(d), double(layout[i].shape[d]));
+    t.Set("shape", shape);
+    out.Set(uint32_t(i), t);
+  }
+  return out;
+}
+
 // loadModel(dir: string, threads: number) → Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -777,6 +821,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
+  exports.Set("checkpointLayout", Napi::Function::New(env, CheckpointLayout));
+  exports.Set("parseConfig", Napi::Function::New(env, ParseConfig));
   exports.Set("distInit", Napi::Function::New(env, DistInit));
   exports.Set("distInfo", Napi::Function::New(env, DistInfo));
   exports.Set("distAllreduceSum", Napi::Function::New(env, DistAllreduceSum));

@@ -1,24 +1,29 @@
 /**
- * Hugging Face `config.json` for the model families the engine runs: GPT-2 and the LLaMA family
- * (LLaMA, Qwen2, Mistral). Holds the presets of the test models, the resolution of a preset plus
- * overrides into a complete HF config, the validation of any config.json, a normalised view of it
- * (`describeConfig`), and the list of parameters with their HF names and layouts.
+ * Hugging Face `config.json` for the model families the engine runs: GPT-2, the LLaMA family
+ * (LLaMA, Qwen2, Mistral) and Gemma. Holds the presets of the test models and the resolution of a
+ * preset plus overrides into a complete HF config (what the model writer writes). Reading a
+ * config.json (`describeConfig`) and the checkpoint's tensor names and shapes (`parameterShapes`)
+ * come from the engine's architecture tables (native/src/model/arch/): one validator, one layout.
  *
  * Defaults are those of the transformers config classes (GPT2Config, LlamaConfig, Qwen2Config,
- * MistralConfig), so a resolved config reads back in `transformers` as the same model; the presets
- * are exactly those of `../shared/peers/reference.py`.
+ * MistralConfig, GemmaConfig), so a resolved config reads back in `transformers` as the same model;
+ * the presets are exactly those of `../shared/peers/reference.py`.
  */
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { KpigIOError, ModelConfigError, UnsupportedModelError } from '../errors/index.js';
+import { KpigIOError, ModelConfigError, UnsupportedModelError, fromNative } from '../errors/index.js';
+import { loadAddon, type NativeConfigInfo } from '../native/index.js';
 
 /** The `model_type` values the engine implements. */
-export type ModelType = 'gpt2' | 'llama' | 'qwen2' | 'mistral';
+export type ModelType = 'gpt2' | 'llama' | 'qwen2' | 'mistral' | 'gemma';
 
-/** The two block structures: GPT-2 (LayerNorm, learned positions, GELU) and LLaMA (RMSNorm, RoPE, SwiGLU). */
-export type Arch = 'gpt2' | 'llama';
+/**
+ * The architectures (block structures) of the engine: GPT-2 (LayerNorm, learned positions, GELU),
+ * LLaMA (RMSNorm, RoPE, SwiGLU) and Gemma (LLaMA's with (1 + w) RMSNorm, GeGLU and √C embeddings).
+ */
+export type Arch = NativeConfigInfo['arch'];
 
 /** A special-token id field as HF writes it: one id, several, or none. */
 export type TokenIds = number | number[] | null;
@@ -107,6 +112,11 @@ export interface ModelShape {
   scaleAttnByLayer: boolean;
   /** Mistral's sliding window (query i sees keys j with i − j < W); null for full causal attention. */
   slidingWindow: number | null;
+  /** How the architecture computes (the engine's traits). */
+  norm: NativeConfigInfo['norm'];
+  activation: NativeConfigInfo['activation'];
+  /** Token embeddings are multiplied by √hidden (Gemma). */
+  embedScale: boolean;
 }
 
 /** The kind of a parameter, which decides its random init. */
@@ -223,14 +233,40 @@ const MISTRAL_DEFAULTS: ModelConfig = {
   vocab_size: 32000,
 };
 
+const GEMMA_DEFAULTS: ModelConfig = {
+  architectures: ['GemmaForCausalLM'],
+  attention_bias: false,
+  attention_dropout: 0,
+  bos_token_id: 2,
+  eos_token_id: 1,
+  head_dim: 256,
+  hidden_act: 'gelu_pytorch_tanh',
+  hidden_size: 3072,
+  initializer_range: 0.02,
+  intermediate_size: 24576,
+  max_position_embeddings: 8192,
+  model_type: 'gemma',
+  num_attention_heads: 16,
+  num_hidden_layers: 28,
+  num_key_value_heads: 16,
+  pad_token_id: 0,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  tie_word_embeddings: true,
+  torch_dtype: 'float32',
+  use_cache: true,
+  vocab_size: 256000,
+};
+
 const DEFAULTS: Readonly<Record<ModelType, ModelConfig>> = {
   gpt2: GPT2_DEFAULTS,
   llama: LLAMA_DEFAULTS,
   qwen2: QWEN2_DEFAULTS,
   mistral: MISTRAL_DEFAULTS,
+  gemma: GEMMA_DEFAULTS,
 };
 
-const ARCH_OF: Readonly<Record<ModelType, Arch>> = { gpt2: 'gpt2', llama: 'llama', qwen2: 'llama', mistral: 'llama' };
+const ARCH_OF: Readonly<Record<ModelType, Arch>> = { gpt2: 'gpt2', llama: 'llama', qwen2: 'llama', mistral: 'llama', gemma: 'gemma' };
 
 const NANO_LLAMA: ConfigOverrides = {
   vocab_size: 512,
@@ -322,7 +358,7 @@ export function resolveConfig(preset?: string, overrides: ConfigOverrides = {}):
   }
   const modelType = overrides.model_type ?? presetFields.model_type;
   if (modelType === undefined) {
-    throw new ModelConfigError('give a preset or a model_type (gpt2, llama, qwen2, mistral)');
+    throw new ModelConfigError(`give a preset or a model_type (${Object.keys(DEFAULTS).join(', ')})`);
   }
   if (!isModelType(modelType)) throw unsupportedModelType(modelType);
   if (presetFields.model_type !== undefined && ARCH_OF[presetFields.model_type] !== ARCH_OF[modelType]) {
@@ -367,112 +403,46 @@ export function resolveConfig(preset?: string, overrides: ConfigOverrides = {}):
  * //   kvHeads: 2, headDim: 16, ffn: 176, tied: true, qkvBias: true, oBias: false, ropeTheta: 10000,
  * //   eps: 1e-6, scaleAttnByLayer: false, slidingWindow: null }
  */
-export function describeConfig(cfg: ModelConfig): ModelShape {
+export function describeConfig(cfg: ModelConfig, where = 'config.json'): ModelShape {
   if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) {
     throw new ModelConfigError('config is not a JSON object');
   }
-  const modelType = cfg.model_type as unknown;
-  if (!isModelType(modelType)) throw unsupportedModelType(modelType);
-  const vocab = positiveInt(cfg, 'vocab_size');
-  const tied = optionalBool(cfg, 'tie_word_embeddings', modelType === 'gpt2');
-  for (const key of ['bos_token_id', 'eos_token_id'] as const) {
-    const id = cfg[key];
-    const ok = id == null || isNonNegInt(id) || (Array.isArray(id) && id.every(isNonNegInt));
-    if (!ok) throw new ModelConfigError(`${key} must be a token id, a list of ids or null, not ${JSON.stringify(id)}`);
+  let c: NativeConfigInfo;
+  try {
+    c = loadAddon().parseConfig(JSON.stringify(cfg), where);
+  } catch (err) {
+    throw fromNative(err);
   }
-
-  if (modelType === 'gpt2') {
-    const activation = cfg.activation_function ?? 'gelu_new';
-    if (activation !== 'gelu_new' && activation !== 'gelu_pytorch_tanh') {
-      throw new UnsupportedModelError(`activation_function ${activation} is not supported (gelu_new is)`);
-    }
-    if (cfg.add_cross_attention === true) throw new UnsupportedModelError('add_cross_attention is not supported');
-    if (cfg.scale_attn_weights === false) throw new UnsupportedModelError('scale_attn_weights false is not supported');
-    const hidden = positiveInt(cfg, 'n_embd');
-    const heads = positiveInt(cfg, 'n_head');
-    if (hidden % heads !== 0) {
-      throw new ModelConfigError(`n_embd (${hidden}) is not divisible by n_head (${heads})`);
-    }
-    return {
-      modelType,
-      arch: 'gpt2',
-      vocab,
-      // Like transformers' GPT2Config attribute map: n_positions, else n_ctx or max_position_embeddings.
-      ctx: positiveInt(cfg, cfg.n_positions != null ? 'n_positions' : cfg.n_ctx != null ? 'n_ctx' : 'max_position_embeddings'),
-      hidden,
-      layers: positiveInt(cfg, 'n_layer'),
-      heads,
-      kvHeads: heads,
-      headDim: hidden / heads,
-      ffn: cfg.n_inner == null ? 4 * hidden : positiveInt(cfg, 'n_inner'),
-      tied,
-      qkvBias: true,
-      oBias: true,
-      ropeTheta: null,
-      ropeType: null,
-      eps: positiveNumber(cfg, 'layer_norm_epsilon', 1e-5),
-      scaleAttnByLayer: optionalBool(cfg, 'scale_attn_by_inverse_layer_idx', false),
-      slidingWindow: null,
-    };
-  }
-
-  const act = cfg.hidden_act ?? 'silu';
-  if (act !== 'silu') throw new UnsupportedModelError(`hidden_act ${act} is not supported (silu is)`);
-  const rope = ropeOf(cfg);
-  if (cfg.mlp_bias === true) throw new UnsupportedModelError('mlp_bias is not supported');
-  if (modelType === 'qwen2' && cfg.use_sliding_window === true) {
-    throw new UnsupportedModelError('qwen2 use_sliding_window is not supported');
-  }
-  const hidden = positiveInt(cfg, 'hidden_size');
-  const heads = positiveInt(cfg, 'num_attention_heads');
-  const kvHeads = cfg.num_key_value_heads == null ? heads : positiveInt(cfg, 'num_key_value_heads');
-  if (heads % kvHeads !== 0) {
-    throw new ModelConfigError(
-      `num_attention_heads (${heads}) is not divisible by num_key_value_heads (${kvHeads})`,
-    );
-  }
-  let headDim: number;
-  if (cfg.head_dim == null) {
-    if (hidden % heads !== 0) {
-      throw new ModelConfigError(`hidden_size (${hidden}) is not divisible by num_attention_heads (${heads})`);
-    }
-    headDim = hidden / heads;
-  } else {
-    headDim = positiveInt(cfg, 'head_dim');
-  }
-  if (headDim % 2 !== 0) throw new ModelConfigError(`head_dim (${headDim}) must be even for RoPE`);
-  const bias = optionalBool(cfg, 'attention_bias', false);
-  // The engine needs the context length (as transformers' configs always write it).
-  if (cfg.max_position_embeddings == null) throw new ModelConfigError('max_position_embeddings is missing');
-  const ctx = positiveInt(cfg, 'max_position_embeddings');
-  // Mistral's window: the engine has none, so one shorter than the context would be ignored.
-  const window = modelType === 'mistral' && cfg.sliding_window != null ? positiveInt(cfg, 'sliding_window') : null;
-  if (window !== null && window < ctx) throw new UnsupportedModelError(`sliding_window ${window} is shorter than the context (${ctx}) and is not supported (set it to null)`);
+  const rope = !c.learnedPositions;
   return {
-    modelType,
-    arch: 'llama',
-    vocab,
-    ctx,
-    hidden,
-    layers: positiveInt(cfg, 'num_hidden_layers'),
-    heads,
-    kvHeads,
-    headDim,
-    ffn: positiveInt(cfg, 'intermediate_size'),
-    tied,
-    // Qwen2 always biases q/k/v and never o_proj; Mistral has no biases; LLaMA's flag covers all four.
-    qkvBias: modelType === 'qwen2' ? true : modelType === 'mistral' ? false : bias,
-    oBias: modelType === 'llama' ? bias : false,
-    ropeTheta: rope.theta,
-    ropeType: rope.type,
-    eps: positiveNumber(cfg, 'rms_norm_eps', 1e-6),
-    scaleAttnByLayer: false,
-    slidingWindow: window,
+    modelType: c.modelType as ModelType,
+    arch: c.arch,
+    vocab: c.vocabSize,
+    ctx: c.maxPositions,
+    hidden: c.hiddenSize,
+    layers: c.numLayers,
+    heads: c.numHeads,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    ffn: c.intermediateSize,
+    tied: c.tiedEmbeddings,
+    qkvBias: c.qkvBias,
+    oBias: c.oBias,
+    ropeTheta: rope ? c.ropeTheta : null,
+    ropeType: rope ? (c.ropeType as RopeType) : null,
+    eps: c.normEps,
+    scaleAttnByLayer: c.scaleAttnByLayer,
+    // The engine accepts only windows at least as long as the context, which change nothing.
+    slidingWindow: c.modelType === 'mistral' && typeof cfg.sliding_window === 'number' ? cfg.sliding_window : null,
+    norm: c.norm,
+    activation: c.activation,
+    embedScale: c.embedScale,
   };
 }
 
 /**
- * The model's parameters in HF's state-dict order, with the names and layouts HF checkpoints use.
+ * The model's parameters in the engine's order (block by block: norm, attention, norm, MLP), with the
+ * names and layouts HF checkpoints use, from the engine's architecture tables.
  * GPT-2 (`transformer.` prefix) stores Conv1D weights as (in, out), y = x·W + b, with c_attn's output
  * laid out [q | k | v]; the LLaMA family stores nn.Linear weights as (out, in), y = x·Wᵀ + b.
  * `lm_head.weight` (V, C) appears only when the embeddings are untied.
@@ -482,52 +452,14 @@ export function describeConfig(cfg: ModelConfig): ModelShape {
  * // { name: 'model.layers.0.input_layernorm.weight', shape: [64], kind: 'norm' }
  */
 export function parameterShapes(cfg: ModelConfig): ParameterSpec[] {
-  const s = describeConfig(cfg);
-  const { hidden: C, ffn: F, vocab: V, heads: H, kvHeads: K, headDim: D } = s;
-  const out: ParameterSpec[] = [];
-  const add = (name: string, shape: number[], kind: ParameterKind): void => {
-    out.push({ name, shape, kind });
-  };
-  if (s.arch === 'gpt2') {
-    add('transformer.wte.weight', [V, C], 'matrix');
-    add('transformer.wpe.weight', [s.ctx, C], 'matrix');
-    for (let i = 0; i < s.layers; i++) {
-      const p = `transformer.h.${i}.`;
-      add(`${p}ln_1.weight`, [C], 'norm');
-      add(`${p}ln_1.bias`, [C], 'bias');
-      add(`${p}attn.c_attn.weight`, [C, 3 * C], 'matrix');
-      add(`${p}attn.c_attn.bias`, [3 * C], 'bias');
-      add(`${p}attn.c_proj.weight`, [C, C], 'matrix');
-      add(`${p}attn.c_proj.bias`, [C], 'bias');
-      add(`${p}ln_2.weight`, [C], 'norm');
-      add(`${p}ln_2.bias`, [C], 'bias');
-      add(`${p}mlp.c_fc.weight`, [C, F], 'matrix');
-      add(`${p}mlp.c_fc.bias`, [F], 'bias');
-      add(`${p}mlp.c_proj.weight`, [F, C], 'matrix');
-      add(`${p}mlp.c_proj.bias`, [C], 'bias');
-    }
-    add('transformer.ln_f.weight', [C], 'norm');
-    add('transformer.ln_f.bias', [C], 'bias');
-  } else {
-    add('model.embed_tokens.weight', [V, C], 'matrix');
-    for (let i = 0; i < s.layers; i++) {
-      const p = `model.layers.${i}.`;
-      add(`${p}input_layernorm.weight`, [C], 'norm');
-      for (const [proj, rows] of [['q_proj', H * D], ['k_proj', K * D], ['v_proj', K * D]] as const) {
-        add(`${p}self_attn.${proj}.weight`, [rows, C], 'matrix');
-        if (s.qkvBias) add(`${p}self_attn.${proj}.bias`, [rows], 'bias');
-      }
-      add(`${p}self_attn.o_proj.weight`, [C, H * D], 'matrix');
-      if (s.oBias) add(`${p}self_attn.o_proj.bias`, [C], 'bias');
-      add(`${p}post_attention_layernorm.weight`, [C], 'norm');
-      add(`${p}mlp.gate_proj.weight`, [F, C], 'matrix');
-      add(`${p}mlp.up_proj.weight`, [F, C], 'matrix');
-      add(`${p}mlp.down_proj.weight`, [C, F], 'matrix');
-    }
-    add('model.norm.weight', [C], 'norm');
+  describeConfig(cfg);
+  let layout: Array<{ name: string; shape: number[] }>;
+  try {
+    layout = loadAddon().checkpointLayout(JSON.stringify(cfg));
+  } catch (err) {
+    throw fromNative(err);
   }
-  if (!s.tied) add('lm_head.weight', [V, C], 'matrix');
-  return out;
+  return layout.map(({ name, shape }) => ({ name, shape, kind: shape.length === 2 ? 'matrix' : name.endsWith('.bias') ? 'bias' : 'norm' }));
 }
 
 /**
@@ -562,14 +494,7 @@ export async function readModelConfig(modelDir: string): Promise<ModelConfig> {
   } catch (err) {
     throw new ModelConfigError(`${path} is not valid JSON (${(err as Error).message})`, { cause: err });
   }
-  try {
-    describeConfig(cfg);
-  } catch (err) {
-    if (err instanceof ModelConfigError || err instanceof UnsupportedModelError) {
-      err.message = `${path}: ${err.message}`;
-    }
-    throw err;
-  }
+  describeConfig(cfg, path);
   return cfg;
 }
 
@@ -578,13 +503,7 @@ function isModelType(value: unknown): value is ModelType {
 }
 
 function unsupportedModelType(value: unknown): UnsupportedModelError {
-  return new UnsupportedModelError(
-    `model_type ${JSON.stringify(value)} is not supported (gpt2, llama, qwen2, mistral are)`,
-  );
-}
-
-function isNonNegInt(value: unknown): boolean {
-  return Number.isSafeInteger(value) && (value as number) >= 0;
+  return new UnsupportedModelError(`model_type ${JSON.stringify(value)} is not supported (${Object.keys(DEFAULTS).join(', ')} are)`);
 }
 
 function positiveInt(cfg: ModelConfig, key: string): number {
@@ -596,76 +515,9 @@ function positiveInt(cfg: ModelConfig, key: string): number {
   return value as number;
 }
 
-/** The RoPE variants the engine implements. */
+/** The RoPE variants the engine implements (native/src/model/config.cpp reads them). */
 export const ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn'] as const;
 export type RopeType = (typeof ROPE_TYPES)[number];
-
-/** The fields each RoPE variant needs besides θ. */
-const ROPE_FIELDS: Record<RopeType, readonly string[]> = {
-  default: [],
-  linear: ['factor'],
-  dynamic: ['factor'],
-  llama3: ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'],
-  yarn: [],
-};
-
-/** Fields a variant reads when present (then they must be positive numbers). */
-const ROPE_OPTIONAL: Record<RopeType, readonly string[]> = {
-  default: [],
-  linear: [],
-  dynamic: [],
-  llama3: [],
-  yarn: ['factor', 'original_max_position_embeddings', 'attention_factor', 'beta_fast', 'beta_slow'],
-};
-
-/**
- * RoPE θ and variant from transformers 5's `rope_parameters` or transformers 4's `rope_theta` and
- * `rope_scaling` (`rope_type`, or the older `type`), checked as the engine checks them
- * (native/src/model/config.cpp): the variant's fields must be positive numbers; a variant the
- * engine does not implement (longrope, …) is refused by name.
- *
- * @example
- * ropeOf({ rope_parameters: { rope_type: 'default', rope_theta: 500000 } }); // { type: 'default', theta: 500000 }
- */
-export function ropeOf(cfg: ModelConfig): { type: RopeType; theta: number } {
-  const params = cfg.rope_parameters as unknown, scaling = cfg.rope_scaling as unknown;
-  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  if (params != null && !isObject(params)) throw new ModelConfigError(`rope_parameters must be an object, not ${JSON.stringify(params)}`);
-  if (scaling != null && !isObject(scaling)) throw new ModelConfigError(`rope_scaling must be an object or null, not ${JSON.stringify(scaling)}`);
-  const src = isObject(params) ? params : isObject(scaling) ? scaling : null;
-  const where = isObject(params) ? 'rope_parameters' : 'rope_scaling';
-  const theta = isObject(params) && params.rope_theta != null ? positiveNumber(params as ModelConfig, 'rope_theta', 10000, where) : positiveNumber(cfg, 'rope_theta', 10000);
-  const raw = src?.rope_type ?? src?.type ?? 'default';
-  if (typeof raw !== 'string') throw new ModelConfigError(`${where}.rope_type must be a string, not ${JSON.stringify(raw)}`);
-  if (!(ROPE_TYPES as readonly string[]).includes(raw)) throw new UnsupportedModelError(`${where}: rope_type '${raw}' is not supported (${ROPE_TYPES.join(', ')})`);
-  const type = raw as RopeType;
-  for (const field of ROPE_FIELDS[type]) {
-    if (src![field] == null) throw new ModelConfigError(`${where}: field '${field}' is missing (rope_type ${type})`);
-    positiveNumber(src as ModelConfig, field, 1, where);
-  }
-  for (const field of ROPE_OPTIONAL[type]) if (src![field] != null) positiveNumber(src as ModelConfig, field, 1, where);
-  for (const [field, value] of [['partial_rotary_factor', src?.partial_rotary_factor], ['partial_rotary_factor', cfg.partial_rotary_factor]] as const)
-    if (value != null && value !== 1) throw new UnsupportedModelError(`${field} other than 1 is not supported (every head dimension is rotated), got ${JSON.stringify(value)}`);
-  if (type === 'llama3' && !((src!.high_freq_factor as number) > (src!.low_freq_factor as number)))
-    throw new ModelConfigError(`${where}: high_freq_factor must be greater than low_freq_factor`);
-  return { type, theta };
-}
-
-function positiveNumber(cfg: ModelConfig, key: string, fallback: number, where?: string): number {
-  const value = cfg[key] ?? fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new ModelConfigError(`${where ? `${where}.` : ''}${key} must be a positive number, not ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-function optionalBool(cfg: ModelConfig, key: string, fallback: boolean): boolean {
-  const value = cfg[key] ?? fallback;
-  if (typeof value !== 'boolean') {
-    throw new ModelConfigError(`${key} must be true or false, not ${JSON.stringify(value)}`);
-  }
-  return value;
-}
 
 function sortKeys(cfg: ModelConfig): ModelConfig {
   const entries = Object.entries(cfg).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));

@@ -8,10 +8,17 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AddonLoadError } from '../errors/index.js';
 
-/** What `NativeModel.info()` returns: the parsed config plus what the engine loaded. */
-export interface NativeModelInfo {
+/** The engine's reading of a config.json (`parseConfig`, and the first part of `NativeModel.info()`). */
+export interface NativeConfigInfo {
   modelType: string;
-  arch: 'gpt2' | 'llama';
+  /** The architecture (native/src/model/arch/) that read it. */
+  arch: 'gpt2' | 'llama' | 'gemma';
+  /** How the family computes: its norm, MLP activation, positions and embedding scale. */
+  norm: 'layernorm' | 'rmsnorm' | 'rmsnorm_plus_one';
+  activation: 'gelu_tanh' | 'swiglu' | 'geglu_tanh';
+  learnedPositions: boolean;
+  embedScale: boolean;
+  scaleAttnByLayer: boolean;
   vocabSize: number;
   hiddenSize: number;
   numLayers: number;
@@ -30,6 +37,10 @@ export interface NativeModelInfo {
   bosId: number;
   eosIds: number[];
   configDtype: string;
+}
+
+/** What `NativeModel.info()` returns: the parsed config plus what the engine loaded. */
+export interface NativeModelInfo extends NativeConfigInfo {
   numParams: number;
   weightsDtype: string;
   weightsFileBytes: number;
@@ -184,6 +195,10 @@ export interface NativeCommInfo {
 
 export interface NativeAddon {
   loadModel(dir: string, threads: number): Promise<NativeModel>;
+  /** The engine's reading of a config.json's text; throws as loading would (`where` names it). */
+  parseConfig(text: string, where?: string): NativeConfigInfo;
+  /** The parameter tensors of a checkpoint with this config.json: names and shapes as in the file, in the engine's order. */
+  checkpointLayout(text: string, where?: string): Array<{ name: string; shape: number[] }>;
   abiVersion: number;
   /** Starts MPI in a process an MPI launcher started; throws E_UNSUPPORTED when built without MPI. */
   distInit(): NativeCommInfo;

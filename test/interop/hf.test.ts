@@ -31,7 +31,7 @@ describe.skipIf(!python.ok)(`transformers checkpoints${python.ok ? '' : ` (skipp
     expect(cases.map((c) => c.name)).toContain('llama-llama3');
   });
 
-  it.each(['llama-theta5e5', 'llama-llama3', 'llama-linear', 'llama-dynamic', 'qwen2-theta1e6', 'mistral', 'gpt2', 'llama-yarn', 'qwen2-yarn-betas', 'llama-yarn-mscale'])('%s: kpig logits = transformers logits within 1e-4', async (name) => {
+  it.each(['llama-theta5e5', 'llama-llama3', 'llama-linear', 'llama-dynamic', 'qwen2-theta1e6', 'mistral', 'gpt2', 'llama-yarn', 'qwen2-yarn-betas', 'llama-yarn-mscale', 'gemma'])('%s: kpig logits = transformers logits within 1e-4', async (name) => {
     const c = cases.find((x) => x.name === name)!;
     const model = await Model.load(c.dir, { tokenizer: false, threads: 1 });
     const [got] = await model.logits([c.ids]);

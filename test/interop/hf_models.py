@@ -10,7 +10,7 @@ import sys
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
 out = sys.argv[1]
 torch.manual_seed(0)
@@ -35,6 +35,7 @@ cases = {
     "llama-yarn": LlamaConfig(**common, **rope(1e4, rope_type="yarn", factor=4.0, original_max_position_embeddings=16)),
     "qwen2-yarn-betas": Qwen2Config(**common, **rope(1e6, rope_type="yarn", factor=2.0, original_max_position_embeddings=32,
                                                     beta_fast=16.0, beta_slow=2.0, truncate=False, attention_factor=1.3)),
+    "gemma": GemmaConfig(**{**common, "tie_word_embeddings": True, "head_dim": 24}, **rope(1e4)),
     "llama-yarn-mscale": LlamaConfig(**common, **rope(1e4, rope_type="yarn", factor=8.0, original_max_position_embeddings=16,
                                                      mscale=1.0, mscale_all_dim=0.5)),
 }

@@ -16,11 +16,27 @@
 
 namespace kpig {
 
-enum class Arch { GPT2, Llama };
+// How a model family computes, as its architecture (native/src/model/arch/) reads config.json.
+// Forward, backward and training follow these traits; nothing else names a family.
+enum class NormKind : uint8_t { LayerNorm, RMSNorm };
+enum class Activation : uint8_t {
+  GeluTanh,     // GPT-2: gelu_new(up(x)), no gate
+  SiluGLU,      // LLaMA: silu(gate(x)) · up(x)
+  GeluTanhGLU,  // Gemma: gelu_tanh(gate(x)) · up(x)
+};
+struct ArchTraits {
+  std::string family;              // the architecture that read the config: gpt2 | llama | gemma
+  NormKind norm = NormKind::RMSNorm;
+  bool norm_plus_one = false;      // the norm scales by (1 + weight) (Gemma)
+  Activation act = Activation::SiluGLU;
+  bool learned_positions = false;  // a position embedding table (GPT-2); otherwise RoPE
+  bool embed_scale = false;        // token embeddings times sqrt(hidden) (Gemma)
+  bool gated() const { return act != Activation::GeluTanh; }
+};
 
 struct ModelConfig {
-  std::string model_type;  // gpt2 | llama | qwen2 | mistral, as in config.json
-  Arch arch = Arch::Llama;
+  std::string model_type;  // as in config.json (every model type of every architecture)
+  ArchTraits arch;
   int64_t vocab = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, max_pos = 0;
   double rope_theta = 10000.0;
   // RoPE as config.json asks (rope_parameters, or rope_theta + rope_scaling): default, linear,
@@ -40,6 +56,16 @@ struct ModelConfig {
 
 // Parses <dir>/config.json; throws Error(Config | Unsupported) naming the field.
 ModelConfig config_load(const std::string& dir);
+// Parses the text of a config.json (`file` names it in errors).
+ModelConfig config_parse(const std::string& text, const std::string& file);
+
+// One parameter tensor of a Hugging Face checkpoint with this config: name and shape as in the
+// file, in the engine's order (the tied head left out). What TypeScript writes models with.
+struct TensorLayout {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+std::vector<TensorLayout> checkpoint_layout(const ModelConfig& c);
 
 struct LoadOptions {
   int threads = 0;  // 0 = all cores available to the process

@@ -16,19 +16,22 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   const ModelConfig& c = info.config;
   const int64_t C = c.hidden, H = c.heads, K = c.kv_heads, D = c.head_dim, rep = H / K;
   const int64_t qd = H * D, kd = K * D, ld = qd + 2 * kd;
-  const int64_t F = c.ffn, up_w = c.arch == Arch::GPT2 ? F : 2 * F;
-  const bool gpt2 = c.arch == Arch::GPT2;
+  const ArchTraits& arch = c.arch;
+  const int64_t F = c.ffn, up_w = arch.gated() ? 2 * F : F;
+  const bool layernorm = arch.norm == NormKind::LayerNorm;
 
   // Norm backward: dx (=|+=) through the norm of x; weight gradients summed row by row in order.
   Floats& tmp = ws.tmp;
   tmp.resize(size_t(T * C));
-  auto norm_backward = [&](const Floats& x, const Floats& nw, const Floats& mean,
+  // The weight gradient is the same for a (1 + w) scale: d(1 + w)/dw = 1.
+  auto norm_backward = [&](const Floats& x, const Floats& nw_, const Floats& mean,
                            const Floats& rstd, const float* dy, float* dx, bool accumulate,
                            Floats& gw, Floats& gb) {
+    const NormWeight nw(arch, nw_);
     parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float* out = accumulate ? &tmp[size_t(r * C)] : dx + r * C;
-        if (gpt2) layernorm_backward_row(&x[size_t(r * C)], nw.data(), mean[size_t(r)], rstd[size_t(r)], dy + r * C, C, out, nullptr, nullptr);
+        if (layernorm) layernorm_backward_row(&x[size_t(r * C)], nw.data(), mean[size_t(r)], rstd[size_t(r)], dy + r * C, C, out, nullptr, nullptr);
         else rmsnorm_backward_row(&x[size_t(r * C)], nw.data(), rstd[size_t(r)], dy + r * C, C, out, nullptr);
         if (accumulate) for (int64_t i = 0; i < C; i++) dx[r * C + i] += out[i];
       }
@@ -39,11 +42,11 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     pool->parallel_for((C + kCols - 1) / kCols, [&](int64_t t, int) {
       const int64_t i0 = t * kCols, i1 = std::min(C, i0 + kCols);
       float* gwp = gw.data();
-      float* gbp = gpt2 ? gb.data() : nullptr;
+      float* gbp = layernorm ? gb.data() : nullptr;
       for (int64_t r = 0; r < T; r++) {
         const float* xr = &x[size_t(r * C)];
         const float* dyr = dy + r * C;
-        if (gpt2) {
+        if (layernorm) {
           const float m = mean[size_t(r)], rs = rstd[size_t(r)];
           for (int64_t i = i0; i < i1; i++) {
             gwp[i] += dyr[i] * (xr[i] - m) * rs;
@@ -61,7 +64,7 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   dx.resize(size_t(T * C));
   norm_backward(acts.x_final, w.norm_w, acts.mean_f, acts.rstd_f, dh.data(), dx.data(), false, w.g_norm_w, w.g_norm_b);
 
-  const Floats rope = gpt2 ? Floats() : rope_table(c, acts.pos);
+  const Floats rope = arch.learned_positions ? Floats() : rope_table(c, acts.pos);
   int64_t max_len = 0;
   for (const SeqRun& s : seqs) max_len = std::max(max_len, s.len);
   std::vector<Floats>& scratch = ws.scores;
@@ -80,10 +83,8 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     // MLP: x_out = x_mid + down(act(up(norm2(x_mid))))
     L.down.backward(pool.get(), T, A.act.data(), F, dx.data(), C, d_act.data(), F, false, &A.s_down);
     parallel_rows(T, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; r++) {
-        if (gpt2) gelu_new_backward(&A.ff[size_t(r * F)], &d_act[size_t(r * F)], F, &d_ff[size_t(r * F)]);
-        else swiglu_backward_row(&A.ff[size_t(r * 2 * F)], &d_act[size_t(r * F)], F, &d_ff[size_t(r * 2 * F)]);
-      }
+      for (int64_t r = r0; r < r1; r++)
+        mlp_activation_backward(arch.act, &A.ff[size_t(r * up_w)], &d_act[size_t(r * F)], F, &d_ff[size_t(r * up_w)]);
     });
     L.up.backward(pool.get(), T, A.h2.data(), C, d_ff.data(), up_w, d_h.data(), C, false, &A.s_up);
     norm_backward(A.x_mid, L.norm2_w, A.mean2, A.rstd2, d_h.data(), dx.data(), true, L.g_norm2_w, L.g_norm2_b);
@@ -104,7 +105,7 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
                                 &A.lse[size_t(s.row0 * H + hh)], H, &d_qkv[base + size_t(hh * D)], &d_qkv[base + size_t(qd + g * D)],
                                 &d_qkv[base + size_t(qd + kd + g * D)], scratch[size_t(thread)].data());
     });
-    if (!gpt2)
+    if (!arch.learned_positions)
       parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; r++) {
           rope_row(&d_qkv[size_t(r * ld)], H, D, &rope[size_t(r * D)], true);
@@ -115,9 +116,11 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     norm_backward(A.x_in, L.norm1_w, A.mean1, A.rstd1, d_h.data(), dx.data(), true, L.g_norm1_w, L.g_norm1_b);
   }
   if (!w.g_tok_emb.empty()) {
+    const float s = embedding_scale(c);
     for (int64_t r = 0; r < T; r++) {
       float* g = &w.g_tok_emb[size_t(tokens[r]) * size_t(C)];
-      for (int64_t i = 0; i < C; i++) g[i] += dx[size_t(r * C + i)];
+      if (arch.embed_scale) for (int64_t i = 0; i < C; i++) g[i] += s * dx[size_t(r * C + i)];
+      else for (int64_t i = 0; i < C; i++) g[i] += dx[size_t(r * C + i)];
     }
   }
   if (!w.g_pos_emb.empty()) {

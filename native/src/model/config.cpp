@@ -1,69 +1,17 @@
-// config.json → ModelConfig, following Hugging Face's defaults for each model_type.
+// config.json → ModelConfig: the common fields here, the family's own fields by its architecture
+// (arch/), and RoPE as transformers computes it.
 #include <cmath>
 #include <fstream>
 #include <sstream>
 
 #include "../../include/kpig/model.h"
 #include "../core/json.h"
+#include "arch.h"
+#include "config_reader.h"
 
 namespace kpig {
 
 namespace {
-
-struct Reader {
-  const Json& j;
-  std::string file;
-
-  [[noreturn]] void bad(const std::string& field, const std::string& what) const {
-    fail(ErrorCode::Config, file + ": field '" + field + "' " + what);
-  }
-  const Json* get(const char* name) const {
-    const Json* v = j.find(name);
-    return (v && !v->is_null()) ? v : nullptr;
-  }
-  int64_t integer(std::initializer_list<const char*> names, bool required, int64_t dflt, int64_t min = 1) const {
-    for (const char* n : names) {
-      if (const Json* v = get(n)) {
-        if (!v->is_number() || !v->is_integer) bad(n, "must be an integer, got " + std::string(json_type_name(v->type)));
-        if (v->number < double(min)) bad(n, "must be ≥ " + std::to_string(min) + ", got " + std::to_string(int64_t(v->number)));
-        return int64_t(v->number);
-      }
-    }
-    if (required) bad(*names.begin(), "is missing");
-    return dflt;
-  }
-  double real(const char* name, double dflt) const {
-    const Json* v = get(name);
-    if (!v) return dflt;
-    if (!v->is_number()) bad(name, "must be a number");
-    if (!(v->number > 0)) bad(name, "must be positive");
-    return v->number;
-  }
-  bool boolean(const char* name, bool dflt) const {
-    const Json* v = get(name);
-    if (!v) return dflt;
-    if (!v->is_bool()) bad(name, "must be true or false");
-    return v->boolean;
-  }
-  std::string string(const char* name, const std::string& dflt) const {
-    const Json* v = get(name);
-    if (!v) return dflt;
-    if (!v->is_string()) bad(name, "must be a string");
-    return v->str;
-  }
-  std::vector<int32_t> ids(const char* name) const {
-    std::vector<int32_t> out;
-    const Json* v = get(name);
-    if (!v) return out;
-    auto one = [&](const Json& x) {
-      if (!x.is_number() || !x.is_integer || x.number < 0) bad(name, "must be a non-negative integer or a list of them");
-      out.push_back(int32_t(x.number));
-    };
-    if (v->is_array()) for (const Json& x : v->array) one(x);
-    else one(*v);
-    return out;
-  }
-};
 
 // A positive number field of a JSON object (rope parameters), or `dflt` when absent (NaN: required).
 double rope_number(const Json& o, const char* name, double dflt, const std::string& where) {
@@ -76,12 +24,9 @@ double rope_number(const Json& o, const char* name, double dflt, const std::stri
   return v->number;
 }
 
-// RoPE from transformers 5's `rope_parameters` {rope_type, rope_theta, factor, …} or transformers
-// 4's top-level `rope_theta` and `rope_scaling` {rope_type | type, factor, …}; inv_freq as
-// transformers' modeling_rope_utils computes it. `dynamic` (NTK) rescales only past
-// original_max_position_embeddings, which the engine's context never exceeds, so inside it equals
-// the default. Any other type is refused by name rather than run as the default.
-void rope_load(const Reader& r, ModelConfig& c, const std::string& file) {
+}  // namespace
+
+void rope_load(const ConfigReader& r, ModelConfig& c, const std::string& file) {
   const Json* params = r.get("rope_parameters");
   const Json* scaling = r.get("rope_scaling");
   if (params && !params->is_object()) r.bad("rope_parameters", "must be an object");
@@ -163,15 +108,7 @@ void rope_load(const Reader& r, ModelConfig& c, const std::string& file) {
   }
 }
 
-}  // namespace
-
-ModelConfig config_load(const std::string& dir) {
-  const std::string file = dir + "/config.json";
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(ErrorCode::IO, file + ": cannot read (is '" + dir + "' a Hugging Face model folder?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+ModelConfig config_parse(const std::string& text, const std::string& file) {
   Json j;
   try {
     j = Json::parse(text.data(), text.size());
@@ -179,73 +116,29 @@ ModelConfig config_load(const std::string& dir) {
     fail(ErrorCode::Config, file + ": not valid JSON: " + e.what());
   }
   if (!j.is_object()) fail(ErrorCode::Config, file + ": not a JSON object");
-  Reader r{j, file};
+  ConfigReader r{j, file};
 
   ModelConfig c;
   c.model_type = r.string("model_type", "");
   if (c.model_type.empty()) r.bad("model_type", "is missing");
   c.torch_dtype = r.string("torch_dtype", r.string("dtype", ""));
+  c.vocab = r.integer({"vocab_size"}, true, 0);
   c.bos_id = r.ids("bos_token_id").empty() ? -1 : r.ids("bos_token_id")[0];
   c.eos_ids = r.ids("eos_token_id");
-  c.vocab = r.integer({"vocab_size"}, true, 0);
-
-  if (c.model_type == "gpt2") {
-    c.arch = Arch::GPT2;
-    c.hidden = r.integer({"n_embd", "hidden_size"}, true, 0);
-    c.layers = r.integer({"n_layer", "num_hidden_layers"}, true, 0);
-    c.heads = r.integer({"n_head", "num_attention_heads"}, true, 0);
-    c.kv_heads = c.heads;
-    c.max_pos = r.integer({"n_positions", "n_ctx", "max_position_embeddings"}, true, 0);
-    c.ffn = r.integer({"n_inner"}, false, 4 * c.hidden);
-    c.eps = r.real("layer_norm_epsilon", 1e-5);
-    c.tied = r.boolean("tie_word_embeddings", true);
-    c.qkv_bias = c.o_bias = true;
-    c.scale_attn_by_inverse_layer_idx = r.boolean("scale_attn_by_inverse_layer_idx", false);
-    const std::string act = r.string("activation_function", "gelu_new");
-    if (act != "gelu_new" && act != "gelu_pytorch_tanh")
-      fail(ErrorCode::Unsupported, file + ": activation_function '" + act + "' is not supported (gelu_new, gelu_pytorch_tanh)");
-    if (!r.boolean("scale_attn_weights", true))
-      fail(ErrorCode::Unsupported, file + ": scale_attn_weights false is not supported (scores are scaled by 1/sqrt(head_dim))");
-    if (r.boolean("add_cross_attention", false))
-      fail(ErrorCode::Unsupported, file + ": add_cross_attention is not supported (decoder-only models)");
-    if (c.hidden % c.heads != 0) r.bad("n_embd", "must be divisible by n_head");
-    c.head_dim = c.hidden / c.heads;
-  } else if (c.model_type == "llama" || c.model_type == "qwen2" || c.model_type == "mistral") {
-    c.arch = Arch::Llama;
-    c.hidden = r.integer({"hidden_size"}, true, 0);
-    c.layers = r.integer({"num_hidden_layers"}, true, 0);
-    c.heads = r.integer({"num_attention_heads"}, true, 0);
-    c.kv_heads = r.integer({"num_key_value_heads"}, false, c.heads);
-    c.ffn = r.integer({"intermediate_size"}, true, 0);
-    c.max_pos = r.integer({"max_position_embeddings"}, true, 0);
-    c.eps = r.real("rms_norm_eps", 1e-6);
-    c.tied = r.boolean("tie_word_embeddings", false);
-    if (c.heads % c.kv_heads != 0) r.bad("num_key_value_heads", "must divide num_attention_heads");
-    if (r.get("head_dim")) {
-      c.head_dim = r.integer({"head_dim"}, true, 0);
-    } else {
-      if (c.hidden % c.heads != 0) r.bad("hidden_size", "must be divisible by num_attention_heads");
-      c.head_dim = c.hidden / c.heads;
-    }
-    if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for RoPE");
-    rope_load(r, c, file);
-    if (c.model_type == "qwen2") {
-      c.qkv_bias = true;  // Qwen2 always has q/k/v biases and an unbiased o_proj
-      if (r.boolean("use_sliding_window", false))
-        fail(ErrorCode::Unsupported, file + ": use_sliding_window is not supported");
-    } else if (c.model_type == "llama") {
-      c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
-    } else if (const Json* sw = r.get("sliding_window")) {
-      if (!sw->is_number() || sw->number < double(c.max_pos))
-        fail(ErrorCode::Unsupported, file + ": sliding_window is not supported (set it to null)");
-    }
-    if (r.boolean("mlp_bias", false)) fail(ErrorCode::Unsupported, file + ": mlp_bias is not supported");
-    const std::string act = r.string("hidden_act", "silu");
-    if (act != "silu") fail(ErrorCode::Unsupported, file + ": hidden_act '" + act + "' is not supported (silu)");
-  } else {
-    fail(ErrorCode::Unsupported, file + ": model_type '" + c.model_type + "' is not supported (gpt2, llama, qwen2, mistral)");
-  }
+  const Architecture* arch = architecture_for_type(c.model_type);
+  if (!arch) fail(ErrorCode::Unsupported, file + ": model_type '" + c.model_type + "' is not supported (" + supported_model_types() + ")");
+  c.arch.family = arch->family;
+  arch->read_config(r, c);
   return c;
+}
+
+ModelConfig config_load(const std::string& dir) {
+  const std::string file = dir + "/config.json";
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(ErrorCode::IO, file + ": cannot read (is '" + dir + "' a Hugging Face model folder?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return config_parse(ss.str(), file);
 }
 
 }  // namespace kpig

@@ -1,5 +1,5 @@
-// The packed transformer forward pass (GPT-2 and the LLaMA family), shared by scoring, generation
-// and training. Sequences are packed back to back with no padding; each is causal with its own
+// The packed transformer forward pass of every architecture (its traits say which norm, activation,
+// positions and embedding scale), shared by scoring, generation and training. Sequences are packed back to back with no padding; each is causal with its own
 // positions. With a KV cache, new keys/values are appended and attention reads the cache. With
 // Acts, every activation the backward pass needs is kept (one buffer set per layer).
 #include <cmath>
@@ -42,13 +42,61 @@ Floats rope_table(const ModelConfig& c, const std::vector<int64_t>& pos) {
   return rope;
 }
 
+float embedding_scale(const ModelConfig& c) { return c.arch.embed_scale ? float(std::sqrt(double(c.hidden))) : 1.f; }
+
+NormWeight::NormWeight(const ArchTraits& a, const Floats& w) : w_(w.data()) {
+  if (!a.norm_plus_one) return;
+  plus_.resize(w.size());
+  for (size_t i = 0; i < w.size(); i++) plus_[i] = 1.f + w[i];
+}
+
+void mlp_activation(Activation a, const float* ff, int64_t F, float* act) {
+  switch (a) {
+    case Activation::GeluTanh:
+      if (act != ff) std::memcpy(act, ff, sizeof(float) * size_t(F));
+      gelu_new_inplace(act, F);
+      return;
+    case Activation::SiluGLU:
+      swiglu_row(ff, F, act);
+      return;
+    case Activation::GeluTanhGLU:
+      std::memcpy(act, ff, sizeof(float) * size_t(F));
+      gelu_new_inplace(act, F);
+      for (int64_t i = 0; i < F; i++) act[i] *= ff[F + i];
+      return;
+  }
+}
+
+void mlp_activation_backward(Activation a, const float* ff, const float* d_act, int64_t F, float* d_ff) {
+  switch (a) {
+    case Activation::GeluTanh:
+      gelu_new_backward(ff, d_act, F, d_ff);
+      return;
+    case Activation::SiluGLU:
+      swiglu_backward_row(ff, d_act, F, d_ff);
+      return;
+    case Activation::GeluTanhGLU: {
+      // act = gelu(g)·u: d_g = d_act·u·gelu'(g), d_u = d_act·gelu(g). The up half of d_ff holds
+      // d_act·u until the gate's gradient has read it.
+      float* d_g = d_ff;
+      float* d_u = d_ff + F;
+      for (int64_t i = 0; i < F; i++) d_u[i] = d_act[i] * ff[F + i];
+      gelu_new_backward(ff, d_u, F, d_g);
+      std::memcpy(d_u, ff, sizeof(float) * size_t(F));
+      gelu_new_inplace(d_u, F);
+      for (int64_t i = 0; i < F; i++) d_u[i] *= d_act[i];
+      return;
+    }
+  }
+}
+
 void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out, Acts* acts,
                                uint64_t seed, const std::vector<std::pair<int64_t, int64_t>>* keep) {
   const ModelConfig& c = info.config;
   const int64_t C = c.hidden, H = c.heads, K = c.kv_heads, D = c.head_dim;
   const int64_t qd = H * D, kd = K * D, ld = qd + 2 * kd;
-  const int64_t F = c.ffn, up_w = c.arch == Arch::GPT2 ? F : 2 * F;
-  const bool gpt2 = c.arch == Arch::GPT2;
+  const ArchTraits& arch = c.arch;
+  const int64_t F = c.ffn, up_w = arch.gated() ? 2 * F : F;
 
   std::vector<int64_t> pos(static_cast<size_t>(T));     // position of every row
   std::vector<int32_t> seq_of(static_cast<size_t>(T));  // sequence of every row
@@ -70,13 +118,16 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     acts->pos = pos;
   }
 
+  const float emb_scale = embedding_scale(c);
   parallel_rows(T, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
-      std::memcpy(&x[size_t(r * C)], &w.tok_emb[size_t(tokens[r]) * size_t(C)], sizeof(float) * size_t(C));
-      if (gpt2) add_inplace(&x[size_t(r * C)], &w.pos_emb[size_t(pos[size_t(r)] * C)], C);
+      float* xr = &x[size_t(r * C)];
+      std::memcpy(xr, &w.tok_emb[size_t(tokens[r]) * size_t(C)], sizeof(float) * size_t(C));
+      if (arch.embed_scale) for (int64_t i = 0; i < C; i++) xr[i] *= emb_scale;
+      if (arch.learned_positions) add_inplace(xr, &w.pos_emb[size_t(pos[size_t(r)] * C)], C);
     }
   });
-  const Floats rope = gpt2 ? Floats() : rope_table(c, pos);
+  const Floats rope = arch.learned_positions ? Floats() : rope_table(c, pos);
 
   // Attention work items: a whole (sequence, head) through the blocked GEMM path when the sequence
   // starts at position 0; (sequence, head, 16 queries) against the KV cache when decoding.
@@ -97,13 +148,14 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
 
   const float eps = float(c.eps);
   // norm(x) into h, keeping per-row stats when training.
-  auto norm_n = [&](int64_t n, const Floats& nw, const Floats& nb, const float* xs, float* hs, float* mu,
+  auto norm_n = [&](int64_t n, const Floats& nw_, const Floats& nb, const float* xs, float* hs, float* mu,
                     float* rs) {
+    const NormWeight nw(arch, nw_);
     parallel_rows(n, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float m = 0.f;
-        const float v = gpt2 ? layernorm_row(xs + r * C, nw.data(), nb.data(), eps, C, hs + r * C, &m)
-                             : rmsnorm_row(xs + r * C, nw.data(), eps, C, hs + r * C);
+        const float v = arch.norm == NormKind::LayerNorm ? layernorm_row(xs + r * C, nw.data(), nb.data(), eps, C, hs + r * C, &m)
+                                                         : rmsnorm_row(xs + r * C, nw.data(), eps, C, hs + r * C);
         if (rs) rs[r] = v;
         if (mu) mu[r] = m;
       }
@@ -112,17 +164,11 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
   auto norm = [&](const Floats& nw, const Floats& nb, const float* xs, float* hs, float* mu, float* rs) {
     norm_n(T, nw, nb, xs, hs, mu, rs);
   };
-  // The MLP activation of n rows: GELU in place (act_p == ff_p) or into act_p, SwiGLU into act_p.
+  // The MLP activation of n rows: GELU in place (act_p == ff_p) or into act_p; a gated one
+  // (SwiGLU, GeGLU) from [gate | up] into act_p.
   auto activate = [&](int64_t n, float* ff_p, float* act_p) {
     parallel_rows(n, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; r++) {
-        if (gpt2) {
-          if (act_p != ff_p) std::memcpy(act_p + r * F, ff_p + r * F, sizeof(float) * size_t(F));
-          gelu_new_inplace(act_p + r * F, F);
-        } else {
-          swiglu_row(ff_p + r * 2 * F, F, act_p + r * F);
-        }
-      }
+      for (int64_t r = r0; r < r1; r++) mlp_activation(arch.act, ff_p + r * up_w, F, act_p + r * F);
     });
   };
   if (keep && acts) fail(ErrorCode::Internal, "forward_hidden: kept rows are for inference; training keeps every row");
@@ -141,7 +187,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float* row = qkv_p + r * ld;
-        if (!gpt2) {
+        if (!arch.learned_positions) {
           rope_row(row, H, D, &rope[size_t(r * D)]);
           rope_row(row + qd, K, D, &rope[size_t(r * D)]);
         }
@@ -173,7 +219,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       Floats &att_k = ws.kept_att, &lse_k = ws.kept_lse, &x_k = ws.kept_x, &h_k = ws.kept_h, &ff_k = ws.kept_ff,
              &act_k = ws.kept_act;
       sized(att_k, Tk * qd), sized(lse_k, Tk * H), sized(x_k, Tk * C), sized(h_k, Tk * C), sized(ff_k, Tk * up_w);
-      sized(act_k, gpt2 ? 0 : Tk * F);
+      sized(act_k, arch.gated() ? Tk * F : 0);
       pool->parallel_for(int64_t(seqs.size()) * H, [&](int64_t t, int thread) {
         const size_t si = size_t(t / H);
         const int64_t hh = t % H, a = (*keep)[si].first, n = (*keep)[si].second - a, g = hh / (H / K);
@@ -192,7 +238,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       L.o.apply(pool.get(), Tk, att_k.data(), qd, x_k.data(), C, true, nullptr, lseed + 1);
       norm_n(Tk, L.norm2_w, L.norm2_b, x_k.data(), h_k.data(), nullptr, nullptr);
       L.up.apply(pool.get(), Tk, h_k.data(), C, ff_k.data(), up_w, false, nullptr, lseed + 2);
-      float* act_kp = gpt2 ? ff_k.data() : act_k.data();
+      float* act_kp = arch.gated() ? act_k.data() : ff_k.data();
       activate(Tk, ff_k.data(), act_kp);
       L.down.apply(pool.get(), Tk, act_kp, F, x_k.data(), C, true, nullptr, lseed + 3);
       norm_n(Tk, w.norm_w, w.norm_b, x_k.data(), out, nullptr, nullptr);
@@ -229,7 +275,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     float* ff_p = sized(A ? A->ff : ff, T * up_w);
     L.up.apply(pool.get(), T, h2, C, ff_p, up_w, false, A ? &A->s_up : nullptr, lseed + 2);
     // GELU runs in place for inference; training keeps the pre-activation for its backward.
-    float* act_p = (gpt2 && !A) ? ff_p : sized(A ? A->act : act, T * F);
+    float* act_p = (!arch.gated() && !A) ? ff_p : sized(A ? A->act : act, T * F);
     activate(T, ff_p, act_p);
     L.down.apply(pool.get(), T, act_p, F, x.data(), C, true, A ? &A->s_down : nullptr, lseed + 3);
   }

@@ -13,6 +13,7 @@
 #include "../core/memory.h"
 #include "../core/threadpool.h"
 #include "../cpu/gemm_amx.h"
+#include "arch.h"
 
 namespace kpig {
 
@@ -186,6 +187,34 @@ class ModelImpl {
 };
 
 std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOptions& options);
+
+// Where the architecture's checkpoint tensors live in the engine (weights.cpp).
+// One Linear per layer and part, sized from the config: qkv (C → q + 2kv), o (q → C), up (C → F,
+// or 2F when gated), down (F → C).
+void shape_layers(const ModelConfig& c, Weights& w);
+Linear& linear_of(Layer& L, Part p);
+// The whole engine buffer a slot is part of (its parameter or its gradient), and where in that
+// buffer the slot begins.
+Floats& slot_buffer(Weights& w, const TensorSlot& s, bool grad = false);
+int64_t slot_offset(Weights& w, const TensorSlot& s);
+
+// What every block computes the same way whatever the family, as its traits say (forward.cpp).
+// Token embeddings are multiplied by this (√C when the family scales them, else 1).
+float embedding_scale(const ModelConfig& c);
+// A norm's effective scale: its weight, or 1 + weight where the family says so (Gemma).
+class NormWeight {
+ public:
+  NormWeight(const ArchTraits& a, const Floats& w);
+  const float* data() const { return plus_.empty() ? w_ : plus_.data(); }
+
+ private:
+  const float* w_;
+  Floats plus_;
+};
+// act(F) from ff (F, or [gate | up] 2F when gated): GELU (in place when act == ff), SwiGLU or GeGLU.
+void mlp_activation(Activation a, const float* ff, int64_t F, float* act);
+// d_ff (F or 2F) from d_act(F) and the pre-activation ff.
+void mlp_activation_backward(Activation a, const float* ff, const float* d_act, int64_t F, float* d_ff);
 
 // RoPE cos/sin tables (T, D) for the rows' positions: cos then sin of pos·θ^(−2i/D), i < D/2.
 Floats rope_table(const ModelConfig& c, const std::vector<int64_t>& pos);

@@ -29,26 +29,19 @@ void add_ref(std::vector<TensorRef>& reg, std::string name, std::vector<int64_t>
 
 float* maybe(Floats& g, int64_t offset = 0) { return g.empty() ? nullptr : g.data() + offset; }
 
-// Every linear module of a layer as PEFT names it: (path suffix, linear, output rows [o0, o1)).
+// Every linear module as PEFT names it (path, linear, output rows [o0, o1)), layer by layer.
 struct Module {
-  std::string suffix;
+  std::string path;
   Linear* lin;
   int64_t o0, o1;
 };
 
-std::vector<Module> layer_modules(const ModelConfig& c, Layer& L) {
-  if (c.arch == Arch::GPT2)
-    return {{"attn.c_attn", &L.qkv, 0, L.qkv.out}, {"attn.c_proj", &L.o, 0, L.o.out},
-            {"mlp.c_fc", &L.up, 0, L.up.out}, {"mlp.c_proj", &L.down, 0, L.down.out}};
-  const int64_t qd = c.heads * c.head_dim, kd = c.kv_heads * c.head_dim, F = c.ffn;
-  return {{"self_attn.q_proj", &L.qkv, 0, qd},          {"self_attn.k_proj", &L.qkv, qd, qd + kd},
-          {"self_attn.v_proj", &L.qkv, qd + kd, qd + 2 * kd}, {"self_attn.o_proj", &L.o, 0, L.o.out},
-          {"mlp.gate_proj", &L.up, 0, F},                 {"mlp.up_proj", &L.up, F, 2 * F},
-          {"mlp.down_proj", &L.down, 0, L.down.out}};
-}
-
-std::string layer_path(const ModelConfig& c, int64_t l) {
-  return c.arch == Arch::GPT2 ? "transformer.h." + std::to_string(l) + "." : "model.layers." + std::to_string(l) + ".";
+std::vector<Module> lora_modules(const ModelConfig& c, Weights& w) {
+  const Architecture& a = architecture_of(c);
+  std::vector<Module> out;
+  for (const TensorSlot& s : a.tensors(c, a.prefixes.front()))
+    if (!s.module.empty()) out.push_back({s.module, &linear_of(w.layers[size_t(s.layer)], s.part), s.o0, s.o1});
+  return out;
 }
 
 // The next number of a SplitMix64 stream whose state is `s` (advanced).
@@ -62,44 +55,13 @@ uint64_t splitmix64_next(uint64_t& s) {
 
 void ModelImpl::rebuild_registry() {
   const ModelConfig& c = info.config;
-  const int64_t C = c.hidden;
+  const Architecture& arch = architecture_of(c);
   std::vector<TensorRef> reg;
-  if (c.arch == Arch::GPT2) {
-    add_ref(reg, "transformer.wte.weight", {c.vocab, C}, w.tok_emb.data(), maybe(w.g_tok_emb), true);
-    add_ref(reg, "transformer.wpe.weight", {c.max_pos, C}, w.pos_emb.data(), maybe(w.g_pos_emb), true);
-  } else {
-    add_ref(reg, "model.embed_tokens.weight", {c.vocab, C}, w.tok_emb.data(), maybe(w.g_tok_emb), true);
+  // The checkpoint's tensors under their Hugging Face names (slices of fused buffers where fused).
+  for (const TensorSlot& s : arch.tensors(c, arch.prefixes.front())) {
+    const int64_t at = slot_offset(w, s);
+    add_ref(reg, s.name, s.shape, slot_buffer(w, s).data() + at, maybe(slot_buffer(w, s, true), at), s.decay);
   }
-  for (int64_t l = 0; l < c.layers; l++) {
-    Layer& L = w.layers[size_t(l)];
-    const std::string p = layer_path(c, l);
-    if (c.arch == Arch::GPT2) {
-      add_ref(reg, p + "ln_1.weight", {C}, L.norm1_w.data(), maybe(L.g_norm1_w), false);
-      add_ref(reg, p + "ln_1.bias", {C}, L.norm1_b.data(), maybe(L.g_norm1_b), false);
-      for (const Module& m : layer_modules(c, L)) {
-        add_ref(reg, p + m.suffix + ".weight", {m.lin->in, m.lin->out}, m.lin->w.data(), maybe(m.lin->gw), true);
-        add_ref(reg, p + m.suffix + ".bias", {m.lin->out}, m.lin->b.data(), maybe(m.lin->gb), false);
-      }
-      add_ref(reg, p + "ln_2.weight", {C}, L.norm2_w.data(), maybe(L.g_norm2_w), false);
-      add_ref(reg, p + "ln_2.bias", {C}, L.norm2_b.data(), maybe(L.g_norm2_b), false);
-    } else {
-      add_ref(reg, p + "input_layernorm.weight", {C}, L.norm1_w.data(), maybe(L.g_norm1_w), false);
-      for (const Module& m : layer_modules(c, L)) {
-        const int64_t rows = m.o1 - m.o0, in = m.lin->in;
-        add_ref(reg, p + m.suffix + ".weight", {rows, in}, m.lin->w.data() + m.o0 * in, maybe(m.lin->gw, m.o0 * in), true);
-        if (!m.lin->b.empty())
-          add_ref(reg, p + m.suffix + ".bias", {rows}, m.lin->b.data() + m.o0, maybe(m.lin->gb, m.o0), false);
-      }
-      add_ref(reg, p + "post_attention_layernorm.weight", {C}, L.norm2_w.data(), maybe(L.g_norm2_w), false);
-    }
-  }
-  if (c.arch == Arch::GPT2) {
-    add_ref(reg, "transformer.ln_f.weight", {C}, w.norm_w.data(), maybe(w.g_norm_w), false);
-    add_ref(reg, "transformer.ln_f.bias", {C}, w.norm_b.data(), maybe(w.g_norm_b), false);
-  } else {
-    add_ref(reg, "model.norm.weight", {C}, w.norm_w.data(), maybe(w.g_norm_w), false);
-  }
-  if (!c.tied) add_ref(reg, "lm_head.weight", {c.vocab, C}, w.head.data(), maybe(w.g_head), true);
   for (int64_t l = 0; l < c.layers; l++) {
     Layer& L = w.layers[size_t(l)];
     for (Linear* lin : {&L.qkv, &L.o, &L.up, &L.down})
@@ -177,15 +139,14 @@ std::vector<std::string> Model::lora_add(const LoraConfig& cfg) {
   if (!(cfg.alpha > 0)) fail(ErrorCode::Input, "LoRA alpha must be > 0");
   if (!(cfg.dropout >= 0 && cfg.dropout < 1)) fail(ErrorCode::Input, "LoRA dropout must be in [0, 1)");
   std::vector<std::string> targets = cfg.targets;
-  if (targets.empty()) targets = c.arch == Arch::GPT2 ? std::vector<std::string>{"c_attn"} : std::vector<std::string>{"q_proj", "v_proj"};
+  if (targets.empty()) targets = architecture_of(c).lora_targets;
   const bool all = std::find(targets.begin(), targets.end(), "all-linear") != targets.end();
   std::vector<bool> used(targets.size(), false);
   std::vector<std::string> matched;
   uint64_t rng = cfg.seed * 0x2545F4914F6CDD1Dull + 1;
-  for (int64_t l = 0; l < c.layers; l++) {
-    Layer& L = m.w.layers[size_t(l)];
-    for (const Module& mod : layer_modules(c, L)) {
-      const std::string path = layer_path(c, l) + mod.suffix;
+  {
+    for (const Module& mod : lora_modules(c, m.w)) {
+      const std::string& path = mod.path;
       bool hit = all;
       for (size_t t = 0; t < targets.size(); t++) {
         const std::string& tg = targets[t];

@@ -138,68 +138,28 @@ class TensorSource {
   int n_ignored_buffers_ = 0;
 };
 
-void append(Floats& dst, const Floats& src) { dst.insert(dst.end(), src.begin(), src.end()); }
-
-void load_gpt2(TensorSource& src, const ModelConfig& c, Weights& w) {
-  const std::string p = src.has("transformer.wte.weight") ? "transformer." : "";
-  const int64_t C = c.hidden, F = c.ffn;
-  w.tok_emb = src.take(p + "wte.weight", {c.vocab, C});
-  w.pos_emb = src.take(p + "wpe.weight", {c.max_pos, C});
-  for (int64_t i = 0; i < c.layers; i++) {
-    const std::string l = p + "h." + std::to_string(i) + ".";
-    Layer L;
-    L.norm1_w = src.take(l + "ln_1.weight", {C});
-    L.norm1_b = src.take(l + "ln_1.bias", {C});
-    L.norm2_w = src.take(l + "ln_2.weight", {C});
-    L.norm2_b = src.take(l + "ln_2.bias", {C});
-    auto conv1d = [&](const std::string& name, int64_t in, int64_t out) {
-      Linear lin;
-      lin.w = src.take(name + ".weight", {in, out});
-      lin.b = src.take(name + ".bias", {out});
-      lin.in = in, lin.out = out, lin.in_major = true;
-      return lin;
-    };
-    L.qkv = conv1d(l + "attn.c_attn", C, 3 * C);
-    L.o = conv1d(l + "attn.c_proj", C, C);
-    L.up = conv1d(l + "mlp.c_fc", C, F);
-    L.down = conv1d(l + "mlp.c_proj", F, C);
-    w.layers.push_back(std::move(L));
+// Every tensor of the checkpoint into its engine buffer, as the architecture's table says.
+void load_weights(TensorSource& src, const ModelConfig& c, Weights& w) {
+  const Architecture& a = architecture_of(c);
+  std::vector<TensorSlot> slots;
+  for (const std::string& p : a.prefixes) {
+    slots = a.tensors(c, p);
+    if (src.has(slots.front().name)) break;
   }
-  w.norm_w = src.take(p + "ln_f.weight", {C});
-  w.norm_b = src.take(p + "ln_f.bias", {C});
-  if (!c.tied) w.head = src.take("lm_head.weight", {c.vocab, C});
-}
-
-void load_llama(TensorSource& src, const ModelConfig& c, Weights& w) {
-  const int64_t C = c.hidden, F = c.ffn, qd = c.heads * c.head_dim, kd = c.kv_heads * c.head_dim;
-  w.tok_emb = src.take("model.embed_tokens.weight", {c.vocab, C});
-  for (int64_t i = 0; i < c.layers; i++) {
-    const std::string l = "model.layers." + std::to_string(i) + ".";
-    Layer L;
-    L.norm1_w = src.take(l + "input_layernorm.weight", {C});
-    L.norm2_w = src.take(l + "post_attention_layernorm.weight", {C});
-    // q, k, v fused row-wise into one (qd + 2kd, C) weight: one GEMM instead of three.
-    L.qkv.in = C, L.qkv.out = qd + 2 * kd;
-    append(L.qkv.w, src.take(l + "self_attn.q_proj.weight", {qd, C}));
-    append(L.qkv.w, src.take(l + "self_attn.k_proj.weight", {kd, C}));
-    append(L.qkv.w, src.take(l + "self_attn.v_proj.weight", {kd, C}));
-    if (c.qkv_bias) {
-      append(L.qkv.b, src.take(l + "self_attn.q_proj.bias", {qd}));
-      append(L.qkv.b, src.take(l + "self_attn.k_proj.bias", {kd}));
-      append(L.qkv.b, src.take(l + "self_attn.v_proj.bias", {kd}));
+  shape_layers(c, w);
+  for (const TensorSlot& s : slots) {
+    Floats t = src.take(s.name, s.shape);
+    if (s.o1 == 0) {  // a whole buffer: an embedding, a norm, the head
+      slot_buffer(w, s) = std::move(t);
+      continue;
     }
-    L.o.in = qd, L.o.out = C;
-    L.o.w = src.take(l + "self_attn.o_proj.weight", {C, qd});
-    if (c.o_bias) L.o.b = src.take(l + "self_attn.o_proj.bias", {C});
-    L.up.in = C, L.up.out = 2 * F;
-    append(L.up.w, src.take(l + "mlp.gate_proj.weight", {F, C}));
-    append(L.up.w, src.take(l + "mlp.up_proj.weight", {F, C}));
-    L.down.in = F, L.down.out = C;
-    L.down.w = src.take(l + "mlp.down_proj.weight", {C, F});
-    w.layers.push_back(std::move(L));
+    Linear& lin = linear_of(w.layers[size_t(s.layer)], s.part);
+    if (s.in_major) lin.in_major = true;
+    Floats& dst = slot_buffer(w, s);
+    const bool bias = s.shape.size() == 1;
+    if (dst.empty()) dst.assign(size_t(bias ? lin.out : lin.out * lin.in), 0.f);
+    std::copy(t.begin(), t.end(), dst.begin() + slot_offset(w, s));
   }
-  w.norm_w = src.take("model.norm.weight", {C});
-  if (!c.tied) w.head = src.take("lm_head.weight", {c.vocab, C});
 }
 
 int64_t float_bytes(const Weights& w) {
@@ -213,6 +173,54 @@ int64_t float_bytes(const Weights& w) {
 
 }  // namespace
 
+void shape_layers(const ModelConfig& c, Weights& w) {
+  const int64_t C = c.hidden, qd = c.heads * c.head_dim, kd = c.kv_heads * c.head_dim, F = c.ffn;
+  w.layers.resize(size_t(c.layers));
+  for (Layer& L : w.layers) {
+    L.qkv.in = C, L.qkv.out = qd + 2 * kd;
+    L.o.in = qd, L.o.out = C;
+    L.up.in = C, L.up.out = c.arch.gated() ? 2 * F : F;
+    L.down.in = F, L.down.out = C;
+  }
+}
+
+Linear& linear_of(Layer& L, Part p) {
+  switch (p) {
+    case Part::QKV: case Part::QKVBias: return L.qkv;
+    case Part::O: case Part::OBias: return L.o;
+    case Part::Up: case Part::UpBias: return L.up;
+    case Part::Down: case Part::DownBias: return L.down;
+    default: fail(ErrorCode::Internal, "linear_of: not a linear part");
+  }
+}
+
+Floats& slot_buffer(Weights& w, const TensorSlot& s, bool grad) {
+  switch (s.part) {
+    case Part::TokEmb: return grad ? w.g_tok_emb : w.tok_emb;
+    case Part::PosEmb: return grad ? w.g_pos_emb : w.pos_emb;
+    case Part::Head: return grad ? w.g_head : w.head;
+    case Part::FinalNormW: return grad ? w.g_norm_w : w.norm_w;
+    case Part::FinalNormB: return grad ? w.g_norm_b : w.norm_b;
+    default: break;
+  }
+  Layer& L = w.layers[size_t(s.layer)];
+  switch (s.part) {
+    case Part::Norm1W: return grad ? L.g_norm1_w : L.norm1_w;
+    case Part::Norm1B: return grad ? L.g_norm1_b : L.norm1_b;
+    case Part::Norm2W: return grad ? L.g_norm2_w : L.norm2_w;
+    case Part::Norm2B: return grad ? L.g_norm2_b : L.norm2_b;
+    case Part::QKV: case Part::O: case Part::Up: case Part::Down: return grad ? linear_of(L, s.part).gw : linear_of(L, s.part).w;
+    default: return grad ? linear_of(L, s.part).gb : linear_of(L, s.part).b;
+  }
+}
+
+int64_t slot_offset(Weights& w, const TensorSlot& s) {
+  if (s.layer < 0 || s.o1 == 0) return 0;
+  const Linear& lin = linear_of(w.layers[size_t(s.layer)], s.part);
+  const bool bias = s.shape.size() == 1;
+  return bias || s.in_major ? s.o0 : s.o0 * lin.in;
+}
+
 KVCache::KVCache(const ModelConfig& c, int64_t cap) : capacity(cap) {
   const size_t n = size_t(cap * c.kv_heads * c.head_dim);
   k.assign(size_t(c.layers), Floats(n));
@@ -224,8 +232,7 @@ std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOpt
   m->info.config = config_load(dir);
   const ModelConfig& c = m->info.config;
   TensorSource src(dir);
-  if (c.arch == Arch::GPT2) load_gpt2(src, c, m->w);
-  else load_llama(src, c, m->w);
+  load_weights(src, c, m->w);
   src.finish(m->info, c.tied);
   m->info.memory_bytes = float_bytes(m->w);
   m->info.threads = options.threads > 0 ? options.threads : default_thread_count();
