@@ -39,16 +39,17 @@ class PairTokenizer implements Tokenizer {
 const C = { template: 0, instruction: 1, input: 2, response: 3 };
 
 describe('templates', () => {
-  it('the SuperNI template is renderPrompt, with the instruction and input located', () => {
+  it('the SuperNI template writes the SuperNI prompt (renderPrompt is it), with the instruction and input located', () => {
     const ex = { instruction: 'Answer yes or no.', input: 'Is ice cold?', output: 'yes' };
     const r = superniTemplate().render({ ...ex, keySpans: [{ start: 7, end: 16 }] });
-    expect(r.text).toBe(renderPrompt(ex));
+    expect(r.text).toBe('Definition: Answer yes or no.\n\nInput: Is ice cold?\nOutput: ');
+    expect(renderPrompt(ex)).toBe(r.text);
     expect(r.ranges).toEqual([
       { segment: 'instruction', start: 12, end: 29 },
       { segment: 'input', start: 38, end: 50 },
     ]);
     expect(r.text.slice(r.keyRanges[0].start, r.keyRanges[0].end)).toBe('yes or no');
-    expect(superniTemplate().render({ instruction: 'Say hi.', input: '' }).text).toBe(renderPrompt({ instruction: 'Say hi.', input: '', output: '' }));
+    expect(superniTemplate().render({ instruction: 'Say hi.', input: '' }).text).toBe('Definition: Say hi.\n\nOutput: ');
   });
 
   it('user templates fill {instruction} and {input} and reject bad slots', () => {

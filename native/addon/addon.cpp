@@ -103,6 +103,9 @@ void set_config(Napi::Env env, Napi::Object& o, const kpig::ModelConfig& c) {
   o.Set("learnedPositions", c.arch.learned_positions);
   o.Set("embedScale", c.arch.embed_scale);
   o.Set("scaleAttnByLayer", c.scale_attn_by_inverse_layer_idx);
+  Napi::Array lora = Napi::Array::New(env, c.arch.lora_targets.size());
+  for (size_t i = 0; i < c.arch.lora_targets.size(); i++) lora.Set(uint32_t(i), c.arch.lora_targets[i]);
+  o.Set("loraTargets", lora);
   o.Set("vocabSize", double(c.vocab));
   o.Set("hiddenSize", double(c.hidden));
   o.Set("numLayers", double(c.layers));

@@ -98,13 +98,14 @@ export async function readInstructions(path: string, map?: FieldMap): Promise<In
 }
 
 /**
- * The SuperNI-style prompt ("Definition: … Input: … Output:") of a row, without its response.
+ * The SuperNI-style prompt ("Definition: … Input: … Output:") of a row, without its response: the
+ * default template of src/template/, the one prompt renderer of training, scoring and evaluation.
  *
  * @example
  * renderPrompt({ instruction: 'Answer yes or no.', input: 'Is ice cold?', output: 'yes' });
  */
 export function renderPrompt(ex: InstructionExample): string {
-  return `Definition: ${ex.instruction}\n\n${ex.input ? `Input: ${ex.input}\n` : ''}Output: `;
+  return superniTemplate().render({ instruction: ex.instruction, input: ex.input }).text;
 }
 
 /** A tokenised training sequence and the weight of each position (1 where it predicts a response token). */

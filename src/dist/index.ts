@@ -6,7 +6,8 @@
  * transport (NCCL, with a GPU backend) can stand behind it.
  */
 import { ClusterError, KpigError } from '../errors/index.js';
-import { loadAddon, type NativeModel } from '../native/index.js';
+import type { ModelTraining } from '../model/training.js';
+import { loadAddon } from '../native/index.js';
 
 export interface World {
   rank: number;
@@ -16,7 +17,7 @@ export interface World {
   /** `values` summed over the ranks (every rank calls with the same length, in the same order). */
   allreduceSum(values: ArrayLike<number>): Float64Array;
   /** The model's gradients summed over the ranks. */
-  allreduceGrads(model: NativeModel): Promise<void>;
+  allreduceGrads(model: ModelTraining): Promise<void>;
   /** Ends every rank of the job with `code` (a failing rank must: the others wait for it). */
   abort(code: number): never;
 }

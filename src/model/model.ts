@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, InputError, KpigIOError, fromNative } from '../errors/index.js';
-import { loadAddon, type NativeModel, type NativeModelInfo, type PrefixCacheStats } from '../native/index.js';
+import { loadAddon, type NativeIgColumns, type NativeModel, type NativeModelInfo, type PrefixCacheStats } from '../native/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/index.js';
 import { countParameters, readModelConfig } from './config.js';
 import { checkMemory } from './memory.js';
@@ -335,6 +335,14 @@ export class Model {
   /** Counters of the prefix cache since the model was loaded: hit rate = hits / sequences. */
   prefixCacheStats(): PrefixCacheStats {
     return this.#handle().prefixCacheStats();
+  }
+
+  /**
+   * Information-gain columns of full/masked pairs (src/scoring/pairs.ts builds on it): pair i is
+   * full sequence i and masked sequence i, sharing their last `responseLens[i]` tokens.
+   */
+  async igColumns(full: PackedSequences, masked: PackedSequences, responseLens: Int32Array, perToken = false): Promise<NativeIgColumns> {
+    return this.#handle().scoreIg(full.tokens, full.offsets, masked.tokens, masked.offsets, responseLens, perToken);
   }
 
   /** Frees the engine's copy of the weights; calls already running finish first. */

@@ -19,6 +19,8 @@ export interface NativeConfigInfo {
   learnedPositions: boolean;
   embedScale: boolean;
   scaleAttnByLayer: boolean;
+  /** PEFT's default LoRA target modules of the family. */
+  loraTargets: string[];
   vocabSize: number;
   hiddenSize: number;
   numLayers: number;

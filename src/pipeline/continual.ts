@@ -32,9 +32,10 @@ import { CancelledError, InputError, KpigIOError } from '../errors/index.js';
 import { readArrowTable } from '../io/arrow.js';
 import { cleanTemps, writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { dataFingerprint, modelFingerprint } from '../io/fingerprint.js';
-import { Model, nativeOf } from '../model/model.js';
+import { Model } from '../model/model.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../model/safetensors.js';
 import { deriveSeed, mulberry32, shuffled } from '../random/rng.js';
+import { plainSequences, type StageEndContext, type StepContext } from '../replay/loss-terms.js';
 import { builtinStrategy, type ItemScore, type PlanItem, type ReplayPlan, type Strategy, type StrategyContext } from '../replay/strategy.js';
 import { ChatClient } from '../llm/client.js';
 import { llmTags } from '../replay/insinfo.js';
@@ -353,7 +354,7 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       seed: config.seed,
       world,
     });
-    const nat = nativeOf(model);
+    const term = strategy.lossTerm;
 
     // Where to pick up: the last finished stage, and a checkpoint inside the next one. Where rank 0
     // finds the run is where every rank picks it up.
@@ -410,15 +411,13 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
         await trainer.resume(ckptDir);
         stepInStage = (JSON.parse(await readFile(join(ckptDir, 'trainer_state.json'), 'utf8')) as { stageStep?: number }).stageStep ?? 0;
       } else {
-        // A fresh AdamW state for every stage.
-        for (const info of nat.tensors().filter((x) => x.trainable)) {
-          const zeros = new Float32Array(info.shape.reduce((a, b) => a * b, 1));
-          nat.writeTensor(info.name, 'exp_avg', zeros);
-          nat.writeTensor(info.name, 'exp_avg_sq', zeros);
-        }
-        nat.setOptimizerSteps(0);
+        trainer.resetOptimizer(); // a fresh AdamW state for every stage
       }
-      const ewc = strategy.loss === 'ewc' && t > 1 ? await readEwc(join(runDir, pad(t - 1), 'ewc.safetensors')) : null;
+      await term?.startStage?.({
+        stage: t,
+        config: config.strategy,
+        previous: async (file) => (t > 1 ? readTensorFile(join(runDir, pad(t - 1), file)) : null),
+      });
       emit({ type: 'phase', stage: t, phase: 'train' });
       const trained = await trainStage({
         t,
@@ -430,7 +429,6 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
         strategy,
         stageDir,
         startStep: stepInStage,
-        ewc,
         emit,
         signal: options.signal,
         budget: options.stopAfterSteps === undefined ? Infinity : options.stopAfterSteps - stepsThisProcess,
@@ -438,9 +436,9 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       stepsThisProcess += trained.stepsRun;
       if (trained.interrupted) throw new CancelledError(`the run stopped after ${stepsThisProcess} steps in stage ${t}; resume it with --resume`);
 
-      // 3. End of stage: weights, EWC statistics, evaluation, then done.json.
+      // 3. End of stage: weights, what the loss term keeps (EWC's Fisher), evaluation, then done.json.
       if (lead) await saveCheckpoint(model, join(stageDir, 'final'), stageState(trainer, config, trained.totalSteps, trained.totalSteps, items.length));
-      if (strategy.loss === 'ewc') await writeEwc(model, state, task, join(stageDir, 'ewc.safetensors'), ewc, config);
+      if (term?.endStage) await term.endStage(stageEndContext(t, task, stageDir, state, model, trainer));
       if (lead) await rm(ckptDir, { recursive: true, force: true });
       emit({ type: 'phase', stage: t, phase: 'eval' });
       const scores = await evaluateStage(model, state.set, tasks, config, join(stageDir, 'eval.arrow'), (done, total) => emit({ type: 'eval-progress', stage: t, done, total }), options.signal, state.template, world);
@@ -610,21 +608,8 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
     await writeJsonAtomic(join(stageDir, 'allocation.json'), { allocation: plan.allocation, tau: plan.tau ?? null });
   }
   const items = [...current, ...plan.replay];
-  if (strategy.loss === 'lwf' && t > 1) {
-    // LwF for a generative model: the old model's own greedy answers to the new task's prompts,
-    // trained alongside (sequence-level distillation).
-    const cur = current.filter((x) => x.task_id === task);
-    const prompts = cur.map((x) => promptFor(model, state, x));
-    const eosIds = stopTokens(model.tokenizer!, state.template, model.info.eosIds);
-    // Under MPI each rank answers its share of the prompts; every rank gets every answer.
-    const [from, to] = shareOf(state.world, prompts.length);
-    const gens = await model.generate(prompts.slice(from, to), { maxNewTokens: config.eval.maxNewTokens, stop: ['\n'], eosIds, signal });
-    const answers = gatherTexts(state.world, prompts.map((_, i) => (i >= from && i < to ? (gens[i - from].text ?? '').trim() : null)));
-    cur.forEach((x, i) => {
-      const text = answers[i];
-      if (text) items.push({ ...x, role: 'lwf', target: text });
-    });
-  }
+  if (strategy.lossTerm?.planItems)
+    items.push(...(await strategy.lossTerm.planItems({ stage: t, task, config: config.strategy, current, answers: (xs) => answersOf(model, state, xs, signal) })));
   return items;
 }
 
@@ -632,6 +617,15 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
 function llmTagger(cacheDir: string): (ins: InstructionRecord) => Promise<string[]> {
   const client = new ChatClient({ cacheDir });
   return (ins) => llmTags(client, ins.text);
+}
+
+/** The current model's greedy one-line answers to items' prompts; under MPI each rank answers its share and every rank gets every answer. */
+async function answersOf(model: Model, state: RunState, items: PlanItem[], signal?: AbortSignal): Promise<string[]> {
+  const prompts = items.map((x) => promptFor(model, state, x));
+  const eosIds = stopTokens(model.tokenizer!, state.template, model.info.eosIds);
+  const [from, to] = shareOf(state.world, prompts.length);
+  const gens = await model.generate(prompts.slice(from, to), { maxNewTokens: state.config.eval.maxNewTokens, stop: ['\n'], eosIds, signal });
+  return gatherTexts(state.world, prompts.map((_, i) => (i >= from && i < to ? (gens[i - from].text ?? '').trim() : null)));
 }
 
 function promptFor(model: Model, state: RunState, item: PlanItem): number[] {
@@ -684,62 +678,41 @@ async function scoreItems(model: Model, state: RunState, items: PlanItem[], sche
   });
 }
 
-interface EwcState {
-  fisher: Map<string, Float32Array>;
-  anchor: Map<string, Float32Array>;
-}
-
-async function readEwc(path: string): Promise<EwcState> {
+/** Tensors of a safetensors file as float32 (what a loss term kept from a stage). */
+async function readTensorFile(path: string): Promise<Map<string, Float32Array>> {
   const st = await readSafetensors(path);
-  const fisher = new Map<string, Float32Array>(), anchor = new Map<string, Float32Array>();
-  for (const [name, t] of st.tensors) {
-    if (name.startsWith('fisher/')) fisher.set(name.slice(7), toFloat32(t));
-    else if (name.startsWith('anchor/')) anchor.set(name.slice(7), toFloat32(t));
-  }
-  return { fisher, anchor };
+  return new Map([...st.tensors].map(([name, t]) => [name, toFloat32(t)]));
 }
 
-/**
- * EWC statistics after a stage: the diagonal empirical Fisher E[g²] of the trainable weights over
- * `fisherSamples` instances of the task just learned (one backward pass per instance), added to
- * the previous tasks' (online EWC), and the weights now as the anchor. Under MPI each rank takes a
- * share of the instances and the sums are added over the ranks; rank 0 writes the file.
- */
-async function writeEwc(model: Model, state: RunState, task: string, path: string, previous: EwcState | null, config: RunConfig): Promise<void> {
-  const nat = nativeOf(model);
-  const trainable = nat.tensors().filter((x) => x.trainable);
-  const xs = state.stageInstances(task).slice(0, config.strategy.fisherSamples);
-  const [from, to] = shareOf(state.world, xs.length);
-  const sums = new Map<string, Float64Array>();
-  for (const info of trainable) sums.set(info.name, new Float64Array(info.shape.reduce((a, b) => a * b, 1)));
-  nat.zeroGrad();
-  for (const x of xs.slice(from, to)) {
-    const ins = state.instructionFor(task, x.instance_id);
-    const seq = sampleSequence(model, state.template, ins.text, x.input, x.outputs[0], config.train.maxLength, 1);
-    if (!seq) continue;
-    await nat.trainAccumulate(Int32Array.from(seq.tokens), Int32Array.from([0, seq.tokens.length]), Float32Array.from(seq.weights), 0, false);
-    for (const info of trainable) {
-      const g = nat.readTensor(info.name, 'grad');
-      const f = sums.get(info.name)!;
-      for (let i = 0; i < g.length; i++) f[i] += g[i] * g[i];
-    }
-    nat.zeroGrad();
-  }
-  const fisher = new Map<string, Float32Array>();
-  for (const info of trainable) {
-    const sum = gatherRows(state.world, sums.get(info.name)!);
-    const before = previous?.fisher.get(info.name);
-    const f = new Float32Array(sum.length);
-    for (let i = 0; i < f.length; i++) f[i] = (before ? before[i] : 0) + sum[i] / xs.length;
-    fisher.set(info.name, f);
-  }
-  if (!state.lead) return;
-  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-  for (const info of trainable) {
-    tensors[`fisher/${info.name}`] = { dtype: 'F32', shape: info.shape, data: fisher.get(info.name)! };
-    tensors[`anchor/${info.name}`] = { dtype: 'F32', shape: info.shape, data: nat.readTensor(info.name, 'param') };
-  }
-  await writeSafetensors(path, tensors);
+/** What a loss term gets at the end of stage t: squared gradients shared out over the ranks, and lead-only writes. */
+function stageEndContext(t: number, task: string, stageDir: string, state: RunState, model: Model, trainer: Trainer): StageEndContext {
+  const config = state.config;
+  return {
+    stage: t,
+    task,
+    config: config.strategy,
+    taskItems: state.stageInstances(task).map((x) => ({ task_id: task, instance_id: x.instance_id, instruction_id: state.instructionFor(task, x.instance_id).instruction_id, role: 'current' as const })),
+    squaredGradients: async (items) => {
+      const [from, to] = shareOf(state.world, items.length);
+      const seqs: TrainingSequence[] = [];
+      for (const it of items.slice(from, to)) {
+        const x = state.instance(it.task_id, it.instance_id);
+        const ins = state.instructionById.get(it.instruction_id)!;
+        const seq = sampleSequence(model, state.template, ins.text, x.input, it.target ?? x.outputs[0], config.train.maxLength, 1);
+        if (seq) seqs.push(seq);
+      }
+      const mine = await trainer.squaredGradients(seqs);
+      return new Map([...mine].map(([name, sum]) => [name, gatherRows(state.world, sum)]));
+    },
+    parameters: () => trainer.parameters(),
+    save: async (file, tensors) => {
+      if (!state.lead) return;
+      const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+      const shapes = new Map(trainer.trainableTensors().map((x) => [x.name, x.shape]));
+      for (const [name, data] of tensors) out[name] = { dtype: 'F32', shape: shapes.get(name.slice(name.indexOf('/') + 1)) ?? shapes.get(name) ?? [data.length], data };
+      await writeSafetensors(join(stageDir, file), out);
+    },
+  };
 }
 
 interface StageTraining {
@@ -752,7 +725,6 @@ interface StageTraining {
   strategy: Strategy;
   stageDir: string;
   startStep: number;
-  ewc: EwcState | null;
   emit: (e: RunEvent) => void;
   signal?: AbortSignal;
   budget: number;
@@ -761,7 +733,7 @@ interface StageTraining {
 async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losses: number[]; stepsRun: number; interrupted: boolean }> {
   const { config } = s.state;
   const tc = config.train;
-  const nat = nativeOf(s.model);
+  const term = s.strategy.lossTerm;
   const bs = tc.batchSize;
   const perEpoch = Math.ceil(s.items.length / bs);
   const totalSteps = perEpoch * tc.epochs;
@@ -770,9 +742,6 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
   let log: string[] = [];
   if (existsSync(logPath)) log = (await readFile(logPath, 'utf8')).split('\n').filter(Boolean).slice(0, s.startStep);
   const losses = log.map((l) => (JSON.parse(l) as { loss: number }).loss);
-  const useKpig = s.strategy.loss === 'kpig';
-  const lambda = config.strategy.lambda, gamma = config.strategy.gamma;
-  const lwfScale = config.strategy.lwfLambda;
   const t0 = Date.now();
   let tokens = 0;
   let stepsRun = 0;
@@ -790,47 +759,32 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
       orderEpoch = epoch;
     }
     const picked = order.slice((step % perEpoch) * bs, (step % perEpoch + 1) * bs).map((i) => s.items[i]);
-    const seqs: TrainingSequence[] = [];
-    let igSum = 0, igN = 0;
-    // The KPIG objective needs each sample's IG under the current weights to know whether its hinge is active.
-    const kpigItems = useKpig ? picked.filter((x) => x.role !== 'lwf' && (s.state.instructionById.get(x.instruction_id)?.key_spans.length ?? 0) > 0) : [];
-    const objectiveLabels = (it: PlanItem) => ['objective', it.instance_id, s.t, step];
-    const igs = kpigItems.length ? await scoreItems(s.model, s.state, kpigItems, config.strategy.objectiveMask, objectiveLabels, s.signal) : [];
-    // The masked pass trains on the very instruction the hinge was measured with.
-    const scoreOf = new Map(kpigItems.map((x, i) => [x, igs[i]]));
-    for (const it of picked) {
-      const x = s.state.instance(it.task_id, it.instance_id);
-      const ins = s.state.instructionById.get(it.instruction_id)!;
-      const target = it.target ?? x.outputs[0];
-      const scale = it.role === 'lwf' ? lwfScale : 1;
-      const score = scoreOf.get(it);
-      const ig = score?.ig_ce;
-      if (ig !== undefined) {
-        igSum += ig;
-        igN++;
-      }
-      if (ig !== undefined && ig < gamma) {
-        // L = CE_full + λ·(γ − (CE_masked − CE_full)) = (1+λ)·CE_full − λ·CE_masked + λγ
-        const full = sampleSequence(s.model, s.state.template, ins.text, x.input, target, tc.maxLength, 1 + lambda);
-        const masked = sampleSequence(s.model, s.state.template, score!.masked_instruction, x.input, target, tc.maxLength, -lambda);
-        if (full && masked) seqs.push(full, masked);
-        else if (full) seqs.push(full);
-      } else {
-        const seq = sampleSequence(s.model, s.state.template, ins.text, x.input, target, tc.maxLength, scale);
-        if (seq) seqs.push(seq);
-      }
-    }
+    // The loss term says what the step trains on (KPIG's hinge needs each item's IG under the current weights).
+    const ctx: StepContext = {
+      stage: s.t,
+      task: s.task,
+      step,
+      config: config.strategy,
+      scoreItems: (items, scheme) => scoreItems(s.model, s.state, items, scheme, (it) => ['objective', it.instance_id, s.t, step], s.signal),
+      instruction: (it) => s.state.instructionById.get(it.instruction_id)!,
+      sequence: (it, scale, instructionText) => {
+        const x = s.state.instance(it.task_id, it.instance_id);
+        const text = instructionText ?? s.state.instructionById.get(it.instruction_id)!.text;
+        return sampleSequence(s.model, s.state.template, text, x.input, it.target ?? x.outputs[0], tc.maxLength, scale);
+      },
+    };
+    const { sequences: seqs, ig } = term?.stepSequences ? await term.stepSequences(picked, ctx) : plainSequences(picked, ctx);
     const lr = learningRate(step, { lr: tc.lr, totalSteps, warmupSteps: tc.warmupSteps, schedule: tc.schedule });
     const r = await s.trainer.trainStep(seqs, lr, s.signal, {
       normalizer: picked.length,
-      beforeOptimizer: s.ewc ? () => addEwcGradient(nat, s.ewc!, config.strategy.ewcLambda) : undefined,
+      beforeOptimizer: term?.beforeOptimizer ? (g) => term.beforeOptimizer!(g) : undefined,
     });
     stepsRun++;
     const stepTokens = seqs.reduce((a, q) => a + q.tokens.length, 0);
     tokens += stepTokens;
     losses.push(r.loss);
     const sec = (Date.now() - t0) / 1000;
-    const entry = { stage: s.t, step: step + 1, loss: r.loss, ig: igN ? igSum / igN : null, lr, tokens: stepTokens, tokens_per_s: sec > 0 ? tokens / sec : 0 };
+    const entry = { stage: s.t, step: step + 1, loss: r.loss, ig, lr, tokens: stepTokens, tokens_per_s: sec > 0 ? tokens / sec : 0 };
     log.push(JSON.stringify(entry));
     s.emit({ type: 'step', stage: s.t, task: s.task, step: step + 1, totalSteps, loss: r.loss, ig: entry.ig, tokensPerSecond: entry.tokens_per_s, etaSeconds: (sec / stepsRun) * (totalSteps - step - 1) });
     if (tc.checkpointEvery > 0 && (step + 1) % tc.checkpointEvery === 0 && step + 1 < totalSteps && s.state.lead) {
@@ -841,15 +795,3 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
   if (s.state.lead) await writeFileAtomic(logPath, log.join('\n') + (log.length ? '\n' : ''));
   return { totalSteps, losses, stepsRun, interrupted: false };
 }
-
-/** EWC's penalty gradient λ·F⊙(θ − θ*), added to the accumulated gradients before the update. */
-function addEwcGradient(nat: ReturnType<typeof nativeOf>, ewc: EwcState, lambda: number): void {
-  for (const [name, f] of ewc.fisher) {
-    const anchor = ewc.anchor.get(name)!;
-    const p = nat.readTensor(name, 'param');
-    const g = nat.readTensor(name, 'grad');
-    for (let i = 0; i < g.length; i++) g[i] += lambda * f[i] * (p[i] - anchor[i]);
-    nat.writeTensor(name, 'grad', g);
-  }
-}
-

@@ -1,7 +1,7 @@
 /**
  * Replay strategies behind one small interface: at the start of stage t a strategy looks at the
- * tasks trained so far and returns the replay set (`plan`), and may ask the trainer for a loss term
- * (the KPIG objective, EWC, LwF). The run engine supplies scoring, embedding and generation
+ * tasks trained so far and returns the replay set (`plan`), and may add a loss term to training
+ * (the KPIG objective, EWC, LwF: loss-terms.ts). The run engine supplies scoring, embedding and generation
  * through the context, so a strategy is plain data logic and a user can add their own.
  */
 import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
@@ -10,6 +10,7 @@ import { deriveSeed, mulberry32, sampleWithoutReplacement } from '../random/rng.
 import type { StrategyConfig } from './config.js';
 import { insclAllocation, kpigAllocation, lowestIndices, stratifiedLowest } from './allocate.js';
 import { insInfo, offlineTags } from './insinfo.js';
+import { ewcPenalty, kpigObjective, lwfDistillation, type LossTerm } from './loss-terms.js';
 import { cosineCost, emd } from './ot.js';
 
 /** One training example of a stage: an instance of a task, asked with one of its instructions. */
@@ -82,8 +83,11 @@ export interface StrategyContext {
 export interface Strategy {
   readonly name: string;
   plan(ctx: StrategyContext): Promise<ReplayPlan>;
-  /** The loss term the trainer adds: KPIG's IG hinge, EWC's penalty, LwF's distillation. */
-  readonly loss?: 'kpig' | 'ewc' | 'lwf';
+  /**
+   * What the strategy adds to training (loss-terms.ts): KPIG's IG hinge, EWC's penalty, LwF's
+   * distillation, or a user's own term. One object per run: a term may keep state between stages.
+   */
+  readonly lossTerm?: LossTerm;
   /** Multitask: every seen task's data is trained again at each stage. */
   readonly joint?: boolean;
 }
@@ -231,14 +235,14 @@ export function builtinStrategy(config: StrategyConfig): Strategy {
       return {
         name: 'kpig',
         plan: (ctx) => (config.igReplay ? kpigPlan(ctx) : randomPlan(ctx)),
-        loss: config.igObjective ? 'kpig' : undefined,
+        lossTerm: config.igObjective ? kpigObjective() : undefined,
       };
     case 'inscl':
       return { name: 'inscl', plan: insclPlan };
     case 'ewc':
-      return { name: 'ewc', plan: noReplay, loss: 'ewc' };
+      return { name: 'ewc', plan: noReplay, lossTerm: ewcPenalty() };
     case 'lwf':
-      return { name: 'lwf', plan: noReplay, loss: 'lwf' };
+      return { name: 'lwf', plan: noReplay, lossTerm: lwfDistillation() };
     default:
       throw new InputError(`unknown strategy '${(config as { name: string }).name}'`);
   }

@@ -3,7 +3,7 @@
  * runs each pair's shared prefix once and the LM head only where response tokens are predicted.
  */
 import { fromNative } from '../errors/index.js';
-import { type Model, nativeOf, packSequences } from '../model/model.js';
+import { type Model, packSequences } from '../model/model.js';
 
 /** A full/masked pair of token sequences that end with the same `responseLen` response tokens. */
 export interface IgPairInput {
@@ -55,7 +55,7 @@ export async function scorePairs(model: Model, pairs: IgPairInput[], options: { 
   const r = Int32Array.from(pairs.map((p) => p.responseLen));
   let cols;
   try {
-    cols = await nativeOf(model).scoreIg(full.tokens, full.offsets, masked.tokens, masked.offsets, r, options.perToken ?? false);
+    cols = await model.igColumns(full, masked, r, options.perToken ?? false);
   } catch (err) {
     throw fromNative(err);
   }

@@ -10,7 +10,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, ModelConfigError } from '../errors/index.js';
 import { writeDirAtomic } from '../io/atomic.js';
-import { type Model, nativeOf } from '../model/model.js';
+import type { Model } from '../model/model.js';
+import { trainingOf } from '../model/training.js';
 import { readSafetensors, toFloat32, writeSafetensors, type TensorInput } from '../model/safetensors.js';
 
 /** LoRA settings as PEFT's adapter_config.json records them. */
@@ -34,7 +35,7 @@ const loraOf = new WeakMap<Model, LoraSettings>();
  */
 export function addLora(model: Model, settings: LoraSettings, seed = 0): string[] {
   if (loraOf.has(model)) throw new InputError('the model already has LoRA adapters');
-  const matched = nativeOf(model).loraAdd({ ...settings, seed });
+  const matched = trainingOf(model).addLora({ ...settings, seed });
   loraOf.set(model, { ...settings });
   return matched;
 }
@@ -51,14 +52,14 @@ export function loraSettings(model: Model): LoraSettings | undefined {
  * mergeLora(model); await saveModel(model, 'out/merged');
  */
 export function mergeLora(model: Model): void {
-  nativeOf(model).loraMerge();
+  trainingOf(model).mergeLora();
   loraOf.delete(model);
 }
 
 function tensorsOf(model: Model, pick: (name: string) => boolean, kind: 'param' | 'exp_avg' | 'exp_avg_sq', prefix = '') {
-  const nat = nativeOf(model);
+  const nat = trainingOf(model);
   const out: Record<string, TensorInput> = {};
-  for (const t of nat.tensors()) if (pick(t.name)) out[prefix + t.name] = { dtype: 'F32', shape: t.shape, data: nat.readTensor(t.name, kind) };
+  for (const t of nat.tensors()) if (pick(t.name)) out[prefix + t.name] = { dtype: 'F32', shape: t.shape, data: nat.read(t.name, kind) };
   return out;
 }
 
@@ -175,7 +176,7 @@ export async function loadAdapter(model: Model, dir: string): Promise<void> {
   } catch (err) {
     throw new ModelConfigError(`${cfgPath}: does not fit this model: ${(err as Error).message}`);
   }
-  const nat = nativeOf(model);
+  const nat = trainingOf(model);
   const expected = nat.tensors().filter((t) => isLora(t.name));
   for (const t of expected) {
     const data = stored.get(t.name);
@@ -188,14 +189,14 @@ export async function loadAdapter(model: Model, dir: string): Promise<void> {
     const got = shapes.get(t.name);
     if (data.length !== want[0] * want[1] || (got && got.join(',') !== want.join(',')))
       throw new ModelConfigError(`${file}: tensor '${t.name}' has shape [${got?.join(', ')}], the config implies [${want.join(', ')}] (r = ${r})`);
-    if (!folded) nat.writeTensor(t.name, 'param', data);
+    if (!folded) nat.write(t.name, 'param', data);
     else {
       const a = patternValue(alphaPattern, module) ?? alpha;
       const scale = rsLora ? a / Math.sqrt(r) : a / r;
       const out = new Float32Array(t.shape[0] * t.shape[1]);
       if (isA) out.set(data); // rows r..R−1 stay zero
       else for (let i = 0; i < t.shape[0]; i++) for (let j = 0; j < r; j++) out[i * t.shape[1] + j] = data[i * r + j] * scale;
-      nat.writeTensor(t.name, 'param', out);
+      nat.write(t.name, 'param', out);
     }
     stored.delete(t.name);
   }
@@ -263,7 +264,7 @@ export interface TrainerState {
  * await saveCheckpoint(model, 'out/checkpoint-100', state);
  */
 export async function saveCheckpoint(model: Model, dir: string, state: TrainerState): Promise<void> {
-  const nat = nativeOf(model);
+  const nat = trainingOf(model);
   await writeDirAtomic(
     dir,
     async (tmp) => {
@@ -296,19 +297,19 @@ export async function loadCheckpoint(model: Model, dir: string): Promise<Trainer
   } catch (err) {
     throw new ModelConfigError(`${statePath}: not a readable checkpoint: ${(err as Error).message}`);
   }
-  const nat = nativeOf(model);
+  const nat = trainingOf(model);
   const weights = await readSafetensors(join(dir, state.mode === 'full' ? 'model.safetensors' : 'adapter_model.safetensors'));
   const names = new Set(nat.tensors().map((t) => t.name));
   for (const [name, t] of weights.tensors) {
     if (!names.has(name)) throw new ModelConfigError(`${dir}: tensor '${name}' does not exist in this model`);
-    nat.writeTensor(name, 'param', toFloat32(t));
+    nat.write(name, 'param', toFloat32(t));
   }
   const opt = await readSafetensors(join(dir, 'optimizer.safetensors'));
   for (const t of nat.tensors().filter((x) => x.trainable)) {
     const m = opt.tensors.get(`exp_avg/${t.name}`), v = opt.tensors.get(`exp_avg_sq/${t.name}`);
     if (!m || !v) throw new ModelConfigError(`${dir}/optimizer.safetensors: no AdamW state for '${t.name}'`);
-    nat.writeTensor(t.name, 'exp_avg', toFloat32(m));
-    nat.writeTensor(t.name, 'exp_avg_sq', toFloat32(v));
+    nat.write(t.name, 'exp_avg', toFloat32(m));
+    nat.write(t.name, 'exp_avg_sq', toFloat32(v));
   }
   nat.setOptimizerSteps(Number(opt.metadata.step ?? state.step));
   return state;

@@ -8,7 +8,8 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, InputError } from '../errors/index.js';
 import { SINGLE_PROCESS, type World } from '../dist/index.js';
-import { type Model, nativeOf, packSequences } from '../model/model.js';
+import { type Model, packSequences } from '../model/model.js';
+import { trainingOf } from '../model/training.js';
 import type { TrainingSequence } from '../data/instructions.js';
 import { addLora, loadCheckpoint, loraSettings, saveCheckpoint, type LoraSettings, type TrainerState } from './checkpoint.js';
 import { mulberry32 } from '../random/rng.js';
@@ -79,8 +80,23 @@ export interface StepOutcome {
 export interface StepOptions {
   /** Divide Σ w·NLL by this instead of Σ |w| (e.g. the number of samples when the weights already hold per-sample means). */
   normalizer?: number;
-  /** Runs after the gradients are accumulated and before the optimizer update (regularisers add their gradient here). */
-  beforeOptimizer?: () => void | Promise<void>;
+  /**
+   * Runs after the gradients are accumulated (and summed over the ranks) and before the optimizer
+   * update: a regulariser adds its gradient here (EWC's penalty).
+   */
+  beforeOptimizer?: (gradients: Gradients) => void | Promise<void>;
+}
+
+/** The trainable tensors' gradients during a step, for a regulariser to read and add to. */
+export interface Gradients {
+  /** Names of the trainable tensors. */
+  names(): string[];
+  /** A copy of a tensor's accumulated gradient. */
+  read(name: string): Float32Array;
+  /** A copy of a tensor's current weights. */
+  param(name: string): Float32Array;
+  /** Replaces a tensor's gradient. */
+  write(name: string, gradient: Float32Array): void;
 }
 
 export interface TrainSummary {
@@ -160,16 +176,15 @@ export class Trainer {
     if (!(o.lr > 0)) throw new InputError(`lr must be > 0, got ${o.lr}`);
     if (o.maxSteps !== undefined && (!Number.isInteger(o.maxSteps) || o.maxSteps < 1)) throw new InputError(`maxSteps must be an integer ≥ 1`);
     if (mode === 'full') {
-      nativeOf(model).trainFull();
+      trainingOf(model).enableFullTraining();
     } else {
       this.lora = loraSettings(model);
       if (!this.lora) {
-        const arch = model.info.arch;
         this.lora = {
           rank: options.lora?.rank ?? 8,
           alpha: options.lora?.alpha ?? 16,
           dropout: options.lora?.dropout ?? 0,
-          targets: options.lora?.targets ?? (arch === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj']),
+          targets: options.lora?.targets ?? [...model.info.loraTargets],
         };
         addLora(model, this.lora, o.seed);
       }
@@ -179,6 +194,66 @@ export class Trainer {
   /** Optimizer steps taken so far (continues from a resumed checkpoint). */
   get step(): number {
     return this.#step;
+  }
+
+  /** The trainable tensors (names and shapes): LoRA adapters, or every base weight in full mode. */
+  trainableTensors(): Array<{ name: string; shape: number[] }> {
+    return trainingOf(this.model).tensors().filter((t) => t.trainable).map(({ name, shape }) => ({ name, shape }));
+  }
+
+  /** A copy of the current weights of every trainable tensor. */
+  parameters(): Map<string, Float32Array> {
+    const t = trainingOf(this.model);
+    return new Map(this.trainableTensors().map(({ name }) => [name, t.read(name, 'param')]));
+  }
+
+  /**
+   * A fresh AdamW state: both moments zero and the bias correction restarted (the step count of
+   * `step` is the trainer's and stays).
+   *
+   * @example
+   * trainer.resetOptimizer(); // a new stage starts its optimizer afresh
+   */
+  resetOptimizer(): void {
+    const t = trainingOf(this.model);
+    for (const { name, shape } of this.trainableTensors()) {
+      const zeros = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      t.write(name, 'exp_avg', zeros);
+      t.write(name, 'exp_avg_sq', zeros);
+    }
+    t.setOptimizerSteps(0);
+  }
+
+  /**
+   * Σ over `sequences` of each one's squared gradient, per trainable tensor (one backward pass per
+   * sequence, e.g. for the diagonal empirical Fisher). Gradients are zero afterwards; the weights
+   * and the optimizer are untouched. Each rank sums the sequences it is given (no allreduce).
+   */
+  async squaredGradients(sequences: TrainingSequence[]): Promise<Map<string, Float64Array>> {
+    const t = trainingOf(this.model);
+    const trainable = this.trainableTensors();
+    const sums = new Map(trainable.map(({ name, shape }) => [name, new Float64Array(shape.reduce((a, b) => a * b, 1))]));
+    t.zeroGrad();
+    for (const seq of sequences) {
+      await t.accumulate(packSequences([seq.tokens]), Float32Array.from(seq.weights), 0);
+      for (const { name } of trainable) {
+        const g = t.read(name, 'grad');
+        const f = sums.get(name)!;
+        for (let i = 0; i < g.length; i++) f[i] += g[i] * g[i];
+      }
+      t.zeroGrad();
+    }
+    return sums;
+  }
+
+  #gradients(): Gradients {
+    const t = trainingOf(this.model);
+    return {
+      names: () => this.trainableTensors().map((x) => x.name),
+      read: (name) => t.read(name, 'grad'),
+      param: (name) => t.read(name, 'param'),
+      write: (name, g) => t.write(name, 'grad', g),
+    };
   }
 
   /**
@@ -293,7 +368,7 @@ export class Trainer {
 
   async #step_(picked: TrainingSequence[], lr: number, step: number, signal?: AbortSignal, options: StepOptions = {}): Promise<StepOutcome & { tokens: number }> {
     const o = this.options;
-    const nat = nativeOf(this.model);
+    const nat = trainingOf(this.model);
     let norm = 0;
     let weightedTokens = 0;
     for (const ex of picked)
@@ -320,7 +395,7 @@ export class Trainer {
         if (s.weights.length !== s.tokens.length) throw new InputError(`a training sequence has ${s.tokens.length} tokens but ${s.weights.length} weights`);
         for (const w of s.weights) weights[at++] = w / norm;
       }
-      const r = await nat.trainAccumulate(packed.tokens, packed.offsets, weights, o.seed * 1000003 + step * 131 + micro, false);
+      const r = await nat.accumulate(packed, weights, o.seed * 1000003 + step * 131 + micro);
       loss += r.loss;
       tokens += packed.tokens.length;
     }
@@ -332,7 +407,7 @@ export class Trainer {
       await this.world.allreduceGrads(nat);
       [loss, tokens] = this.world.allreduceSum([loss, tokens]);
     }
-    await options.beforeOptimizer?.();
+    await options.beforeOptimizer?.(this.#gradients());
     const r = await nat.optimizerStep({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm });
     return { loss, lr, gradNorm: r.gradNorm, skipped: r.skipped || !Number.isFinite(loss), weightedTokens, tokens };
   }

@@ -31,6 +31,7 @@ struct ArchTraits {
   Activation act = Activation::SiluGLU;
   bool learned_positions = false;  // a position embedding table (GPT-2); otherwise RoPE
   bool embed_scale = false;        // token embeddings times sqrt(hidden) (Gemma)
+  std::vector<std::string> lora_targets;  // PEFT's default LoRA target modules for the family
   bool gated() const { return act != Activation::GeluTanh; }
 };
 

@@ -128,6 +128,7 @@ ModelConfig config_parse(const std::string& text, const std::string& file) {
   const Architecture* arch = architecture_for_type(c.model_type);
   if (!arch) fail(ErrorCode::Unsupported, file + ": model_type '" + c.model_type + "' is not supported (" + supported_model_types() + ")");
   c.arch.family = arch->family;
+  c.arch.lora_targets = arch->lora_targets;
   arch->read_config(r, c);
   return c;
 }

@@ -139,7 +139,7 @@ std::vector<std::string> Model::lora_add(const LoraConfig& cfg) {
   if (!(cfg.alpha > 0)) fail(ErrorCode::Input, "LoRA alpha must be > 0");
   if (!(cfg.dropout >= 0 && cfg.dropout < 1)) fail(ErrorCode::Input, "LoRA dropout must be in [0, 1)");
   std::vector<std::string> targets = cfg.targets;
-  if (targets.empty()) targets = architecture_of(c).lora_targets;
+  if (targets.empty()) targets = c.arch.lora_targets;
   const bool all = std::find(targets.begin(), targets.end(), "all-linear") != targets.end();
   std::vector<bool> used(targets.size(), false);
   std::vector<std::string> matched;
