@@ -15,6 +15,7 @@
         "native/src/cpu/gemm.cpp",
         "native/src/cpu/gemm_amx.cpp",
         "native/src/cpu/ops.cpp",
+        "native/src/model/adamw.cpp",
         "native/src/model/arch/gemma.cpp",
         "native/src/model/arch/gpt2.cpp",
         "native/src/model/arch/llama.cpp",
@@ -24,8 +25,10 @@
         "native/src/model/forward.cpp",
         "native/src/model/ig.cpp",
         "native/src/model/linear.cpp",
+        "native/src/model/lora.cpp",
         "native/src/model/model.cpp",
         "native/src/model/prefix_cache.cpp",
+        "native/src/model/registry.cpp",
         "native/src/model/train.cpp",
         "native/src/model/weights.cpp"
       ],

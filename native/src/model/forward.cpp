@@ -171,6 +171,21 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       for (int64_t r = r0; r < r1; r++) mlp_activation(arch.act, ff_p + r * up_w, F, act_p + r * F);
     });
   };
+  // The block after attention, on n rows (all of them, or the last layer's kept ones):
+  // x += o(att); h = norm2(x); x += down(act(up(h))). With A, what the backward needs is kept.
+  auto block_tail = [&](const Layer& L, int64_t n, const float* att_p, float* xs, Floats& h_buf, Floats& ff_buf, Floats& act_buf,
+                        LayerActs* A, uint64_t lseed) {
+    L.o.apply(pool.get(), n, att_p, qd, xs, C, true, A ? &A->s_o : nullptr, lseed + 1);
+    if (A) A->x_mid.assign(xs, xs + n * C);
+    float* h2 = sized(h_buf, n * C);
+    norm_n(n, L.norm2_w, L.norm2_b, xs, h2, A ? sized(A->mean2, n) : nullptr, A ? sized(A->rstd2, n) : nullptr);
+    float* ff_p = sized(ff_buf, n * up_w);
+    L.up.apply(pool.get(), n, h2, C, ff_p, up_w, false, A ? &A->s_up : nullptr, lseed + 2);
+    // An ungated GELU runs in place for inference; training keeps the pre-activation for its backward.
+    float* act_p = (!arch.gated() && !A) ? ff_p : sized(act_buf, n * F);
+    activate(n, ff_p, act_p);
+    L.down.apply(pool.get(), n, act_p, F, xs, C, true, A ? &A->s_down : nullptr, lseed + 3);
+  };
   if (keep && acts) fail(ErrorCode::Internal, "forward_hidden: kept rows are for inference; training keeps every row");
   const bool trim = keep != nullptr;
   for (int64_t l = 0; l < c.layers; l++) {
@@ -216,10 +231,8 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
         for (int64_t r = (*keep)[s].first; r < (*keep)[s].second; r++) rows.push_back(seqs[s].row0 + r);
       }
       const int64_t Tk = int64_t(rows.size());
-      Floats &att_k = ws.kept_att, &lse_k = ws.kept_lse, &x_k = ws.kept_x, &h_k = ws.kept_h, &ff_k = ws.kept_ff,
-             &act_k = ws.kept_act;
-      sized(att_k, Tk * qd), sized(lse_k, Tk * H), sized(x_k, Tk * C), sized(h_k, Tk * C), sized(ff_k, Tk * up_w);
-      sized(act_k, arch.gated() ? Tk * F : 0);
+      Floats &att_k = ws.kept_att, &lse_k = ws.kept_lse, &x_k = ws.kept_x;
+      sized(att_k, Tk * qd), sized(lse_k, Tk * H), sized(x_k, Tk * C);
       pool->parallel_for(int64_t(seqs.size()) * H, [&](int64_t t, int thread) {
         const size_t si = size_t(t / H);
         const int64_t hh = t % H, a = (*keep)[si].first, n = (*keep)[si].second - a, g = hh / (H / K);
@@ -235,12 +248,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
         for (int64_t r = r0; r < r1; r++)
           std::memcpy(&x_k[size_t(r * C)], &x[size_t(rows[size_t(r)] * C)], sizeof(float) * size_t(C));
       });
-      L.o.apply(pool.get(), Tk, att_k.data(), qd, x_k.data(), C, true, nullptr, lseed + 1);
-      norm_n(Tk, L.norm2_w, L.norm2_b, x_k.data(), h_k.data(), nullptr, nullptr);
-      L.up.apply(pool.get(), Tk, h_k.data(), C, ff_k.data(), up_w, false, nullptr, lseed + 2);
-      float* act_kp = arch.gated() ? act_k.data() : ff_k.data();
-      activate(Tk, ff_k.data(), act_kp);
-      L.down.apply(pool.get(), Tk, act_kp, F, x_k.data(), C, true, nullptr, lseed + 3);
+      block_tail(L, Tk, att_k.data(), x_k.data(), ws.kept_h, ws.kept_ff, ws.kept_act, nullptr, lseed);
       norm_n(Tk, w.norm_w, w.norm_b, x_k.data(), out, nullptr, nullptr);
       return;
     }
@@ -268,16 +276,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
                                             scores[size_t(thread)].data(), att_p + r * qd + it.head * D);
       }
     });
-    L.o.apply(pool.get(), T, att_p, qd, x.data(), C, true, A ? &A->s_o : nullptr, lseed + 1);
-    if (A) A->x_mid = x;
-    float* h2 = sized(A ? A->h2 : h, T * C);
-    norm(L.norm2_w, L.norm2_b, x.data(), h2, A ? sized(A->mean2, T) : nullptr, A ? sized(A->rstd2, T) : nullptr);
-    float* ff_p = sized(A ? A->ff : ff, T * up_w);
-    L.up.apply(pool.get(), T, h2, C, ff_p, up_w, false, A ? &A->s_up : nullptr, lseed + 2);
-    // GELU runs in place for inference; training keeps the pre-activation for its backward.
-    float* act_p = (!arch.gated() && !A) ? ff_p : sized(A ? A->act : act, T * F);
-    activate(T, ff_p, act_p);
-    L.down.apply(pool.get(), T, act_p, F, x.data(), C, true, A ? &A->s_down : nullptr, lseed + 3);
+    block_tail(L, T, att_p, x.data(), A ? A->h2 : h, A ? A->ff : ff, A ? A->act : act, A, lseed);
   }
   if (acts) acts->x_final = x;
   norm(w.norm_w, w.norm_b, x.data(), out, acts ? sized(acts->mean_f, T) : nullptr, acts ? sized(acts->rstd_f, T) : nullptr);

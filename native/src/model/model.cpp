@@ -262,4 +262,30 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
   return res;
 }
 
+void Model::set_matmul_bf16(bool on) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (impl_->pool->matmul_bf16 != on) impl_->prefixes->clear();  // stored keys/values are of the other mode
+  impl_->pool->matmul_bf16 = on;
+}
+
+void Model::set_prefix_cache(int64_t max_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (max_bytes < 0) fail(ErrorCode::Input, "the prefix cache size must be ≥ 0 bytes, got " + std::to_string(max_bytes));
+  impl_->prefixes->set_max_bytes(max_bytes);
+  if (max_bytes == 0) impl_->prefixes->clear();
+}
+
+void Model::clear_prefix_cache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  impl_->prefixes->clear();
+}
+
+PrefixCacheStats Model::prefix_cache_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return impl_->prefixes->stats;
+}
+
+bool Model::matmul_bf16() const { return impl_->pool->matmul_bf16; }
+
+
 }  // namespace kpig
