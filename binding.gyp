@@ -14,6 +14,7 @@
         "native/src/cpu/fused_ce.cpp",
         "native/src/cpu/gemm.cpp",
         "native/src/cpu/gemm_amx.cpp",
+        "native/src/cpu/head_stream.cpp",
         "native/src/cpu/ops.cpp",
         "native/src/model/adamw.cpp",
         "native/src/model/arch/gemma.cpp",

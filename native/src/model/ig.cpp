@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "../cpu/gemm.h"
+#include "../cpu/head_stream.h"
 #include "../cpu/ops.h"
 #include "model_impl.h"
 #include "prefix_cache.h"
@@ -102,27 +103,21 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   for (int64_t i = 0; i < n; i++)
     for (int64_t t = 0; t < pairs[i].response_len; t++) jobs.push_back({i, t});
   std::vector<IgTokenStats> stats(jobs.size());
-  const int64_t chunk = 128;  // row pairs per head pass: 2·chunk × V logits at a time
-  Floats hbuf(size_t(2 * chunk * C));
-  Floats& logits = m.ws.ig_logits;
-  logits.resize(size_t(2 * chunk * V));
+  // Rows 2j and 2j + 1 of the head stream are job j's full and masked hidden states; a chunk holds
+  // whole pairs (2·128 rows: 2·128 × V logits at a time).
+  const int64_t chunk = 128;
   const PackedB* head = nullptr;
   if (jobs.size() > size_t(chunk)) m.pack_head(m.ws.head), head = &m.ws.head;
-  for (size_t j0 = 0; j0 < jobs.size(); j0 += size_t(chunk)) {
-    const int64_t nj = std::min<int64_t>(chunk, int64_t(jobs.size() - j0));
-    for (int64_t j = 0; j < nj; j++) {
-      const Job& jb = jobs[j0 + size_t(j)];
-      std::memcpy(&hbuf[size_t(2 * j * C)], hidden_at(jb.pair, true, jb.t), sizeof(float) * size_t(C));
-      std::memcpy(&hbuf[size_t((2 * j + 1) * C)], hidden_at(jb.pair, false, jb.t), sizeof(float) * size_t(C));
-    }
-    m.head_logits(2 * nj, hbuf.data(), logits.data(), head);
-    m.pool->parallel_for(nj, [&](int64_t j, int) {
-      const Job& jb = jobs[j0 + size_t(j)];
-      const IgPair& p = pairs[jb.pair];
-      stats[j0 + size_t(j)] = ig_token_stats(&logits[size_t(2 * j * V)], &logits[size_t((2 * j + 1) * V)], V,
-                                          p.full[p.full_len - p.response_len + jb.t]);
-    });
-  }
+  stream_head(m.pool.get(), 2 * int64_t(jobs.size()), 2 * chunk, C, V, m.w.head_ptr(), head, m.ws.ig_head_rows, m.ws.ig_logits,
+              [&](int64_t r) { return hidden_at(jobs[size_t(r / 2)].pair, r % 2 == 0, jobs[size_t(r / 2)].t); },
+              [&](int64_t first, int64_t count, float*, float* logits) {
+                const int64_t j0 = first / 2;
+                m.pool->parallel_for(count / 2, [&](int64_t j, int) {
+                  const Job& jb = jobs[size_t(j0 + j)];
+                  const IgPair& p = pairs[jb.pair];
+                  stats[size_t(j0 + j)] = ig_token_stats(logits + 2 * j * V, logits + (2 * j + 1) * V, V, p.full[p.full_len - p.response_len + jb.t]);
+                });
+              });
   size_t at = 0;
   for (int64_t i = 0; i < n; i++) {
     const IgPair& p = pairs[i];

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../cpu/head_stream.h"
 #include "../cpu/ops.h"
 #include "model_impl.h"
 #include "prefix_cache.h"
@@ -74,21 +75,20 @@ void Model::forward_logprobs(const PackedBatch& b, const int32_t* targets, float
     else logprobs[t] = 0.f;
   }
   const int64_t chunk = 64;
-  Floats h(size_t(chunk * C)), logits(size_t(chunk * V));
+  Floats h, logits;
   const PackedB* head = nullptr;
   if (rows.size() > size_t(chunk)) m.pack_head(m.ws.head), head = &m.ws.head;
-  for (size_t i0 = 0; i0 < rows.size(); i0 += size_t(chunk)) {
-    const int64_t n = std::min<int64_t>(chunk, int64_t(rows.size() - i0));
-    for (int64_t i = 0; i < n; i++) std::copy_n(&hidden[size_t(rows[i0 + size_t(i)] * C)], C, &h[size_t(i * C)]);
-    m.head_logits(n, h.data(), logits.data(), head);
-    m.parallel_rows(n, 1, [&](int64_t r0, int64_t r1) {
-      for (int64_t i = r0; i < r1; i++) {
-        const int64_t row = rows[i0 + size_t(i)];
-        const float* lg = &logits[size_t(i * V)];
-        logprobs[row] = lg[targets[row]] - logsumexp_row(lg, V);
-      }
-    });
-  }
+  stream_head(m.pool.get(), int64_t(rows.size()), chunk, C, V, m.w.head_ptr(), head, h, logits,
+              [&](int64_t i) { return &hidden[size_t(rows[size_t(i)] * C)]; },
+              [&](int64_t i0, int64_t n, float*, float* lgs) {
+                m.parallel_rows(n, 1, [&](int64_t r0, int64_t r1) {
+                  for (int64_t i = r0; i < r1; i++) {
+                    const int64_t row = rows[size_t(i0 + i)];
+                    const float* lg = lgs + i * V;
+                    logprobs[row] = lg[targets[row]] - logsumexp_row(lg, V);
+                  }
+                });
+              });
 }
 
 void Model::forward_mean_hidden(const PackedBatch& b, float* embeddings) {

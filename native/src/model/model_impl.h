@@ -144,7 +144,7 @@ struct Workspace {
   Floats hidden, dh;                                           // training head
   Floats dx, tmp, d_act, d_ff, d_h, d_att, d_qkv;              // backward
   Acts acts;
-  Floats ig_hidden, ig_logits;                                 // IG scoring
+  Floats ig_hidden, ig_logits, ig_head_rows;                   // IG scoring: all rows; a head chunk's logits and rows
   std::vector<std::unique_ptr<KVCache>> ig_caches;
   PackedB head;  // the LM head packed by the call that uses it (its memory kept between calls)
 };
