@@ -11,6 +11,7 @@
         "native/src/core/threadpool.cpp",
         "native/src/dist/comm_none.cpp",
         "native/src/cpu/attention.cpp",
+        "native/src/cpu/cpu_backend.cpp",
         "native/src/cpu/fused_ce.cpp",
         "native/src/cpu/gemm.cpp",
         "native/src/cpu/gemm_amx.cpp",

@@ -7,15 +7,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "../backend/backend.h"  // CeRow
+
 namespace kpig {
 
 class ThreadPool;
 
-struct CeRow {
-  int64_t row;     // row of `hidden` (and of `dh`)
-  int32_t target;  // y_r
-  float weight;    // w_r, any sign, non-zero
-};
 
 // Writes dh rows of the listed rows (others untouched), adds into gW when non-null, and stores each
 // row's NLL in nll[i]. `chunk` rows of logits are held at a time.

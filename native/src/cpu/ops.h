@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "../backend/backend.h"  // IgTokenStats
+
 namespace kpig {
 
 // out(C) = (x − mean) / sqrt(var + eps) · w + b, biased variance (LayerNorm); returns rstd, and the
@@ -50,9 +52,6 @@ float softmax_unnormalised_row(float* s, int64_t valid, int64_t n, float scale, 
 // Information-gain quantities of one response position from its full and masked logit rows:
 // NLLs of y, KL(p‖q), JS(p, q) and both entropies, all in nats. One pass over the vocabulary after
 // the two log-sum-exps.
-struct IgTokenStats {
-  double nll_f, nll_m, kl, js, h_f, h_m;
-};
 IgTokenStats ig_token_stats(const float* lf, const float* lm, int64_t V, int32_t y);
 // Index of the largest logit (first one on ties).
 int64_t argmax_row(const float* x, int64_t V);

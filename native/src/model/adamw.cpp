@@ -2,7 +2,6 @@
 // skipped (weights untouched) when a gradient is not finite.
 #include <cmath>
 
-#include "../cpu/ops.h"
 #include "model_impl.h"
 #include "prefix_cache.h"
 
@@ -68,7 +67,7 @@ StepResult Model::optimizer_step(const AdamWOptions& o) {
     const float decay = (o.decay_all || t.decay) ? float(1.0 - o.lr * o.weight_decay) : 1.f;
     // One pass over the tensor: the update, then the gradient cleared for the next accumulation.
     m.parallel_rows(int64_t(n), 1 << 14, [&, p = t.data, g = t.grad, mp = st.m.data(), vp = st.v.data()](int64_t i0, int64_t i1) {
-      adamw_update(p + i0, g + i0, mp + i0, vp + i0, i1 - i0, clip, decay, b1, b2, step_size, bc2_sqrt, eps);
+      impl_->be->adamw_update(p + i0, g + i0, mp + i0, vp + i0, i1 - i0, clip, decay, b1, b2, step_size, bc2_sqrt, eps);
     });
   }
   r.step = step;

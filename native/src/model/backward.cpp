@@ -6,14 +6,13 @@
 #include <cmath>
 #include <cstring>
 
-#include "../cpu/attention.h"
-#include "../cpu/ops.h"
 #include "model_impl.h"
 
 namespace kpig {
 
 void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, Floats& dh) {
   const ModelConfig& c = info.config;
+  Backend& BE = *be;
   const int64_t C = c.hidden, H = c.heads, K = c.kv_heads, D = c.head_dim, rep = H / K;
   const int64_t qd = H * D, kd = K * D, ld = qd + 2 * kd;
   const ArchTraits& arch = c.arch;
@@ -31,15 +30,15 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float* out = accumulate ? &tmp[size_t(r * C)] : dx + r * C;
-        if (layernorm) layernorm_backward_row(&x[size_t(r * C)], nw.data(), mean[size_t(r)], rstd[size_t(r)], dy + r * C, C, out, nullptr, nullptr);
-        else rmsnorm_backward_row(&x[size_t(r * C)], nw.data(), rstd[size_t(r)], dy + r * C, C, out, nullptr);
+        if (layernorm) BE.layernorm_backward_row(&x[size_t(r * C)], nw.data(), mean[size_t(r)], rstd[size_t(r)], dy + r * C, C, out, nullptr, nullptr);
+        else BE.rmsnorm_backward_row(&x[size_t(r * C)], nw.data(), rstd[size_t(r)], dy + r * C, C, out, nullptr);
         if (accumulate) for (int64_t i = 0; i < C; i++) dx[r * C + i] += out[i];
       }
     });
     if (gw.empty()) return;
     // Column ranges in parallel; each weight still sums its rows in order.
     constexpr int64_t kCols = 128;
-    pool->parallel_for((C + kCols - 1) / kCols, [&](int64_t t, int) {
+    BE.parallel_for((C + kCols - 1) / kCols, [&](int64_t t, int) {
       const int64_t i0 = t * kCols, i1 = std::min(C, i0 + kCols);
       float* gwp = gw.data();
       float* gbp = layernorm ? gb.data() : nullptr;
@@ -68,8 +67,8 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   int64_t max_len = 0;
   for (const SeqRun& s : seqs) max_len = std::max(max_len, s.len);
   std::vector<Floats>& scratch = ws.scores;
-  scratch.resize(size_t(pool->size()));
-  for (auto& sc : scratch) sc.resize(std::max(sc.size(), size_t(attention_scratch_size(max_len))));
+  scratch.resize(size_t(BE.threads()));
+  for (auto& sc : scratch) sc.resize(std::max(sc.size(), size_t(BE.attention_scratch_size(max_len))));
 
   Floats&d_act = ws.d_act, &d_ff = ws.d_ff, &d_h = ws.d_h, &d_att = ws.d_att, &d_qkv = ws.d_qkv;
   d_act.resize(size_t(T * F));
@@ -81,26 +80,26 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     Layer& L = w.layers[size_t(l)];
     LayerActs& A = acts.layers[size_t(l)];
     // MLP: x_out = x_mid + down(act(up(norm2(x_mid))))
-    L.down.backward(pool.get(), T, A.act.data(), F, dx.data(), C, d_act.data(), F, false, &A.s_down);
+    L.down.backward(BE, T, A.act.data(), F, dx.data(), C, d_act.data(), F, false, &A.s_down);
     parallel_rows(T, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++)
-        mlp_activation_backward(arch.act, &A.ff[size_t(r * up_w)], &d_act[size_t(r * F)], F, &d_ff[size_t(r * up_w)]);
+        mlp_activation_backward(BE, arch.act, &A.ff[size_t(r * up_w)], &d_act[size_t(r * F)], F, &d_ff[size_t(r * up_w)]);
     });
-    L.up.backward(pool.get(), T, A.h2.data(), C, d_ff.data(), up_w, d_h.data(), C, false, &A.s_up);
+    L.up.backward(BE, T, A.h2.data(), C, d_ff.data(), up_w, d_h.data(), C, false, &A.s_up);
     norm_backward(A.x_mid, L.norm2_w, A.mean2, A.rstd2, d_h.data(), dx.data(), true, L.g_norm2_w, L.g_norm2_b);
 
     // Attention: x_mid = x_in + o(attn(qkv(norm1(x_in))))
-    L.o.backward(pool.get(), T, A.att.data(), qd, dx.data(), C, d_att.data(), qd, false, &A.s_o);
+    L.o.backward(BE, T, A.att.data(), qd, dx.data(), C, d_att.data(), qd, false, &A.s_o);
     std::fill(d_qkv.begin(), d_qkv.end(), 0.f);
     float scale = 1.f / std::sqrt(float(D));
     if (c.scale_attn_by_inverse_layer_idx) scale /= float(l + 1);
     // One task per (sequence, kv head): it owns that head's dk/dv rows, so no two tasks write the same memory.
-    pool->parallel_for(int64_t(seqs.size()) * K, [&](int64_t t, int thread) {
+    BE.parallel_for(int64_t(seqs.size()) * K, [&](int64_t t, int thread) {
       const SeqRun& s = seqs[size_t(t / K)];
       const int64_t g = t % K;
       const size_t base = size_t(s.row0 * ld);
       for (int64_t hh = g * rep; hh < (g + 1) * rep; hh++)
-        attention_head_backward(&A.qkv[base + size_t(hh * D)], &A.qkv[base + size_t(qd + g * D)], &A.qkv[base + size_t(qd + kd + g * D)],
+        BE.attention_head_backward(&A.qkv[base + size_t(hh * D)], &A.qkv[base + size_t(qd + g * D)], &A.qkv[base + size_t(qd + kd + g * D)],
                                 ld, s.len, D, scale, &A.att[size_t(s.row0 * qd + hh * D)], qd, &d_att[size_t(s.row0 * qd + hh * D)], qd,
                                 &A.lse[size_t(s.row0 * H + hh)], H, &d_qkv[base + size_t(hh * D)], &d_qkv[base + size_t(qd + g * D)],
                                 &d_qkv[base + size_t(qd + kd + g * D)], scratch[size_t(thread)].data());
@@ -108,11 +107,11 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     if (!arch.learned_positions)
       parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; r++) {
-          rope_row(&d_qkv[size_t(r * ld)], H, D, &rope[size_t(r * D)], true);
-          rope_row(&d_qkv[size_t(r * ld + qd)], K, D, &rope[size_t(r * D)], true);
+          BE.rope_row(&d_qkv[size_t(r * ld)], H, D, &rope[size_t(r * D)], true);
+          BE.rope_row(&d_qkv[size_t(r * ld + qd)], K, D, &rope[size_t(r * D)], true);
         }
       });
-    L.qkv.backward(pool.get(), T, A.h1.data(), C, d_qkv.data(), ld, d_h.data(), C, false, &A.s_qkv);
+    L.qkv.backward(BE, T, A.h1.data(), C, d_qkv.data(), ld, d_h.data(), C, false, &A.s_qkv);
     norm_backward(A.x_in, L.norm1_w, A.mean1, A.rstd1, d_h.data(), dx.data(), true, L.g_norm1_w, L.g_norm1_b);
   }
   if (!w.g_tok_emb.empty()) {

@@ -5,27 +5,26 @@
 #include <cmath>
 #include <cstring>
 
-#include "../cpu/attention.h"
-#include "../cpu/gemm.h"
-#include "../cpu/ops.h"
 #include "model_impl.h"
 
 namespace kpig {
 
 void ModelImpl::parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   const int64_t tasks = (n + grain - 1) / grain;
-  pool->parallel_for(tasks, [&](int64_t t, int) { fn(t * grain, std::min(n, (t + 1) * grain)); });
+  be->parallel_for(tasks, [&](int64_t t, int) { fn(t * grain, std::min(n, (t + 1) * grain)); });
 }
 
-void ModelImpl::pack_head(PackedB& out) {
+const PackedWeight* ModelImpl::pack_head() {
   const ModelConfig& c = info.config;
-  out.pack(pool.get(), c.hidden, c.vocab, w.head_ptr(), 1, c.hidden);
+  if (!ws.head) ws.head = be->new_packed();
+  be->pack(*ws.head, c.hidden, c.vocab, w.head_ptr(), 1, c.hidden);
+  return ws.head.get();
 }
 
-void ModelImpl::head_logits(int64_t M, const float* hidden, float* logits, const PackedB* packed) {
+void ModelImpl::head_logits(int64_t M, const float* hidden, float* logits, const PackedWeight* packed) {
   const ModelConfig& c = info.config;
-  if (packed && !packed->empty()) return gemm_packed(pool.get(), M, hidden, c.hidden, 1, *packed, logits, c.vocab, false);
-  gemm(pool.get(), M, c.vocab, c.hidden, hidden, c.hidden, 1, w.head_ptr(), 1, c.hidden, logits, c.vocab, false);
+  if (packed && !packed->empty()) return be->gemm_packed(M, hidden, c.hidden, 1, *packed, logits, c.vocab, false);
+  be->gemm(M, c.vocab, c.hidden, hidden, c.hidden, 1, w.head_ptr(), 1, c.hidden, logits, c.vocab, false);
 }
 
 // cos/sin tables (T, D) of every row's position, times the attention scale; angles in double, since pos·θ^(−2i/D) loses
@@ -50,30 +49,30 @@ NormWeight::NormWeight(const ArchTraits& a, const Floats& w) : w_(w.data()) {
   for (size_t i = 0; i < w.size(); i++) plus_[i] = 1.f + w[i];
 }
 
-void mlp_activation(Activation a, const float* ff, int64_t F, float* act) {
+void mlp_activation(Backend& BE, Activation a, const float* ff, int64_t F, float* act) {
   switch (a) {
     case Activation::GeluTanh:
       if (act != ff) std::memcpy(act, ff, sizeof(float) * size_t(F));
-      gelu_new_inplace(act, F);
+      BE.gelu_tanh_inplace(act, F);
       return;
     case Activation::SiluGLU:
-      swiglu_row(ff, F, act);
+      BE.swiglu_row(ff, F, act);
       return;
     case Activation::GeluTanhGLU:
       std::memcpy(act, ff, sizeof(float) * size_t(F));
-      gelu_new_inplace(act, F);
+      BE.gelu_tanh_inplace(act, F);
       for (int64_t i = 0; i < F; i++) act[i] *= ff[F + i];
       return;
   }
 }
 
-void mlp_activation_backward(Activation a, const float* ff, const float* d_act, int64_t F, float* d_ff) {
+void mlp_activation_backward(Backend& BE, Activation a, const float* ff, const float* d_act, int64_t F, float* d_ff) {
   switch (a) {
     case Activation::GeluTanh:
-      gelu_new_backward(ff, d_act, F, d_ff);
+      BE.gelu_tanh_backward(ff, d_act, F, d_ff);
       return;
     case Activation::SiluGLU:
-      swiglu_backward_row(ff, d_act, F, d_ff);
+      BE.swiglu_backward_row(ff, d_act, F, d_ff);
       return;
     case Activation::GeluTanhGLU: {
       // act = gelu(g)·u: d_g = d_act·u·gelu'(g), d_u = d_act·gelu(g). The up half of d_ff holds
@@ -81,9 +80,9 @@ void mlp_activation_backward(Activation a, const float* ff, const float* d_act, 
       float* d_g = d_ff;
       float* d_u = d_ff + F;
       for (int64_t i = 0; i < F; i++) d_u[i] = d_act[i] * ff[F + i];
-      gelu_new_backward(ff, d_u, F, d_g);
+      BE.gelu_tanh_backward(ff, d_u, F, d_g);
       std::memcpy(d_u, ff, sizeof(float) * size_t(F));
-      gelu_new_inplace(d_u, F);
+      BE.gelu_tanh_inplace(d_u, F);
       for (int64_t i = 0; i < F; i++) d_u[i] *= d_act[i];
       return;
     }
@@ -93,6 +92,7 @@ void mlp_activation_backward(Activation a, const float* ff, const float* d_act, 
 void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, float* out, Acts* acts,
                                uint64_t seed, const std::vector<std::pair<int64_t, int64_t>>* keep) {
   const ModelConfig& c = info.config;
+  Backend& BE = *be;
   const int64_t C = c.hidden, H = c.heads, K = c.kv_heads, D = c.head_dim;
   const int64_t qd = H * D, kd = K * D, ld = qd + 2 * kd;
   const ArchTraits& arch = c.arch;
@@ -124,7 +124,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       float* xr = &x[size_t(r * C)];
       std::memcpy(xr, &w.tok_emb[size_t(tokens[r]) * size_t(C)], sizeof(float) * size_t(C));
       if (arch.embed_scale) for (int64_t i = 0; i < C; i++) xr[i] *= emb_scale;
-      if (arch.learned_positions) add_inplace(xr, &w.pos_emb[size_t(pos[size_t(r)] * C)], C);
+      if (arch.learned_positions) BE.add_inplace(xr, &w.pos_emb[size_t(pos[size_t(r)] * C)], C);
     }
   });
   const Floats rope = arch.learned_positions ? Floats() : rope_table(c, pos);
@@ -141,9 +141,9 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     for (int64_t hh = 0; hh < H; hh++)
       for (int64_t q = 0; q < seqs[s].len; q += step) items.push_back({int32_t(s), int32_t(hh), q, std::min(seqs[s].len, q + step)});
   }
-  const int64_t scratch_n = std::max(max_ctx, attention_scratch_size(max_fresh));
+  const int64_t scratch_n = std::max(max_ctx, BE.attention_scratch_size(max_fresh));
   std::vector<Floats>& scores = ws.scores;
-  scores.resize(size_t(pool->size()));
+  scores.resize(size_t(BE.threads()));
   for (auto& sc : scores) sc.resize(size_t(scratch_n));
 
   const float eps = float(c.eps);
@@ -154,8 +154,8 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     parallel_rows(n, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float m = 0.f;
-        const float v = arch.norm == NormKind::LayerNorm ? layernorm_row(xs + r * C, nw.data(), nb.data(), eps, C, hs + r * C, &m)
-                                                         : rmsnorm_row(xs + r * C, nw.data(), eps, C, hs + r * C);
+        const float v = arch.norm == NormKind::LayerNorm ? BE.layernorm_row(xs + r * C, nw.data(), nb.data(), eps, C, hs + r * C, &m)
+                                                         : BE.rmsnorm_row(xs + r * C, nw.data(), eps, C, hs + r * C);
         if (rs) rs[r] = v;
         if (mu) mu[r] = m;
       }
@@ -168,23 +168,23 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
   // (SwiGLU, GeGLU) from [gate | up] into act_p.
   auto activate = [&](int64_t n, float* ff_p, float* act_p) {
     parallel_rows(n, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; r++) mlp_activation(arch.act, ff_p + r * up_w, F, act_p + r * F);
+      for (int64_t r = r0; r < r1; r++) mlp_activation(BE, arch.act, ff_p + r * up_w, F, act_p + r * F);
     });
   };
   // The block after attention, on n rows (all of them, or the last layer's kept ones):
   // x += o(att); h = norm2(x); x += down(act(up(h))). With A, what the backward needs is kept.
   auto block_tail = [&](const Layer& L, int64_t n, const float* att_p, float* xs, Floats& h_buf, Floats& ff_buf, Floats& act_buf,
                         LayerActs* A, uint64_t lseed) {
-    L.o.apply(pool.get(), n, att_p, qd, xs, C, true, A ? &A->s_o : nullptr, lseed + 1);
+    L.o.apply(BE, n, att_p, qd, xs, C, true, A ? &A->s_o : nullptr, lseed + 1);
     if (A) A->x_mid.assign(xs, xs + n * C);
     float* h2 = sized(h_buf, n * C);
     norm_n(n, L.norm2_w, L.norm2_b, xs, h2, A ? sized(A->mean2, n) : nullptr, A ? sized(A->rstd2, n) : nullptr);
     float* ff_p = sized(ff_buf, n * up_w);
-    L.up.apply(pool.get(), n, h2, C, ff_p, up_w, false, A ? &A->s_up : nullptr, lseed + 2);
+    L.up.apply(BE, n, h2, C, ff_p, up_w, false, A ? &A->s_up : nullptr, lseed + 2);
     // An ungated GELU runs in place for inference; training keeps the pre-activation for its backward.
     float* act_p = (!arch.gated() && !A) ? ff_p : sized(act_buf, n * F);
     activate(n, ff_p, act_p);
-    L.down.apply(pool.get(), n, act_p, F, xs, C, true, A ? &A->s_down : nullptr, lseed + 3);
+    L.down.apply(BE, n, act_p, F, xs, C, true, A ? &A->s_down : nullptr, lseed + 3);
   };
   if (keep && acts) fail(ErrorCode::Internal, "forward_hidden: kept rows are for inference; training keeps every row");
   const bool trim = keep != nullptr;
@@ -198,13 +198,13 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
     float* att_p = sized(A ? A->att : att, T * qd);
     float* lse_p = A ? sized(A->lse, T * H) : nullptr;
     norm(L.norm1_w, L.norm1_b, x.data(), h1, A ? sized(A->mean1, T) : nullptr, A ? sized(A->rstd1, T) : nullptr);
-    L.qkv.apply(pool.get(), T, h1, C, qkv_p, ld, false, A ? &A->s_qkv : nullptr, lseed);
+    L.qkv.apply(BE, T, h1, C, qkv_p, ld, false, A ? &A->s_qkv : nullptr, lseed);
     parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float* row = qkv_p + r * ld;
         if (!arch.learned_positions) {
-          rope_row(row, H, D, &rope[size_t(r * D)]);
-          rope_row(row + qd, K, D, &rope[size_t(r * D)]);
+          BE.rope_row(row, H, D, &rope[size_t(r * D)]);
+          BE.rope_row(row + qd, K, D, &rope[size_t(r * D)]);
         }
         const SeqRun& s = seqs[size_t(seq_of[size_t(r)])];
         if (s.cache) {
@@ -233,14 +233,14 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       const int64_t Tk = int64_t(rows.size());
       Floats &att_k = ws.kept_att, &lse_k = ws.kept_lse, &x_k = ws.kept_x;
       sized(att_k, Tk * qd), sized(lse_k, Tk * H), sized(x_k, Tk * C);
-      pool->parallel_for(int64_t(seqs.size()) * H, [&](int64_t t, int thread) {
+      BE.parallel_for(int64_t(seqs.size()) * H, [&](int64_t t, int thread) {
         const size_t si = size_t(t / H);
         const int64_t hh = t % H, a = (*keep)[si].first, n = (*keep)[si].second - a, g = hh / (H / K);
         if (n <= 0) return;
         const SeqRun& s = seqs[si];
         const float* k = s.pos0 == 0 ? qkv_p + s.row0 * ld + qd + g * D : s.cache->k[size_t(l)].data() + g * D;
         const float* v = s.pos0 == 0 ? qkv_p + s.row0 * ld + qd + kd + g * D : s.cache->v[size_t(l)].data() + g * D;
-        attention_head_forward(qkv_p + (s.row0 + a) * ld + hh * D, ld, k, v, s.pos0 == 0 ? ld : kd, n, s.pos0 + a, D, scale,
+        BE.attention_head_forward(qkv_p + (s.row0 + a) * ld + hh * D, ld, k, v, s.pos0 == 0 ? ld : kd, n, s.pos0 + a, D, scale,
                                att_k.data() + base[si] * qd + hh * D, qd, lse_k.data() + base[si] * H + hh, H,
                                scores[size_t(thread)].data());
       });
@@ -253,12 +253,12 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       return;
     }
     if (!lse_p) lse_p = sized(ws.lse, T * H);
-    pool->parallel_for(int64_t(items.size()), [&](int64_t t, int thread) {
+    BE.parallel_for(int64_t(items.size()), [&](int64_t t, int thread) {
       const Item& it = items[size_t(t)];
       const SeqRun& s = seqs[size_t(it.seq)];
       const int64_t g = it.head / (H / K);  // GQA: consecutive query heads share a kv head
       if (s.pos0 == 0) {
-        attention_head_forward(qkv_p + s.row0 * ld + it.head * D, ld, qkv_p + s.row0 * ld + qd + g * D,
+        BE.attention_head_forward(qkv_p + s.row0 * ld + it.head * D, ld, qkv_p + s.row0 * ld + qd + g * D,
                                qkv_p + s.row0 * ld + qd + kd + g * D, ld, s.len, 0, D, scale, att_p + s.row0 * qd + it.head * D, qd,
                                lse_p + s.row0 * H + it.head, H, scores[size_t(thread)].data());
         return;
@@ -266,13 +266,13 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       const float* kb = s.cache->k[size_t(l)].data() + g * D;
       const float* vb = s.cache->v[size_t(l)].data() + g * D;
       if (s.len >= 4) {  // a continuation after a cached prefix: blocked GEMM path over the cache
-        attention_head_forward(qkv_p + s.row0 * ld + it.head * D, ld, kb, vb, kd, s.len, s.pos0, D, scale,
+        BE.attention_head_forward(qkv_p + s.row0 * ld + it.head * D, ld, kb, vb, kd, s.len, s.pos0, D, scale,
                                att_p + s.row0 * qd + it.head * D, qd, lse_p + s.row0 * H + it.head, H, scores[size_t(thread)].data());
         return;
       }
       for (int64_t q = it.q0; q < it.q1; q++) {
         const int64_t r = s.row0 + q;
-        lse_p[r * H + it.head] = attend_row(qkv_p + r * ld + it.head * D, kb, vb, kd, s.pos0 + q + 1, D, scale,
+        lse_p[r * H + it.head] = BE.attend_row(qkv_p + r * ld + it.head * D, kb, vb, kd, s.pos0 + q + 1, D, scale,
                                             scores[size_t(thread)].data(), att_p + r * qd + it.head * D);
       }
     });

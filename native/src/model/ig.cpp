@@ -8,9 +8,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "../cpu/gemm.h"
-#include "../cpu/head_stream.h"
-#include "../cpu/ops.h"
 #include "model_impl.h"
 #include "prefix_cache.h"
 
@@ -106,16 +103,15 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   // Rows 2j and 2j + 1 of the head stream are job j's full and masked hidden states; a chunk holds
   // whole pairs (2·128 rows: 2·128 × V logits at a time).
   const int64_t chunk = 128;
-  const PackedB* head = nullptr;
-  if (jobs.size() > size_t(chunk)) m.pack_head(m.ws.head), head = &m.ws.head;
-  stream_head(m.pool.get(), 2 * int64_t(jobs.size()), 2 * chunk, C, V, m.w.head_ptr(), head, m.ws.ig_head_rows, m.ws.ig_logits,
+  const PackedWeight* head = jobs.size() > size_t(chunk) ? m.pack_head() : nullptr;
+  m.be->stream_head(2 * int64_t(jobs.size()), 2 * chunk, C, V, m.w.head_ptr(), head, m.ws.ig_head_rows, m.ws.ig_logits,
               [&](int64_t r) { return hidden_at(jobs[size_t(r / 2)].pair, r % 2 == 0, jobs[size_t(r / 2)].t); },
               [&](int64_t first, int64_t count, float*, float* logits) {
                 const int64_t j0 = first / 2;
-                m.pool->parallel_for(count / 2, [&](int64_t j, int) {
+                m.be->parallel_for(count / 2, [&](int64_t j, int) {
                   const Job& jb = jobs[size_t(j0 + j)];
                   const IgPair& p = pairs[jb.pair];
-                  stats[size_t(j0 + j)] = ig_token_stats(logits + 2 * j * V, logits + (2 * j + 1) * V, V, p.full[p.full_len - p.response_len + jb.t]);
+                  stats[size_t(j0 + j)] = m.be->ig_token_stats(logits + 2 * j * V, logits + (2 * j + 1) * V, V, p.full[p.full_len - p.response_len + jb.t]);
                 });
               });
   size_t at = 0;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../cpu/gemm.h"
 #include "model_impl.h"
 
 namespace kpig {
@@ -18,11 +17,11 @@ bool keep(uint64_t seed, uint64_t i, float p) {
 
 }  // namespace
 
-void Linear::apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate,
+void Linear::apply(Backend& be, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate,
                    LinearSaved* saved, uint64_t seed) const {
   const float* bias = b.empty() ? nullptr : b.data();
-  if (in_major) gemm(pool, M, out, in, x, ldx, 1, w.data(), out, 1, y, ldy, accumulate, bias);
-  else gemm(pool, M, out, in, x, ldx, 1, w.data(), 1, in, y, ldy, accumulate, bias);
+  if (in_major) be.gemm(M, out, in, x, ldx, 1, w.data(), out, 1, y, ldy, accumulate, bias);
+  else be.gemm(M, out, in, x, ldx, 1, w.data(), 1, in, y, ldy, accumulate, bias);
   if (lora.empty()) return;
   if (saved) {
     saved->u.resize(lora.size());
@@ -54,23 +53,23 @@ void Linear::apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, flo
     Floats& u = saved ? saved->u[a] : local_u;
     u.resize(size_t(M * L.rank));
     // u(M, r) = xin(M, in)·Aᵀ ; y[:, o0:o1] += scale · u·Bᵀ
-    gemm(pool, M, L.rank, in, xin, ldin, 1, L.A.data(), 1, in, u.data(), L.rank, false);
+    be.gemm(M, L.rank, in, xin, ldin, 1, L.A.data(), 1, in, u.data(), L.rank, false);
     Floats us(u);
     for (float& v : us) v *= L.scale;
-    gemm(pool, M, L.o1 - L.o0, L.rank, us.data(), L.rank, 1, L.B.data(), 1, L.rank, y + L.o0, ldy, true);
+    be.gemm(M, L.o1 - L.o0, L.rank, us.data(), L.rank, 1, L.B.data(), 1, L.rank, y + L.o0, ldy, true);
   }
 }
 
-void Linear::backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, const float* dy, int64_t lddy, float* dx,
+void Linear::backward(Backend& be, int64_t M, const float* x, int64_t ldx, const float* dy, int64_t lddy, float* dx,
                       int64_t lddx, bool dx_accumulate, const LinearSaved* saved) {
   if (!gw.empty()) {
     if (in_major)  // gw(in, out) += xᵀ·dy
-      gemm(pool, in, out, M, x, 1, ldx, dy, lddy, 1, gw.data(), out, true);
+      be.gemm(in, out, M, x, 1, ldx, dy, lddy, 1, gw.data(), out, true);
     else  // gw(out, in) += dyᵀ·x
-      gemm(pool, out, in, M, dy, 1, lddy, x, ldx, 1, gw.data(), in, true);
+      be.gemm(out, in, M, dy, 1, lddy, x, ldx, 1, gw.data(), in, true);
     if (!gb.empty()) {  // column ranges in parallel; each column still sums its rows in order
       constexpr int64_t kCols = 256;
-      pool->parallel_for((out + kCols - 1) / kCols, [&](int64_t t, int) {
+      be.parallel_for((out + kCols - 1) / kCols, [&](int64_t t, int) {
         const int64_t j0 = t * kCols, j1 = std::min(out, j0 + kCols);
         float* g = gb.data();
         for (int64_t i = 0; i < M; i++)
@@ -79,8 +78,8 @@ void Linear::backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, 
     }
   }
   if (dx) {
-    if (in_major) gemm(pool, M, in, out, dy, lddy, 1, w.data(), 1, out, dx, lddx, dx_accumulate);
-    else gemm(pool, M, in, out, dy, lddy, 1, w.data(), in, 1, dx, lddx, dx_accumulate);
+    if (in_major) be.gemm(M, in, out, dy, lddy, 1, w.data(), 1, out, dx, lddx, dx_accumulate);
+    else be.gemm(M, in, out, dy, lddy, 1, w.data(), in, 1, dx, lddx, dx_accumulate);
   }
   for (size_t a = 0; a < lora.size(); a++) {
     LoraAdapter& L = lora[a];
@@ -93,19 +92,19 @@ void Linear::backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, 
     // gB(o, r) += scale · dyaᵀ·u
     Floats us(u);
     for (float& v : us) v *= L.scale;
-    gemm(pool, o, r, M, dya, 1, lddy, us.data(), r, 1, L.gB.data(), r, true);
+    be.gemm(o, r, M, dya, 1, lddy, us.data(), r, 1, L.gB.data(), r, true);
     // du(M, r) = scale · dya·B ; gA(r, in) += duᵀ·xin
     Floats du(size_t(M * r));
-    gemm(pool, M, r, o, dya, lddy, 1, L.B.data(), r, 1, du.data(), r, false);
+    be.gemm(M, r, o, dya, lddy, 1, L.B.data(), r, 1, du.data(), r, false);
     for (float& v : du) v *= L.scale;
-    gemm(pool, r, in, M, du.data(), 1, r, xin, ldin, 1, L.gA.data(), in, true);
+    be.gemm(r, in, M, du.data(), 1, r, xin, ldin, 1, L.gA.data(), in, true);
     if (!dx) continue;
     // dx += (du·A) ⊙ dropout mask / (1 − p)
     if (!dropped) {
-      gemm(pool, M, in, r, du.data(), r, 1, L.A.data(), in, 1, dx, lddx, true);
+      be.gemm(M, in, r, du.data(), r, 1, L.A.data(), in, 1, dx, lddx, true);
     } else {
       Floats t(size_t(M * in));
-      gemm(pool, M, in, r, du.data(), r, 1, L.A.data(), in, 1, t.data(), in, false);
+      be.gemm(M, in, r, du.data(), r, 1, L.A.data(), in, 1, t.data(), in, false);
       const float inv = 1.f / (1.f - L.dropout);
       const std::vector<uint8_t>& mk = saved->mask[a];
       for (int64_t i = 0; i < M; i++)

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../cpu/gemm.h"
 #include "model_impl.h"
 #include "prefix_cache.h"
 
@@ -99,7 +98,7 @@ void Model::lora_merge() {
         const int64_t o = a.o1 - a.o0, in = lin->in;
         // delta(o, in) = scale·B·A, added to W's rows (out, in) or columns (in, out).
         Floats delta(size_t(o * in));
-        gemm(m.pool.get(), o, in, a.rank, a.B.data(), a.rank, 1, a.A.data(), in, 1, delta.data(), in, false);
+        m.be->gemm(o, in, a.rank, a.B.data(), a.rank, 1, a.A.data(), in, 1, delta.data(), in, false);
         for (int64_t i = 0; i < o; i++)
           for (int64_t k = 0; k < in; k++) {
             const float d = a.scale * delta[size_t(i * in + k)];

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../cpu/head_stream.h"
-#include "../cpu/ops.h"
 #include "model_impl.h"
 #include "prefix_cache.h"
 
@@ -76,16 +74,15 @@ void Model::forward_logprobs(const PackedBatch& b, const int32_t* targets, float
   }
   const int64_t chunk = 64;
   Floats h, logits;
-  const PackedB* head = nullptr;
-  if (rows.size() > size_t(chunk)) m.pack_head(m.ws.head), head = &m.ws.head;
-  stream_head(m.pool.get(), int64_t(rows.size()), chunk, C, V, m.w.head_ptr(), head, h, logits,
+  const PackedWeight* head = rows.size() > size_t(chunk) ? m.pack_head() : nullptr;
+  m.be->stream_head(int64_t(rows.size()), chunk, C, V, m.w.head_ptr(), head, h, logits,
               [&](int64_t i) { return &hidden[size_t(rows[size_t(i)] * C)]; },
               [&](int64_t i0, int64_t n, float*, float* lgs) {
                 m.parallel_rows(n, 1, [&](int64_t r0, int64_t r1) {
                   for (int64_t i = r0; i < r1; i++) {
                     const int64_t row = rows[size_t(i0 + i)];
                     const float* lg = lgs + i * V;
-                    logprobs[row] = lg[targets[row]] - logsumexp_row(lg, V);
+                    logprobs[row] = lg[targets[row]] - m.be->logsumexp_row(lg, V);
                   }
                 });
               });
@@ -206,8 +203,7 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
   }
   std::vector<int32_t> step(static_cast<size_t>(S));
   // one decoding step per head call: pack the head once
-  const PackedB* head = nullptr;
-  if (opt.max_new_tokens > 1) m.pack_head(m.ws.head), head = &m.ws.head;
+  const PackedWeight* head = opt.max_new_tokens > 1 ? m.pack_head() : nullptr;
   while (true) {
     if (rows.empty()) break;
     m.head_logits(int64_t(rows.size()), last.data(), logits.data(), head);
@@ -215,7 +211,7 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
     for (size_t i = 0; i < rows.size(); i++) {
       const int64_t s = rows[i];
       const int32_t tok = opt.temperature > 0 ? sample_row(&logits[i * size_t(V)], V, opt, uint64_t(s), uint64_t(out[size_t(s)].size()))
-                                              : int32_t(argmax_row(&logits[i * size_t(V)], V));
+                                              : int32_t(m.be->argmax_row(&logits[i * size_t(V)], V));
       if (std::find(eos.begin(), eos.end(), tok) != eos.end()) {
         finish[size_t(s)] = uint8_t(FinishReason::Eos);
         active[size_t(s)] = false;
@@ -264,8 +260,8 @@ GenerateResult Model::generate(const PackedBatch& prompts, const GenerateOptions
 
 void Model::set_matmul_bf16(bool on) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (impl_->pool->matmul_bf16 != on) impl_->prefixes->clear();  // stored keys/values are of the other mode
-  impl_->pool->matmul_bf16 = on;
+  if (impl_->be->matmul_bf16() != on) impl_->prefixes->clear();  // stored keys/values are of the other mode
+  impl_->be->set_matmul_bf16(on);
 }
 
 void Model::set_prefix_cache(int64_t max_bytes) {
@@ -285,7 +281,7 @@ PrefixCacheStats Model::prefix_cache_stats() {
   return impl_->prefixes->stats;
 }
 
-bool Model::matmul_bf16() const { return impl_->pool->matmul_bf16; }
+bool Model::matmul_bf16() const { return impl_->be->matmul_bf16(); }
 
 
 }  // namespace kpig

@@ -1,6 +1,7 @@
 // Internal state of a loaded model: float32 weights in Hugging Face layouts (fused where that
-// saves a GEMM), optional LoRA adapters, gradients and optimizer state when training, the thread
-// pool, and the packed forward pass shared by scoring, generation and training.
+// saves a GEMM), optional LoRA adapters, gradients and optimizer state when training, the backend
+// that computes (backend/backend.h), and the packed forward pass shared by scoring, generation and
+// training. Model code calls the backend only; it includes no backend's own header.
 // Legend: T = tokens in a packed batch, C = hidden, V = vocab, H/K = query/kv heads, D = head dim,
 // F = MLP width, r = LoRA rank.
 #pragma once
@@ -10,9 +11,8 @@
 #include <vector>
 
 #include "../../include/kpig/model.h"
+#include "../backend/backend.h"
 #include "../core/memory.h"
-#include "../core/threadpool.h"
-#include "../cpu/gemm_amx.h"
 #include "arch.h"
 
 namespace kpig {
@@ -54,10 +54,10 @@ struct Linear {
 
   // y(M, out) (=|+=) x(M, in)·W + b + LoRA terms. With `saved`, LoRA intermediates are kept and
   // dropout (seeded by `seed`) is applied; without it, LoRA runs without dropout (inference).
-  void apply(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate,
+  void apply(Backend& be, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool accumulate,
              LinearSaved* saved = nullptr, uint64_t seed = 0) const;
   // Given dy(M, out): accumulates gw/gb (when allocated) and LoRA gradients, and dx(M, in) (=|+=).
-  void backward(ThreadPool* pool, int64_t M, const float* x, int64_t ldx, const float* dy, int64_t lddy, float* dx,
+  void backward(Backend& be, int64_t M, const float* x, int64_t ldx, const float* dy, int64_t lddy, float* dx,
                 int64_t lddx, bool dx_accumulate, const LinearSaved* saved);
 };
 
@@ -146,7 +146,7 @@ struct Workspace {
   Acts acts;
   Floats ig_hidden, ig_logits, ig_head_rows;                   // IG scoring: all rows; a head chunk's logits and rows
   std::vector<std::unique_ptr<KVCache>> ig_caches;
-  PackedB head;  // the LM head packed by the call that uses it (its memory kept between calls)
+  std::unique_ptr<PackedWeight> head;  // the LM head packed by the call that uses it (its memory kept between calls)
 };
 
 class PrefixStore;
@@ -158,7 +158,8 @@ class ModelImpl {
   std::shared_ptr<PrefixStore> prefixes;
   ModelInfo info;
   Weights w;
-  std::unique_ptr<ThreadPool> pool;
+  // The compute: every op, its threads, its matmul precision (backend/backend.h).
+  std::unique_ptr<Backend> be;
   bool train_base = false;  // full fine-tuning: base weights have gradients
   std::vector<TensorRef> registry;            // rebuilt whenever buffers change
   std::map<std::string, AdamState> adam;      // by tensor name
@@ -176,12 +177,11 @@ class ModelImpl {
                       Acts* acts = nullptr, uint64_t seed = 0, const std::vector<std::pair<int64_t, int64_t>>* keep = nullptr);
   // Backward from dh(T, C), the gradient of the final-normed hidden states; accumulates gradients.
   void backward(const int32_t* tokens, int64_t T, const std::vector<SeqRun>& seqs, Acts& acts, Floats& dh);
-  // logits(M, V) = hidden(M, C) · headᵀ
   // logits(M, V) = hidden(M, C) · headᵀ; with packed (from pack_head, used when not empty) the head
   // is not repacked on every call.
-  void head_logits(int64_t M, const float* hidden, float* logits, const PackedB* packed = nullptr);
-  // The head packed once for many head_logits calls (bf16 matmuls on AMX; empty otherwise).
-  void pack_head(PackedB& out);
+  void head_logits(int64_t M, const float* hidden, float* logits, const PackedWeight* packed = nullptr);
+  // The head packed once (into the workspace) for many products with it.
+  const PackedWeight* pack_head();
   // Runs fn(r0, r1) over row ranges in parallel.
   void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 };
@@ -212,9 +212,9 @@ class NormWeight {
   Floats plus_;
 };
 // act(F) from ff (F, or [gate | up] 2F when gated): GELU (in place when act == ff), SwiGLU or GeGLU.
-void mlp_activation(Activation a, const float* ff, int64_t F, float* act);
+void mlp_activation(Backend& be, Activation a, const float* ff, int64_t F, float* act);
 // d_ff (F or 2F) from d_act(F) and the pre-activation ff.
-void mlp_activation_backward(Activation a, const float* ff, const float* d_act, int64_t F, float* d_ff);
+void mlp_activation_backward(Backend& be, Activation a, const float* ff, const float* d_act, int64_t F, float* d_ff);
 
 // RoPE cos/sin tables (T, D) for the rows' positions: cos then sin of pos·θ^(−2i/D), i < D/2.
 Floats rope_table(const ModelConfig& c, const std::vector<int64_t>& pos);

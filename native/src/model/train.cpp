@@ -6,10 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "../cpu/fused_ce.h"
 #include "kpig/comm.h"
-#include "../cpu/gemm.h"
-#include "../cpu/ops.h"
 #include "model_impl.h"
 #include "prefix_cache.h"
 
@@ -50,7 +47,7 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
   dh.assign(size_t(T * C), 0.f);
   float* g_head = !m.w.g_head.empty() ? m.w.g_head.data() : (c.tied && !m.w.g_tok_emb.empty() ? m.w.g_tok_emb.data() : nullptr);
   std::vector<double> nll(rows.size());
-  fused_linear_ce(m.pool.get(), hidden.data(), C, m.w.head_ptr(), V, rows, dh.data(), g_head, nll.data());
+  m.be->fused_linear_ce(hidden.data(), C, m.w.head_ptr(), V, rows, dh.data(), g_head, nll.data());
   for (size_t i = 0; i < rows.size(); i++) {
     res.loss += double(rows[i].weight) * nll[i];
     if (nll_out) nll_out[rows[i].row] = float(nll[i]);

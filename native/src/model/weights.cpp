@@ -9,7 +9,6 @@
 
 #include "../core/json.h"
 #include "../core/safetensors.h"
-#include "../cpu/gemm.h"
 #include "model_impl.h"
 #include "prefix_cache.h"
 
@@ -235,10 +234,10 @@ std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOpt
   load_weights(src, c, m->w);
   src.finish(m->info, c.tied);
   m->info.memory_bytes = float_bytes(m->w);
-  m->info.threads = options.threads > 0 ? options.threads : default_thread_count();
-  m->info.isa = gemm_isa();
-  m->info.bf16_isa = gemm_bf16_isa();
-  m->pool = std::make_unique<ThreadPool>(m->info.threads);
+  m->be = make_cpu_backend(options.threads);
+  m->info.threads = m->be->threads();
+  m->info.isa = m->be->matmul_isa();
+  m->info.bf16_isa = m->be->bf16_matmul_isa();
   m->prefixes = std::make_shared<PrefixStore>();
   m->rebuild_registry();
   return m;
