@@ -13,11 +13,12 @@
 
 namespace kpig {
 
-void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScores* per_token) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ModelImpl& m = *impl_;
-  const ModelConfig& c = m.info.config;
-  const int64_t C = c.hidden, V = c.vocab;
+namespace {
+
+// Checks every pair (lengths, vocabulary, the shared response) and returns, per pair, how many
+// leading tokens its full and masked sequences share.
+std::vector<int64_t> check_pairs(const ModelConfig& c, const IgPair* pairs, int64_t n) {
+  const int64_t V = c.vocab;
   auto check_seq = [&](int64_t i, const char* which, const int32_t* t, int64_t len) {
     if (len < 2) fail(ErrorCode::Input, "pair " + std::to_string(i) + ": the " + which + " sequence needs at least 2 tokens");
     if (len > c.max_pos)
@@ -46,6 +47,19 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     shared[size_t(i)] = s;
   }
 
+  return shared;
+}
+
+// Per pair and response token: the full and masked rows that predict it, after the forward pass.
+struct IgRows {
+  Floats* hidden;                // (kept rows, C)
+  std::vector<int64_t> out_row;  // where each sequence's kept rows start (full 2i, masked 2i + 1)
+  std::vector<int64_t> start;    // per sequence: the position its computed rows start at (after a shared prefix)
+};
+
+IgRows ig_forward(ModelImpl& m, const IgPair* pairs, int64_t n, const std::vector<int64_t>& shared) {
+  const ModelConfig& c = m.info.config;
+  const int64_t C = c.hidden;
   // One forward pass over every pair's full and masked sequences (in that order). A sequence starts
   // after the longest prefix it shares with an earlier one of the call or with a stored prefix
   // (prefix_cache.h), reading that prefix's keys and values from there (copied layer by layer inside
@@ -91,11 +105,23 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   hidden.resize(size_t(kept * C));
   m.forward_hidden(toks.data(), int64_t(toks.size()), runs, hidden.data(), nullptr, 0, &keep);
   store_prefixes(*m.prefixes, c, plan, seq_tokens, seq_cache);
+  return {&hidden, out_row, plan.p};
+}
+
+// The per-token IG statistics of every (pair, response token), through the streamed head.
+struct Job {
+  int64_t pair, t;
+};
+
+std::vector<IgTokenStats> ig_head(ModelImpl& m, const IgPair* pairs, int64_t n, const IgRows& rows) {
+  const ModelConfig& c = m.info.config;
+  const int64_t C = c.hidden, V = c.vocab;
+  const Floats& hidden = *rows.hidden;
+  const std::vector<int64_t>& out_row = rows.out_row;
   // The hidden state predicting response token t of pair i, full or masked.
   auto hidden_at = [&](int64_t i, bool full, int64_t t) -> const float* {
     return &hidden[size_t((out_row[size_t(2 * i + (full ? 0 : 1))] + t) * C)];
   };
-  struct Job { int64_t pair, t; };
   std::vector<Job> jobs;
   for (int64_t i = 0; i < n; i++)
     for (int64_t t = 0; t < pairs[i].response_len; t++) jobs.push_back({i, t});
@@ -114,6 +140,18 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
                   stats[size_t(j0 + j)] = m.be->ig_token_stats(logits + 2 * j * V, logits + (2 * j + 1) * V, V, p.full[p.full_len - p.response_len + jb.t]);
                 });
               });
+  return stats;
+}
+
+}  // namespace
+
+void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScores* per_token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ModelImpl& m = *impl_;
+  const std::vector<int64_t> shared = check_pairs(m.info.config, pairs, n);
+  const IgRows rows = ig_forward(m, pairs, n, shared);
+  const std::vector<IgTokenStats> stats = ig_head(m, pairs, n, rows);
+  // Means over each pair's response tokens.
   size_t at = 0;
   for (int64_t i = 0; i < n; i++) {
     const IgPair& p = pairs[i];
@@ -143,7 +181,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     o.ig_ce = o.ce_masked - o.ce_full;
     o.n_tokens = R;
     o.shared_prefix = shared[size_t(i)];
-    o.positions_computed = p.full_len - plan.p[size_t(2 * i)] + p.masked_len - plan.p[size_t(2 * i + 1)];
+    o.positions_computed = p.full_len - rows.start[size_t(2 * i)] + p.masked_len - rows.start[size_t(2 * i + 1)];
   }
 }
 
