@@ -1,0 +1,209 @@
+// The CUDA row kernels (native/src/cuda/rows.h) against the CPU backend, op by op, on a GPU: the
+// same normalised error (NMSE = Σ(gpu − cpu)² / Σ cpu²) as native/tests/test_ops.cpp, each under
+// its threshold, then the time of each kernel at model sizes. Needs no Node.
+//   kpig_cuda_ops [test|perf]    exit 0: every op within its threshold; 1: some op is not;
+//                                3: no CUDA device or runtime here (says which and why)
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "../src/backend/backend.h"
+#include "../src/cuda/rows.h"
+
+using Vec = std::vector<float>;
+
+namespace {
+
+std::mt19937 rng(11);
+Vec randn(size_t n, float scale = 1.f) {
+  std::normal_distribution<float> nd(0.f, scale);
+  Vec v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) throw std::runtime_error(std::string(#x) + ": " + cudaGetErrorString(e_)); \
+  } while (0)
+
+// A device copy of a host vector, copied back on request.
+template <typename T>
+struct Dev {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit Dev(const std::vector<T>& h) : n(h.size()) {
+    CK(cudaMalloc(&p, n * sizeof(T) + 1));
+    if (n) CK(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  explicit Dev(size_t count) : n(count) { CK(cudaMalloc(&p, n * sizeof(T) + 1)); }
+  ~Dev() { cudaFree(p); }
+  std::vector<T> host() const {
+    std::vector<T> h(n);
+    if (n) CK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+template <typename A, typename B>
+double nmse(const std::vector<A>& got, const std::vector<B>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); i++) {
+    const double d = double(got[i]) - double(ref[i]);
+    num += d * d;
+    den += double(ref[i]) * double(ref[i]);
+  }
+  return num / std::max(den, 1e-300);
+}
+
+struct Case {
+  std::string name;
+  double max_nmse;
+  std::function<double(kpig::Backend&)> run;  // the NMSE of the GPU against the CPU backend
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> all;
+  for (bool plus_one : {false, true})
+    all.push_back({std::string("rmsnorm R=64 C=4096") + (plus_one ? " (1 + w)" : ""), 1e-10, [plus_one](kpig::Backend& cpu) {
+                     const int64_t R = 64, C = 4096;
+                     Vec x = randn(size_t(R * C), 2.f), w = randn(size_t(C)), ref(size_t(R * C)), weff = w;
+                     if (plus_one) for (auto& v : weff) v += 1.f;
+                     for (int64_t r = 0; r < R; r++) cpu.rmsnorm_row(&x[size_t(r * C)], weff.data(), 1e-6f, C, &ref[size_t(r * C)]);
+                     Dev<float> dx(x), dw(w), dout(size_t(R * C));
+                     CK(kpig::cuda::rmsnorm(dx.p, dw.p, 1e-6f, plus_one, R, C, dout.p, nullptr, nullptr));
+                     return nmse(dout.host(), ref);
+                   }});
+  all.push_back({"layernorm R=64 C=768", 1e-10, [](kpig::Backend& cpu) {
+                   const int64_t R = 64, C = 768;
+                   Vec x = randn(size_t(R * C), 2.f), w = randn(size_t(C)), b = randn(size_t(C)), ref(size_t(R * C));
+                   for (int64_t r = 0; r < R; r++) cpu.layernorm_row(&x[size_t(r * C)], w.data(), b.data(), 1e-5f, C, &ref[size_t(r * C)]);
+                   Dev<float> dx(x), dw(w), db(b), dout(size_t(R * C));
+                   CK(kpig::cuda::layernorm(dx.p, dw.p, db.p, 1e-5f, R, C, dout.p, nullptr, nullptr, nullptr));
+                   return nmse(dout.host(), ref);
+                 }});
+  for (int a = 0; a < 3; a++)
+    all.push_back({std::string("mlp_activation ") + (a == 0 ? "gelu_tanh" : a == 1 ? "swiglu" : "geglu_tanh") + " R=32 F=2816", 1e-10,
+                   [a](kpig::Backend& cpu) {
+                     const int64_t R = 32, F = 2816, W = a == 0 ? F : 2 * F;
+                     Vec ff = randn(size_t(R * W), 2.f), ref(size_t(R * F));
+                     for (int64_t r = 0; r < R; r++) {
+                       const float* row = &ff[size_t(r * W)];
+                       float* out = &ref[size_t(r * F)];
+                       if (a == 1) cpu.swiglu_row(row, F, out);
+                       else {
+                         std::copy(row, row + F, out);
+                         cpu.gelu_tanh_inplace(out, F);
+                         if (a == 2) for (int64_t i = 0; i < F; i++) out[i] *= row[F + i];
+                       }
+                     }
+                     Dev<float> dff(ff), dact(size_t(R * F));
+                     CK(kpig::cuda::mlp_activation(kpig::cuda::Act(a), dff.p, R, F, dact.p, nullptr));
+                     return nmse(dact.host(), ref);
+                   }});
+  for (bool inverse : {false, true})
+    all.push_back({std::string("rope R=48 H=8 D=128") + (inverse ? " inverse" : ""), 1e-11, [inverse](kpig::Backend& cpu) {
+                     const int64_t R = 48, H = 8, D = 128;
+                     Vec x = randn(size_t(R * H * D)), cs(size_t(R * D)), ref = x;
+                     for (int64_t r = 0; r < R; r++)
+                       for (int64_t i = 0; i < D / 2; i++) {
+                         const double ang = double(r * 37) * std::pow(1e4, -2.0 * double(i) / double(D));
+                         cs[size_t(r * D + i)] = float(std::cos(ang)), cs[size_t(r * D + D / 2 + i)] = float(std::sin(ang));
+                       }
+                     for (int64_t r = 0; r < R; r++) cpu.rope_row(&ref[size_t(r * H * D)], H, D, &cs[size_t(r * D)], inverse);
+                     Dev<float> dx(x), dcs(cs);
+                     CK(kpig::cuda::rope(dx.p, R, H * D, H, D, dcs.p, inverse, nullptr));
+                     return nmse(dx.host(), ref);
+                   }});
+  all.push_back({"adamw n=1000003", 1e-12, [](kpig::Backend& cpu) {
+                   const int64_t n = 1000003;
+                   Vec p = randn(size_t(n)), g = randn(size_t(n)), m = randn(size_t(n), 0.1f), v = randn(size_t(n), 0.1f);
+                   for (auto& x : v) x = std::abs(x);
+                   Dev<float> dp(p), dg(g), dm(m), dv(v);
+                   const float args[] = {0.7f, 0.999f, 0.9f, 0.999f, 1e-3f, 0.05f, 1e-8f};
+                   cpu.adamw_update(p.data(), g.data(), m.data(), v.data(), n, args[0], args[1], args[2], args[3], args[4], args[5], args[6]);
+                   CK(kpig::cuda::adamw(dp.p, dg.p, dm.p, dv.p, n, args[0], args[1], args[2], args[3], args[4], args[5], args[6], nullptr));
+                   return std::max({nmse(dp.host(), p), nmse(dm.host(), m), nmse(dv.host(), v)});
+                 }});
+  all.push_back({"ig_token_stats R=16 V=50257", 1e-9, [](kpig::Backend& cpu) {
+                   const int64_t R = 16, V = 50257;
+                   Vec lf = randn(size_t(R * V), 3.f), lm = randn(size_t(R * V), 3.f);
+                   std::vector<int32_t> y(static_cast<size_t>(R));
+                   for (int64_t r = 0; r < R; r++) y[size_t(r)] = int32_t((r * 7919) % V);
+                   std::vector<double> ref;
+                   for (int64_t r = 0; r < R; r++) {
+                     const kpig::IgTokenStats s = cpu.ig_token_stats(&lf[size_t(r * V)], &lm[size_t(r * V)], V, y[size_t(r)]);
+                     ref.insert(ref.end(), {s.nll_f, s.nll_m, s.kl, s.js, s.h_f, s.h_m});
+                   }
+                   Dev<float> dlf(lf), dlm(lm);
+                   Dev<int32_t> dy(y);
+                   Dev<double> dout(size_t(R * 6));
+                   CK(kpig::cuda::ig_token_stats(dlf.p, dlm.p, dy.p, R, V, dout.p, nullptr));
+                   return nmse(dout.host(), ref);
+                 }});
+  return all;
+}
+
+int run_perf() {
+  const int64_t R = 2048, C = 4096, F = 11008;
+  Dev<float> x(randn(size_t(R * C))), w(randn(size_t(C))), out(size_t(R * C));
+  Dev<float> ff(randn(size_t(R * 2 * F))), act(size_t(R * F));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  auto time = [&](const char* name, double bytes, const std::function<void()>& f) {
+    f();
+    CK(cudaEventRecord(a));
+    for (int i = 0; i < 20; i++) f();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    std::printf("  %-28s %9.1f µs  %7.1f GB/s\n", name, ms * 1e3 / 20, bytes / (ms / 20 * 1e-3) / 1e9);
+  };
+  std::printf("CUDA row kernels, R = %lld rows:\n", (long long)R);
+  time("rmsnorm C=4096", 2.0 * R * C * 4, [&] { CK(kpig::cuda::rmsnorm(x.p, w.p, 1e-6f, false, R, C, out.p, nullptr, nullptr)); });
+  time("swiglu F=11008", 3.0 * R * F * 4, [&] { CK(kpig::cuda::mlp_activation(kpig::cuda::Act::SwiGLU, ff.p, R, F, act.p, nullptr)); });
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "test";
+  int devices = 0;
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e != cudaSuccess || devices == 0) {
+    std::printf("no CUDA device here (cudaGetDeviceCount: %s, %d devices): nothing run\n", e == cudaSuccess ? "ok" : cudaGetErrorString(e), devices);
+    return 3;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  try {
+    if (mode == "perf") return run_perf();
+    const std::unique_ptr<kpig::Backend> cpu = kpig::make_cpu_backend(0);
+    int pass = 0, fail = 0;
+    for (const Case& c : cases()) {
+      const double err = c.run(*cpu);
+      const bool ok = err <= c.max_nmse;
+      ok ? pass++ : fail++;
+      std::printf("%s  %-40s nmse vs CPU %.2e (max %.0e)\n", ok ? "ok  " : "FAIL", c.name.c_str(), err, c.max_nmse);
+    }
+    std::printf("CUDA row kernels vs the CPU backend: %d passed, %d failed\n", pass, fail);
+    return fail == 0 ? 0 : 1;
+  } catch (const std::exception& ex) {
+    std::printf("FAIL: %s\n", ex.what());
+    return 1;
+  }
+}
