@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include "../src/backend/backend.h"
+#include "../src/cuda/gemm.h"
 #include "../src/cuda/rows.h"
 
 using Vec = std::vector<float>;
@@ -151,6 +152,20 @@ std::vector<Case> cases() {
                    CK(kpig::cuda::ig_token_stats(dlf.p, dlm.p, dy.p, R, V, dout.p, nullptr));
                    return nmse(dout.host(), ref);
                  }});
+  // The tensor-core GEMM against the CPU backend's bf16 mode (operands rounded to bfloat16 by both,
+  // float32 accumulation): both layouts of B, ragged edges, bias and accumulation.
+  for (bool bt : {true, false})
+    all.push_back({std::string("gemm_bf16 M=77 N=130 K=300 ") + (bt ? "x·Wᵀ" : "A·B") + " +bias +=C", 1e-10, [bt](kpig::Backend& cpu) {
+                     const int64_t M = 77, N = 130, K = 300;
+                     Vec A = randn(size_t(M * K)), B = randn(size_t(N * K)), bias = randn(size_t(N)), C0 = randn(size_t(M * N)), ref = C0;
+                     cpu.set_matmul_bf16(true);
+                     if (bt) cpu.gemm(M, N, K, A.data(), K, 1, B.data(), 1, K, ref.data(), N, true, bias.data());
+                     else cpu.gemm(M, N, K, A.data(), K, 1, B.data(), N, 1, ref.data(), N, true, bias.data());
+                     cpu.set_matmul_bf16(false);
+                     Dev<float> dA(A), dB(B), dbias(bias), dC(C0);
+                     CK(kpig::cuda::gemm_bf16(M, N, K, dA.p, K, dB.p, bt ? K : N, bt, dC.p, N, true, dbias.p, nullptr));
+                     return nmse(dC.host(), ref);
+                   }});
   return all;
 }
 
@@ -161,7 +176,8 @@ int run_perf() {
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
-  auto time = [&](const char* name, double bytes, const std::function<void()>& f) {
+  // The mean time of 20 calls, and `amount` (bytes moved, or FLOPs) per second in `unit`.
+  auto time = [&](const char* name, double amount, const char* unit, const std::function<void()>& f) {
     f();
     CK(cudaEventRecord(a));
     for (int i = 0; i < 20; i++) f();
@@ -169,11 +185,16 @@ int run_perf() {
     CK(cudaEventSynchronize(b));
     float ms = 0;
     CK(cudaEventElapsedTime(&ms, a, b));
-    std::printf("  %-28s %9.1f µs  %7.1f GB/s\n", name, ms * 1e3 / 20, bytes / (ms / 20 * 1e-3) / 1e9);
+    std::printf("  %-28s %9.1f µs  %8.1f %s\n", name, ms * 1e3 / 20, amount / (ms / 20 * 1e-3) / 1e9, unit);
   };
+  {
+    const int64_t M = 4096, N = 4096, K = 4096;
+    Dev<float> A(randn(size_t(M * K))), B(randn(size_t(N * K))), Cm(size_t(M * N));
+    time("gemm_bf16 4096³", 2.0 * M * N * K, "GFLOP/s", [&] { CK(kpig::cuda::gemm_bf16(M, N, K, A.p, K, B.p, K, true, Cm.p, N, false, nullptr, nullptr)); });
+  }
   std::printf("CUDA row kernels, R = %lld rows:\n", (long long)R);
-  time("rmsnorm C=4096", 2.0 * R * C * 4, [&] { CK(kpig::cuda::rmsnorm(x.p, w.p, 1e-6f, false, R, C, out.p, nullptr, nullptr)); });
-  time("swiglu F=11008", 3.0 * R * F * 4, [&] { CK(kpig::cuda::mlp_activation(kpig::cuda::Act::SwiGLU, ff.p, R, F, act.p, nullptr)); });
+  time("rmsnorm C=4096", 2.0 * R * C * 4, "GB/s", [&] { CK(kpig::cuda::rmsnorm(x.p, w.p, 1e-6f, false, R, C, out.p, nullptr, nullptr)); });
+  time("swiglu F=11008", 3.0 * R * F * 4, "GB/s", [&] { CK(kpig::cuda::mlp_activation(kpig::cuda::Act::SwiGLU, ff.p, R, F, act.p, nullptr)); });
   return 0;
 }
 

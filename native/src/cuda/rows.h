@@ -1,5 +1,5 @@
-// CUDA kernels of the row ops (one thread block per row), the first part of the CUDA backend
-// (issue: CUDA backend behind the seam). Device pointers in, device pointers out; every launcher
+// CUDA kernels of the row ops (one thread block per row): with gemm.h, the first part of the CUDA
+// backend. Device pointers in, device pointers out; every launcher
 // runs on `stream` and returns its launch error. Each op computes what the CPU backend's op of the
 // same name computes (native/src/backend/backend.h); native/tests/cuda_ops.cu holds them to it.
 // Legend: R = rows, C = hidden, F = MLP width, D = head dim, V = vocabulary.
