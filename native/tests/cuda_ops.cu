@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include "../src/backend/backend.h"
+#include "../src/cuda/attention.h"
 #include "../src/cuda/gemm.h"
 #include "../src/cuda/rows.h"
 
@@ -166,6 +167,33 @@ std::vector<Case> cases() {
                      CK(kpig::cuda::gemm_bf16(M, N, K, dA.p, K, dB.p, bt ? K : N, bt, dC.p, N, true, dbias.p, nullptr));
                      return nmse(dC.host(), ref);
                    }});
+  // Causal attention over three packed sequences (lengths 37, 1, 90), grouped-query heads (H = 8,
+  // K = 2), D = 64: every sequence and head against the CPU backend's attention_head_forward.
+  all.push_back({"attention_forward packed 37+1+90 H=8 K=2 D=64", 1e-10, [](kpig::Backend& cpu) {
+                   const std::vector<int64_t> lens = {37, 1, 90};
+                   const int64_t H = 8, Kh = 2, D = 64, ld = (H + 2 * Kh) * D, qd = H * D;
+                   int64_t T = 0;
+                   for (int64_t n : lens) T += n;
+                   const float scale = 0.125f;
+                   Vec qkv = randn(size_t(T * ld)), ref(size_t(T * qd)), ref_lse(size_t(T * H));
+                   std::vector<int32_t> start(static_cast<size_t>(T));
+                   int64_t row0 = 0;
+                   for (int64_t n : lens) {
+                     Vec scratch(size_t(cpu.attention_scratch_size(n)));
+                     for (int64_t h = 0; h < H; h++) {
+                       const int64_t g = h / (H / Kh);
+                       cpu.attention_head_forward(&qkv[size_t(row0 * ld + h * D)], ld, &qkv[size_t(row0 * ld + qd + g * D)],
+                                                  &qkv[size_t(row0 * ld + qd + Kh * D + g * D)], ld, n, 0, D, scale, &ref[size_t(row0 * qd + h * D)], qd,
+                                                  &ref_lse[size_t(row0 * H + h)], H, scratch.data());
+                     }
+                     for (int64_t i = 0; i < n; i++) start[size_t(row0 + i)] = int32_t(row0);
+                     row0 += n;
+                   }
+                   Dev<float> dqkv(qkv), dout(size_t(T * qd)), dlse(size_t(T * H));
+                   Dev<int32_t> dstart(start);
+                   CK(kpig::cuda::attention_forward(dqkv.p, ld, dstart.p, T, H, Kh, D, scale, dout.p, qd, dlse.p, nullptr));
+                   return std::max(nmse(dout.host(), ref), nmse(dlse.host(), ref_lse));
+                 }});
   return all;
 }
 
@@ -191,6 +219,13 @@ int run_perf() {
     const int64_t M = 4096, N = 4096, K = 4096;
     Dev<float> A(randn(size_t(M * K))), B(randn(size_t(N * K))), Cm(size_t(M * N));
     time("gemm_bf16 4096³", 2.0 * M * N * K, "GFLOP/s", [&] { CK(kpig::cuda::gemm_bf16(M, N, K, A.p, K, B.p, K, true, Cm.p, N, false, nullptr, nullptr)); });
+  }
+  {
+    const int64_t T = 1024, H = 16, D = 128, ld = 3 * H * D;
+    Dev<float> qkv(randn(size_t(T * ld))), o(size_t(T * H * D)), l(size_t(T * H));
+    Dev<int32_t> st(std::vector<int32_t>(static_cast<size_t>(T), 0));
+    time("attention T=1024 H=16 D=128", 2.0 * T * T * D * H, "GFLOP/s",
+         [&] { CK(kpig::cuda::attention_forward(qkv.p, ld, st.p, T, H, H, D, 0.088f, o.p, H * D, l.p, nullptr)); });
   }
   std::printf("CUDA row kernels, R = %lld rows:\n", (long long)R);
   time("rmsnorm C=4096", 2.0 * R * C * 4, "GB/s", [&] { CK(kpig::cuda::rmsnorm(x.p, w.p, 1e-6f, false, R, C, out.p, nullptr, nullptr)); });
