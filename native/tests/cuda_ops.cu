@@ -19,6 +19,7 @@
 #include "../src/backend/backend.h"
 #include "../src/cuda/attention.h"
 #include "../src/cuda/gemm.h"
+#include "../src/cuda/head.h"
 #include "../src/cuda/rows.h"
 
 using Vec = std::vector<float>;
@@ -150,7 +151,7 @@ std::vector<Case> cases() {
                    Dev<float> dlf(lf), dlm(lm);
                    Dev<int32_t> dy(y);
                    Dev<double> dout(size_t(R * 6));
-                   CK(kpig::cuda::ig_token_stats(dlf.p, dlm.p, dy.p, R, V, dout.p, nullptr));
+                   CK(kpig::cuda::ig_token_stats(dlf.p, dlm.p, V, dy.p, R, V, dout.p, nullptr));
                    return nmse(dout.host(), ref);
                  }});
   // The tensor-core GEMM against the CPU backend's bf16 mode (operands rounded to bfloat16 by both,
@@ -193,6 +194,32 @@ std::vector<Case> cases() {
                    Dev<int32_t> dstart(start);
                    CK(kpig::cuda::attention_forward(dqkv.p, ld, dstart.p, T, H, Kh, D, scale, dout.p, qd, dlse.p, nullptr));
                    return std::max(nmse(dout.host(), ref), nmse(dlse.host(), ref_lse));
+                 }});
+  // The streamed IG head: 300 pairs in chunks of 128 against the CPU backend's bf16 head (the same
+  // rounding of the operands) and its IG statistics.
+  all.push_back({"ig_head P=300 C=256 V=5003 chunk=128", 1e-8, [](kpig::Backend& cpu) {
+                   const int64_t P = 300, C = 256, V = 5003, rows = 700;
+                   Vec hidden = randn(size_t(rows * C)), W = randn(size_t(V * C), 0.2f);
+                   std::vector<int64_t> fr(static_cast<size_t>(P)), mr(static_cast<size_t>(P));
+                   std::vector<int32_t> y(static_cast<size_t>(P));
+                   for (int64_t p = 0; p < P; p++) fr[size_t(p)] = (p * 7) % rows, mr[size_t(p)] = (p * 13 + 5) % rows, y[size_t(p)] = int32_t((p * 31) % V);
+                   std::vector<double> ref;
+                   cpu.set_matmul_bf16(true);
+                   Vec lf(static_cast<size_t>(V)), lm(static_cast<size_t>(V));
+                   for (int64_t p = 0; p < P; p++) {
+                     cpu.gemm(1, V, C, &hidden[size_t(fr[size_t(p)] * C)], C, 1, W.data(), 1, C, lf.data(), V, false);
+                     cpu.gemm(1, V, C, &hidden[size_t(mr[size_t(p)] * C)], C, 1, W.data(), 1, C, lm.data(), V, false);
+                     const kpig::IgTokenStats s = cpu.ig_token_stats(lf.data(), lm.data(), V, y[size_t(p)]);
+                     ref.insert(ref.end(), {s.nll_f, s.nll_m, s.kl, s.js, s.h_f, s.h_m});
+                   }
+                   cpu.set_matmul_bf16(false);
+                   const int64_t chunk = 128;
+                   Dev<float> dh(hidden), dW(W), drows(size_t(2 * chunk * C)), dlog(size_t(2 * chunk * V));
+                   Dev<int64_t> dfr(fr), dmr(mr);
+                   Dev<int32_t> dy(y);
+                   Dev<double> dout(size_t(P * 6));
+                   CK(kpig::cuda::ig_head(dh.p, dfr.p, dmr.p, dy.p, P, C, dW.p, V, chunk, drows.p, dlog.p, dout.p, nullptr));
+                   return nmse(dout.host(), ref);
                  }});
   return all;
 }

@@ -113,9 +113,9 @@ __global__ void adamw_kernel(float* p, float* g, float* m, float* v, int64_t n, 
   }
 }
 
-__global__ void ig_kernel(const float* lf, const float* lm, const int32_t* y, int64_t V, double* out) {
-  const float* a = lf + blockIdx.x * V;
-  const float* b = lm + blockIdx.x * V;
+__global__ void ig_kernel(const float* lf, const float* lm, int64_t stride, const int32_t* y, int64_t V, double* out) {
+  const float* a = lf + blockIdx.x * stride;
+  const float* b = lm + blockIdx.x * stride;
   float ma = -INFINITY, mb = -INFINITY;
   for (int64_t i = threadIdx.x; i < V; i += blockDim.x) ma = fmaxf(ma, a[i]), mb = fmaxf(mb, b[i]);
   ma = block_max(ma);
@@ -179,8 +179,9 @@ cudaError_t adamw(float* p, float* g, float* m, float* v, int64_t n, float clip,
   return cudaGetLastError();
 }
 
-cudaError_t ig_token_stats(const float* lf, const float* lm, const int32_t* y, int64_t R, int64_t V, double* out, cudaStream_t stream) {
-  if (R > 0) ig_kernel<<<unsigned(R), kThreads, 0, stream>>>(lf, lm, y, V, out);
+cudaError_t ig_token_stats(const float* lf, const float* lm, int64_t stride, const int32_t* y, int64_t R, int64_t V, double* out,
+                           cudaStream_t stream) {
+  if (R > 0) ig_kernel<<<unsigned(R), kThreads, 0, stream>>>(lf, lm, stride, y, V, out);
   return cudaGetLastError();
 }
 

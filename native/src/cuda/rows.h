@@ -26,7 +26,8 @@ cudaError_t rope(float* x, int64_t R, int64_t row_stride, int64_t n_heads, int64
 cudaError_t adamw(float* p, float* g, float* m, float* v, int64_t n, float clip, float decay, float b1, float b2, float step_size,
                   float bc2_sqrt, float eps, cudaStream_t stream);
 // Per row pair: NLLs of y[r], KL(p‖q), JS(p, q) and both entropies (nats) from the full and masked
-// logit rows lf(R, V), lm(R, V); out(R, 6) as doubles in that order.
-cudaError_t ig_token_stats(const float* lf, const float* lm, const int32_t* y, int64_t R, int64_t V, double* out, cudaStream_t stream);
+// logit rows lf + r·stride and lm + r·stride (V each); out(R, 6) as doubles in that order.
+cudaError_t ig_token_stats(const float* lf, const float* lm, int64_t stride, const int32_t* y, int64_t R, int64_t V, double* out,
+                           cudaStream_t stream);
 
 }  // namespace kpig::cuda
