@@ -18,6 +18,7 @@
 
 #include "../src/backend/backend.h"
 #include "../src/cuda/attention.h"
+#include "../src/cuda/ce.h"
 #include "../src/cuda/gemm.h"
 #include "../src/cuda/head.h"
 #include "../src/cuda/rows.h"
@@ -220,6 +221,35 @@ std::vector<Case> cases() {
                    Dev<double> dout(size_t(P * 6));
                    CK(kpig::cuda::ig_head(dh.p, dfr.p, dmr.p, dy.p, P, C, dW.p, V, chunk, drows.p, dlog.p, dout.p, nullptr));
                    return nmse(dout.host(), ref);
+                 }});
+  // The fused weighted CE, forward and backward, over 3 chunks, against the CPU backend's bf16 mode.
+  // Both round the gradient of the logits to bfloat16 for the two backward GEMMs, and a last-bit
+  // difference in exp can round one of them the other way: the bound is bf16's, not float32's.
+  all.push_back({"fused_linear_ce n=150 of 200 rows C=96 V=3001 chunk=64", 1e-5, [](kpig::Backend& cpu) {
+                   const int64_t R = 200, C = 96, V = 3001, chunk = 64;
+                   Vec hidden = randn(size_t(R * C)), W = randn(size_t(V * C), 0.3f), dh_ref(size_t(R * C), 0.f), gW_ref(size_t(V * C), 0.f);
+                   std::vector<kpig::CeRow> rows;
+                   std::vector<int64_t> ri;
+                   std::vector<int32_t> tg;
+                   Vec wt;
+                   for (int64_t r = 0; r < R; r++)
+                     if (r % 4 != 3) {
+                       const float w = (r % 5 == 0 ? -0.5f : 1.f) * float(r % 7 + 1) / 7.f;
+                       rows.push_back({r, int32_t((r * 37) % V), w});
+                       ri.push_back(r), tg.push_back(int32_t((r * 37) % V)), wt.push_back(w);
+                     }
+                   const int64_t n = int64_t(rows.size());
+                   std::vector<double> nll_ref(static_cast<size_t>(n));
+                   cpu.set_matmul_bf16(true);
+                   cpu.fused_linear_ce(hidden.data(), C, W.data(), V, rows, dh_ref.data(), gW_ref.data(), nll_ref.data(), chunk);
+                   cpu.set_matmul_bf16(false);
+                   Dev<float> dhid(hidden), dW(W), dhb(size_t(chunk * C)), dlog(size_t(chunk * V)), ddhb(size_t(chunk * C)), ddh(Vec(size_t(R * C), 0.f)),
+                       dgW(Vec(size_t(V * C), 0.f)), dwt(wt);
+                   Dev<int64_t> dri(ri);
+                   Dev<int32_t> dtg(tg);
+                   Dev<double> dnll(static_cast<size_t>(n));
+                   CK(kpig::cuda::fused_linear_ce(dhid.p, C, dW.p, V, dri.p, dtg.p, dwt.p, n, chunk, dhb.p, dlog.p, ddhb.p, ddh.p, dgW.p, dnll.p, nullptr));
+                   return std::max({nmse(dnll.host(), nll_ref), nmse(ddh.host(), dh_ref), nmse(dgW.host(), gW_ref)});
                  }});
   return all;
 }

@@ -14,7 +14,8 @@ constexpr int kWarps = 4;                           // 2 × 2 warps, each a 32 �
 
 // One 64 × 64 tile of C per block. A and op(B) are staged through shared memory as bf16, K by 32.
 __global__ void gemm_bf16_kernel(int64_t M, int64_t N, int64_t K, const float* __restrict__ A, int64_t lda, const float* __restrict__ B,
-                                 int64_t ldb, bool bt, float* __restrict__ C, int64_t ldc, bool accumulate, const float* __restrict__ bias) {
+                                 int64_t ldb, bool bt, float* __restrict__ C, int64_t ldc, bool accumulate, const float* __restrict__ bias,
+                                 bool at) {
   // WMMA wants 32-byte aligned fragment pointers and leading dimensions of 16 bytes.
   __shared__ __align__(32) __nv_bfloat16 As[BM][BK + PAD];  // As[m][k]
   __shared__ __align__(32) __nv_bfloat16 Bs[BN][BK + PAD];  // Bs[n][k]: op(B) column n, read as a column-major K × N fragment
@@ -28,7 +29,7 @@ __global__ void gemm_bf16_kernel(int64_t M, int64_t N, int64_t K, const float* _
     for (int e = threadIdx.x; e < BM * BK; e += blockDim.x) {
       const int r = e / BK, k = e % BK;
       const int64_t gm = m0 + r, gk = k0 + k;
-      As[r][k] = __float2bfloat16(gm < M && gk < K ? A[gm * lda + gk] : 0.f);
+      As[r][k] = __float2bfloat16(gm < M && gk < K ? (at ? A[gk * lda + gm] : A[gm * lda + gk]) : 0.f);
     }
     for (int e = threadIdx.x; e < BN * BK; e += blockDim.x) {
       const int n = e / BK, k = e % BK;
@@ -64,10 +65,10 @@ __global__ void gemm_bf16_kernel(int64_t M, int64_t N, int64_t K, const float* _
 }  // namespace
 
 cudaError_t gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, bool b_transposed,
-                      float* C, int64_t ldc, bool accumulate, const float* bias, cudaStream_t stream) {
+                      float* C, int64_t ldc, bool accumulate, const float* bias, cudaStream_t stream, bool a_transposed) {
   if (M <= 0 || N <= 0) return cudaSuccess;
   const dim3 grid(unsigned((N + BN - 1) / BN), unsigned((M + BM - 1) / BM));
-  gemm_bf16_kernel<<<grid, kWarps * 32, 0, stream>>>(M, N, K, A, lda, B, ldb, b_transposed, C, ldc, accumulate, bias);
+  gemm_bf16_kernel<<<grid, kWarps * 32, 0, stream>>>(M, N, K, A, lda, B, ldb, b_transposed, C, ldc, accumulate, bias, a_transposed);
   return cudaGetLastError();
 }
 
