@@ -111,6 +111,73 @@ __global__ void ig_kernel(const float* lf, const float* lm, int64_t stride, cons
   }
 }
 
+__global__ void rmsnorm_backward_kernel(const float* x, const float* w, bool plus_one, const float* rstd, const float* dy, int64_t C, float* dx) {
+  const float* xr = x + blockIdx.x * C;
+  const float* g = dy + blockIdx.x * C;
+  const float r = rstd[blockIdx.x];
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) s += g[i] * (plus_one ? 1.f + w[i] : w[i]) * xr[i];
+  const float gx = block_sum(s);
+  for (int64_t i = threadIdx.x; i < C; i += blockDim.x)
+    dx[blockIdx.x * C + i] = r * g[i] * (plus_one ? 1.f + w[i] : w[i]) - xr[i] * r * r * r * gx / float(C);
+}
+
+__global__ void layernorm_backward_kernel(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, int64_t C,
+                                          float* dx) {
+  const float* xr = x + blockIdx.x * C;
+  const float* g = dy + blockIdx.x * C;
+  const float mu = mean[blockIdx.x], r = rstd[blockIdx.x];
+  float s1 = 0.f, s2 = 0.f;
+  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) {
+    const float gw = g[i] * w[i];
+    s1 += gw;
+    s2 += gw * (xr[i] - mu) * r;
+  }
+  const float mg = block_sum(s1) / float(C), mgx = block_sum(s2) / float(C);
+  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) dx[blockIdx.x * C + i] = r * (g[i] * w[i] - mg - (xr[i] - mu) * r * mgx);
+}
+
+// Per column i (one thread each): Σ over the rows, in row order, of dy·x̂ (and of dy for db).
+__global__ void norm_weight_grad_kernel(const float* x, const float* mean, const float* rstd, const float* dy, int64_t R, int64_t C, float* dw,
+                                        float* db) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= C) return;
+  float sw = 0.f, sb = 0.f;
+  for (int64_t r = 0; r < R; r++) {
+    const float xh = (x[r * C + i] - (mean ? mean[r] : 0.f)) * rstd[r];
+    sw += dy[r * C + i] * xh;
+    sb += dy[r * C + i];
+  }
+  if (dw) dw[i] += sw;
+  if (db) db[i] += sb;
+}
+
+__device__ float gelu_tanh_grad(float x) {
+  const float k = 0.7978845608028654f, u = k * (x + 0.044715f * x * x * x), t = tanhf(u);
+  return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * k * (1.f + 3.f * 0.044715f * x * x);
+}
+
+__global__ void mlp_backward_kernel(int a, const float* ff, const float* d_act, int64_t F, float* d_ff) {
+  const int64_t W = a == 0 ? F : 2 * F;
+  const float* row = ff + blockIdx.x * W;
+  const float* da = d_act + blockIdx.x * F;
+  float* out = d_ff + blockIdx.x * W;
+  for (int64_t i = threadIdx.x; i < F; i += blockDim.x) {
+    const float g = row[i];
+    if (a == 0) {
+      out[i] = da[i] * gelu_tanh_grad(g);
+    } else if (a == 1) {
+      const float sg = 1.f / (1.f + expf(-g)), up = row[F + i];
+      out[i] = da[i] * up * sg * (1.f + g * (1.f - sg));
+      out[F + i] = da[i] * g * sg;
+    } else {
+      const float up = row[F + i];
+      out[i] = da[i] * up * gelu_tanh_grad(g);
+      out[F + i] = da[i] * gelu_tanh(g);
+    }
+  }
+}
+
 }  // namespace
 
 cudaError_t rmsnorm(const float* x, const float* w, float eps, bool plus_one, int64_t R, int64_t C, float* out, float* rstd,
@@ -147,6 +214,27 @@ cudaError_t adamw(float* p, float* g, float* m, float* v, int64_t n, float clip,
 cudaError_t ig_token_stats(const float* lf, const float* lm, int64_t stride, const int32_t* y, int64_t R, int64_t V, double* out,
                            cudaStream_t stream) {
   if (R > 0) ig_kernel<<<unsigned(R), kThreads, 0, stream>>>(lf, lm, stride, y, V, out);
+  return cudaGetLastError();
+}
+
+cudaError_t rmsnorm_backward(const float* x, const float* w, bool plus_one, const float* rstd, const float* dy, int64_t R, int64_t C, float* dx,
+                             float* dw, cudaStream_t stream) {
+  if (R <= 0) return cudaSuccess;
+  rmsnorm_backward_kernel<<<unsigned(R), kThreads, 0, stream>>>(x, w, plus_one, rstd, dy, C, dx);
+  if (dw) norm_weight_grad_kernel<<<unsigned((C + kThreads - 1) / kThreads), kThreads, 0, stream>>>(x, nullptr, rstd, dy, R, C, dw, nullptr);
+  return cudaGetLastError();
+}
+
+cudaError_t layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, int64_t R, int64_t C,
+                               float* dx, float* dw, float* db, cudaStream_t stream) {
+  if (R <= 0) return cudaSuccess;
+  layernorm_backward_kernel<<<unsigned(R), kThreads, 0, stream>>>(x, w, mean, rstd, dy, C, dx);
+  if (dw || db) norm_weight_grad_kernel<<<unsigned((C + kThreads - 1) / kThreads), kThreads, 0, stream>>>(x, mean, rstd, dy, R, C, dw, db);
+  return cudaGetLastError();
+}
+
+cudaError_t mlp_activation_backward(Act a, const float* ff, const float* d_act, int64_t R, int64_t F, float* d_ff, cudaStream_t stream) {
+  if (R > 0) mlp_backward_kernel<<<unsigned(R), kThreads, 0, stream>>>(int(a), ff, d_act, F, d_ff);
   return cudaGetLastError();
 }
 

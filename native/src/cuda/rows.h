@@ -31,3 +31,17 @@ cudaError_t ig_token_stats(const float* lf, const float* lm, int64_t stride, con
                            cudaStream_t stream);
 
 }  // namespace kpig::cuda
+
+namespace kpig::cuda {
+
+// Backward of rmsnorm (given its rstd): dx(R, C) (=) and, when dw is non-null, dw(C) += Σ_r dy·x·r
+// (summed over rows in order: deterministic). plus_one as in rmsnorm.
+cudaError_t rmsnorm_backward(const float* x, const float* w, bool plus_one, const float* rstd, const float* dy, int64_t R, int64_t C, float* dx,
+                             float* dw, cudaStream_t stream);
+// Backward of layernorm (given its mean and rstd): dx (=), dw += Σ dy·x̂, db += Σ dy when non-null.
+cudaError_t layernorm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy, int64_t R, int64_t C,
+                               float* dx, float* dw, float* db, cudaStream_t stream);
+// Backward of mlp_activation: d_ff(R, F or 2F) (=) from d_act(R, F) and the pre-activation ff.
+cudaError_t mlp_activation_backward(Act a, const float* ff, const float* d_act, int64_t R, int64_t F, float* d_ff, cudaStream_t stream);
+
+}  // namespace kpig::cuda
