@@ -222,6 +222,37 @@ std::vector<Case> cases() {
                    CK(kpig::cuda::ig_head(dh.p, dfr.p, dmr.p, dy.p, P, C, dW.p, V, chunk, drows.p, dlog.p, dout.p, nullptr));
                    return nmse(dout.host(), ref);
                  }});
+  // Attention backward over the same kind of packing (given the CPU's out and lse): dq, dk, dv against
+  // the CPU backend's attention_head_backward, grouped-query heads summed into their kv head.
+  all.push_back({"attention_backward packed 29+1+50 H=4 K=2 D=32", 1e-9, [](kpig::Backend& cpu) {
+                   const std::vector<int64_t> lens = {29, 1, 50};
+                   const int64_t H = 4, Kh = 2, D = 32, ld = (H + 2 * Kh) * D, qd = H * D;
+                   int64_t T = 0;
+                   for (int64_t n : lens) T += n;
+                   const float scale = 0.17f;
+                   Vec qkv = randn(static_cast<size_t>(T * ld)), dout = randn(static_cast<size_t>(T * qd)), o(static_cast<size_t>(T * qd)),
+                       l(static_cast<size_t>(T * H)), ref(static_cast<size_t>(T * ld), 0.f);
+                   std::vector<int32_t> start(static_cast<size_t>(T)), end(static_cast<size_t>(T));
+                   int64_t row0 = 0;
+                   for (int64_t n : lens) {
+                     Vec scratch(static_cast<size_t>(cpu.attention_scratch_size(n)));
+                     for (int64_t h = 0; h < H; h++) {
+                       const int64_t g = h / (H / Kh);
+                       const size_t q = static_cast<size_t>(row0 * ld + h * D), k = static_cast<size_t>(row0 * ld + qd + g * D),
+                                    v = static_cast<size_t>(row0 * ld + qd + Kh * D + g * D), oo = static_cast<size_t>(row0 * qd + h * D);
+                       cpu.attention_head_forward(&qkv[q], ld, &qkv[k], &qkv[v], ld, n, 0, D, scale, &o[oo], qd, &l[static_cast<size_t>(row0 * H + h)], H,
+                                                  scratch.data());
+                       cpu.attention_head_backward(&qkv[q], &qkv[k], &qkv[v], ld, n, D, scale, &o[oo], qd, &dout[oo], qd,
+                                                   &l[static_cast<size_t>(row0 * H + h)], H, &ref[q], &ref[k], &ref[v], scratch.data());
+                     }
+                     for (int64_t i = 0; i < n; i++) start[static_cast<size_t>(row0 + i)] = int32_t(row0), end[static_cast<size_t>(row0 + i)] = int32_t(row0 + n);
+                     row0 += n;
+                   }
+                   Dev<float> dqkv(qkv), dO(o), dL(l), ddout(dout), dgrad(Vec(static_cast<size_t>(T * ld), 0.f));
+                   Dev<int32_t> dstart(start), dend(end);
+                   CK(kpig::cuda::attention_backward(dqkv.p, ld, dstart.p, dend.p, T, H, Kh, D, scale, dO.p, qd, dL.p, ddout.p, qd, dgrad.p, nullptr));
+                   return nmse(dgrad.host(), ref);
+                 }});
   // Norm backward: dx per row, the weight (and bias) gradients summed over the rows.
   for (bool plus_one : {false, true})
     all.push_back({std::string("rmsnorm_backward R=33 C=1000") + (plus_one ? " (1 + w)" : ""), 1e-10, [plus_one](kpig::Backend& cpu) {

@@ -16,4 +16,12 @@ namespace kpig::cuda {
 cudaError_t attention_forward(const float* qkv, int64_t ld, const int32_t* start, int64_t T, int64_t H, int64_t K, int64_t D, float scale,
                               float* out, int64_t ldo, float* lse, cudaStream_t stream);
 
+// Backward of attention_forward, given its out and lse and d_out(T, lddo): dqkv(T, ld) (=) holds dq,
+// dk and dv in qkv's layout. Deterministic (no atomics): dq by a warp per query row, dk and dv by a
+// warp per key row summing over the rows after it and over its group of query heads. `end[r]` is
+// one past the last row of row r's sequence.
+cudaError_t attention_backward(const float* qkv, int64_t ld, const int32_t* start, const int32_t* end, int64_t T, int64_t H, int64_t K,
+                               int64_t D, float scale, const float* out, int64_t ldo, const float* lse, const float* d_out, int64_t lddo,
+                               float* dqkv, cudaStream_t stream);
+
 }  // namespace kpig::cuda
