@@ -1,9 +1,11 @@
 #!/bin/bash
 # The prepared device run of the CUDA backend: builds the CUDA drivers from this clean copy (CMake
 # when present, else plain nvcc + g++), then runs the op parity against the CPU backend, then the
-# kernel timings. Everything goes to $OUT (default ./device-out): build log, parity, perf, the GPU.
+# kernel timings and the same shapes through PyTorch (bench/device/torch_ops.py) in the same run.
+# Everything goes to $OUT (default ./device-out): build log, parity, perf, the GPU.
 # Needs no Node. On a machine without a GPU the parity driver says so and exits 3.
-# KPIG_DEVICE_BUILD=nvcc builds with nvcc + g++ even where CMake is installed.
+# KPIG_DEVICE_BUILD=nvcc builds with nvcc + g++ even where CMake is installed; PYTHON picks the
+# Python with PyTorch (default python3).
 #   bash bench/device/run.sh            # from the repository root
 set -u
 OUT=${OUT:-$PWD/device-out}
@@ -35,7 +37,8 @@ fi
 echo "== parity: CUDA kernels vs the CPU backend"
 "$build/kpig_cuda_ops" test | tee "$OUT/parity.txt"
 status=${PIPESTATUS[0]}
-echo "== perf"
+echo "== perf: kpig's kernels, then the same shapes through PyTorch"
 "$build/kpig_cuda_ops" perf | tee "$OUT/perf.txt"
+"${PYTHON:-python3}" "$root/bench/device/torch_ops.py" | tee "$OUT/perf-torch.txt"
 rm -rf "$build"
 exit $status
