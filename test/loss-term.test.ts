@@ -61,7 +61,7 @@ function l2Term(pull: number) {
     },
     async endStage(ctx) {
       calls.ends.push(ctx.stage);
-      await ctx.save('l2.safetensors', new Map([['ended', Float32Array.of(ctx.stage)]]));
+      await ctx.save('l2.safetensors', new Map([['ended', { shape: [1], data: Float32Array.of(ctx.stage) }]]));
     },
   };
   return { term, calls };

@@ -687,6 +687,7 @@ async function readTensorFile(path: string): Promise<Map<string, Float32Array>> 
 /** What a loss term gets at the end of stage t: squared gradients shared out over the ranks, and lead-only writes. */
 function stageEndContext(t: number, task: string, stageDir: string, state: RunState, model: Model, trainer: Trainer): StageEndContext {
   const config = state.config;
+  let shapes: Map<string, number[]> | undefined;
   return {
     stage: t,
     task,
@@ -705,11 +706,16 @@ function stageEndContext(t: number, task: string, stageDir: string, state: RunSt
       return new Map([...mine].map(([name, sum]) => [name, gatherRows(state.world, sum)]));
     },
     parameters: () => trainer.parameters(),
+    shapeOf: (name) => {
+      shapes ??= new Map(trainer.trainableTensors().map((x) => [x.name, x.shape]));
+      const shape = shapes.get(name);
+      if (!shape) throw new InputError(`no trainable tensor named '${name}'`);
+      return shape;
+    },
     save: async (file, tensors) => {
       if (!state.lead) return;
       const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-      const shapes = new Map(trainer.trainableTensors().map((x) => [x.name, x.shape]));
-      for (const [name, data] of tensors) out[name] = { dtype: 'F32', shape: shapes.get(name.slice(name.indexOf('/') + 1)) ?? shapes.get(name) ?? [data.length], data };
+      for (const [name, t] of tensors) out[name] = { dtype: 'F32', ...t };
       await writeSafetensors(join(stageDir, file), out);
     },
   };

@@ -77,8 +77,10 @@ export interface StageEndContext {
   squaredGradients(items: PlanItem[]): Promise<Map<string, Float64Array>>;
   /** The trainable tensors' weights now. */
   parameters(): Map<string, Float32Array>;
+  /** The shape of a trainable tensor. */
+  shapeOf(name: string): number[];
   /** Writes tensors into the stage's folder, atomically (rank 0 of an MPI job). */
-  save(file: string, tensors: Map<string, Float32Array>): Promise<void>;
+  save(file: string, tensors: Map<string, { shape: number[]; data: Float32Array }>): Promise<void>;
 }
 
 /** A strategy's loss term: every hook is optional. */
@@ -176,14 +178,14 @@ export function ewcPenalty(): LossTerm {
     async endStage(ctx) {
       const items = ctx.taskItems.slice(0, ctx.config.fisherSamples);
       const sums = await ctx.squaredGradients(items);
-      const out = new Map<string, Float32Array>();
+      const out = new Map<string, { shape: number[]; data: Float32Array }>();
       for (const [name, sum] of sums) {
         const before = fisher?.get(name);
         const f = new Float32Array(sum.length);
         for (let i = 0; i < f.length; i++) f[i] = (before ? before[i] : 0) + sum[i] / items.length;
-        out.set(`fisher/${name}`, f);
+        out.set(`fisher/${name}`, { shape: ctx.shapeOf(name), data: f });
       }
-      for (const [name, p] of ctx.parameters()) out.set(`anchor/${name}`, p);
+      for (const [name, p] of ctx.parameters()) out.set(`anchor/${name}`, { shape: ctx.shapeOf(name), data: p });
       await ctx.save(FILE, out);
     },
   };
