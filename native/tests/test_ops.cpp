@@ -11,8 +11,11 @@
 //   kpig_test_ops broken   every case once more with a deliberately broken kernel (the last element
 //                          of its output wrong by 1, a typical SIMD tail bug): each must fail
 //
-// The error of a case is NMSE = Σ(out − ref)² / Σ ref² over all its outputs. The CPU backend is
-// the reference every later backend (CUDA) is held to, op by op, with the same cases.
+// The error of a case is NMSE = Σ(out − ref)² / Σ ref² over all its outputs. Cases call the op
+// through the Backend interface, except softmax_unnormalised and exp_shift (CPU kernels the
+// attention and the head use inside) and the block helpers mlp_activation and Linear (model code
+// over the backend). The CPU backend is the reference every later backend (CUDA) is held to, op
+// by op, with the same cases.
 #include <array>
 #include <chrono>
 #include <cmath>

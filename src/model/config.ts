@@ -452,7 +452,7 @@ export function describeConfig(cfg: ModelConfig, where = 'config.json'): ModelSh
  * // { name: 'model.layers.0.input_layernorm.weight', shape: [64], kind: 'norm' }
  */
 export function parameterShapes(cfg: ModelConfig): ParameterSpec[] {
-  describeConfig(cfg);
+  // The engine reads (and checks) the config as loading would, then lists its checkpoint's tensors.
   let layout: Array<{ name: string; shape: number[] }>;
   try {
     layout = loadAddon().checkpointLayout(JSON.stringify(cfg));

@@ -118,8 +118,7 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     const float s = embedding_scale(c);
     for (int64_t r = 0; r < T; r++) {
       float* g = &w.g_tok_emb[size_t(tokens[r]) * size_t(C)];
-      if (arch.embed_scale) for (int64_t i = 0; i < C; i++) g[i] += s * dx[size_t(r * C + i)];
-      else for (int64_t i = 0; i < C; i++) g[i] += dx[size_t(r * C + i)];
+      for (int64_t i = 0; i < C; i++) g[i] += s * dx[size_t(r * C + i)];  // s = 1 unless the family scales embeddings (exact)
     }
   }
   if (!w.g_pos_emb.empty()) {
