@@ -198,15 +198,33 @@ class EmbedWorker : public PromiseWorker {
   std::vector<float> out_;
 };
 
+class HiddenWorker : public PromiseWorker {
+ public:
+  HiddenWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> tokens, std::vector<int32_t> offsets)
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), offsets_(std::move(offsets)) {}
+  void Run() override {
+    kpig::PackedBatch b = batch_of(tokens_, offsets_);
+    out_.resize(tokens_.size() * size_t(m_->info().config.hidden));
+    m_->forward_final_hidden(b, out_.data());
+  }
+  Napi::Value Result(Napi::Env env) override { return external_array(env, std::move(out_)); }
+
+ private:
+  std::shared_ptr<kpig::Model> m_;
+  std::vector<int32_t> tokens_, offsets_;
+  std::vector<float> out_;
+};
+
 class TrainWorker : public PromiseWorker {
  public:
   TrainWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> tokens, std::vector<int32_t> offsets,
-              std::vector<float> weights, uint64_t seed, bool want_nll)
+              std::vector<float> weights, uint64_t seed, bool want_nll, std::vector<float> hidden_grad)
       : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), offsets_(std::move(offsets)),
-        weights_(std::move(weights)), seed_(seed), want_nll_(want_nll) {}
+        weights_(std::move(weights)), seed_(seed), want_nll_(want_nll), hidden_grad_(std::move(hidden_grad)) {}
   void Run() override {
     if (want_nll_) nll_.resize(tokens_.size());
-    res_ = m_->train_accumulate(batch_of(tokens_, offsets_), weights_.data(), want_nll_ ? nll_.data() : nullptr, seed_);
+    res_ = m_->train_accumulate(batch_of(tokens_, offsets_), weights_.data(), want_nll_ ? nll_.data() : nullptr, seed_,
+                                hidden_grad_.empty() ? nullptr : hidden_grad_.data());
   }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
@@ -220,6 +238,7 @@ class TrainWorker : public PromiseWorker {
   std::shared_ptr<kpig::Model> m_;
   std::vector<int32_t> tokens_, offsets_;
   std::vector<float> weights_;
+  std::vector<float> hidden_grad_;
   uint64_t seed_;
   bool want_nll_;
   std::vector<float> nll_;
@@ -384,7 +403,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("forward", &ModelWrap::Forward),
-                        InstanceMethod("embed", &ModelWrap::Embed),
+                        InstanceMethod("embed", &ModelWrap::Embed), InstanceMethod("hiddenStates", &ModelWrap::HiddenStates),
                         InstanceMethod("generate", &ModelWrap::Generate), InstanceMethod("dispose", &ModelWrap::Dispose),
                         InstanceMethod("trainFull", &ModelWrap::TrainFull), InstanceMethod("loraAdd", &ModelWrap::LoraAdd),
                         InstanceMethod("loraMerge", &ModelWrap::LoraMerge),
@@ -446,6 +465,20 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     std::vector<int32_t> offsets = int32_arg(info, 1, "offsets");
     check_packing(env, tokens, offsets);
     auto* w = new EmbedWorker(env, m, std::move(tokens), std::move(offsets));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  // hiddenStates(tokens: Int32Array, offsets: Int32Array) → Promise<Float32Array>: (T × C)
+  //   final-normed hidden states of every position.
+  Napi::Value HiddenStates(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto m = model(env);
+    std::vector<int32_t> tokens = int32_arg(info, 0, "tokens");
+    std::vector<int32_t> offsets = int32_arg(info, 1, "offsets");
+    check_packing(env, tokens, offsets);
+    auto* w = new HiddenWorker(env, m, std::move(tokens), std::move(offsets));
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
@@ -551,8 +584,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return info.Env().Undefined();
   }
 
-  // trainAccumulate(tokens, offsets, weights: Float32Array, seed: number, wantNll: boolean)
-  //   → Promise<{loss, nWeighted, nll?: Float32Array}>
+  // trainAccumulate(tokens, offsets, weights: Float32Array, seed: number, wantNll: boolean,
+  //   hiddenGrad?: Float32Array (T × C)) → Promise<{loss, nWeighted, nll?: Float32Array}>
   Napi::Value TrainAccumulate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto m = model(env);
@@ -567,7 +600,17 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     std::vector<float> weights(wa.Data(), wa.Data() + wa.ElementLength());
     const uint64_t seed = info.Length() > 3 && info[3].IsNumber() ? uint64_t(info[3].As<Napi::Number>().Int64Value()) : 0;
     const bool want = info.Length() > 4 && info[4].ToBoolean().Value();
-    auto* w = new TrainWorker(env, m, std::move(tokens), std::move(offsets), std::move(weights), seed, want);
+    std::vector<float> hidden_grad;
+    if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull()) {
+      if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw_input(env, "hiddenGrad must be a Float32Array");
+      Napi::Float32Array ha = info[5].As<Napi::Float32Array>();
+      const size_t want_len = tokens.size() * size_t(m->info().config.hidden);
+      if (ha.ElementLength() != want_len)
+        throw_input(env, "hiddenGrad has " + std::to_string(ha.ElementLength()) + " entries, tokens × hidden is " + std::to_string(want_len));
+      hidden_grad.assign(ha.Data(), ha.Data() + ha.ElementLength());
+    }
+    auto* w = new TrainWorker(env, m, std::move(tokens), std::move(offsets), std::move(weights), seed, want, std::move(hidden_grad));
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;

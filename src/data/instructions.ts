@@ -112,6 +112,13 @@ export function renderPrompt(ex: InstructionExample): string {
 export interface TrainingSequence {
   tokens: number[];
   weights: number[];
+  /**
+   * A further loss on the sequence's final-normed hidden states (`tokens.length × hidden`,
+   * row-major, under the current weights): its value and its gradient, which training adds to the
+   * step like the weighted cross-entropy (divided by the same normalizer). GeRe's activation
+   * constraint is one.
+   */
+  hidden?: (states: Float32Array) => { loss: number; grad: Float32Array };
 }
 
 /**

@@ -61,8 +61,22 @@ export class ModelTraining {
    * Adds the gradient of Σ weights·NLL over a packed batch (weights[t] weighs predicting token
    * t + 1); `seed` draws LoRA dropout.
    */
-  accumulate(batch: PackedSequences, weights: Float32Array, seed: number, wantNll = false): Promise<{ loss: number; nWeighted: number; nll?: Float32Array }> {
-    return this.#nat.trainAccumulate(batch.tokens, batch.offsets, weights, seed, wantNll);
+  accumulate(
+    batch: PackedSequences,
+    weights: Float32Array,
+    seed: number,
+    wantNll = false,
+    hiddenGrad?: Float32Array,
+  ): Promise<{ loss: number; nWeighted: number; nll?: Float32Array }> {
+    return this.#nat.trainAccumulate(batch.tokens, batch.offsets, weights, seed, wantNll, hiddenGrad ?? null);
+  }
+
+  /**
+   * The final-normed hidden states of every position of a packed batch (tokens × hidden,
+   * row-major): what a loss on hidden states reads and `accumulate`'s `hiddenGrad` is the gradient of.
+   */
+  hiddenStates(batch: PackedSequences): Promise<Float32Array> {
+    return this.#nat.hiddenStates(batch.tokens, batch.offsets);
   }
 
   /** One AdamW step over the accumulated gradients (clipped by global norm), then zero gradients. */

@@ -147,6 +147,8 @@ export interface NativeModel {
     weights: Float32Array,
     seed: number,
     wantNll: boolean,
+    /** (T × C) gradient of a further loss on the final-normed hidden states, added before the backward pass. */
+    hiddenGrad?: Float32Array | null,
   ): Promise<{ loss: number; nWeighted: number; nll?: Float32Array }>;
   optimizerStep(options: NativeAdamWOptions): Promise<{ gradNorm: number; skipped: boolean; step: number }>;
   zeroGrad(): void;
@@ -173,6 +175,8 @@ export interface NativeModel {
   ): Promise<NativeIgColumns>;
   forward(tokens: Int32Array, offsets: Int32Array, targets: Int32Array | null): Promise<Float32Array>;
   embed(tokens: Int32Array, offsets: Int32Array): Promise<Float32Array>;
+  /** (T × C) final-normed hidden states of every position (no LoRA dropout). */
+  hiddenStates(tokens: Int32Array, offsets: Int32Array): Promise<Float32Array>;
   generate(
     tokens: Int32Array,
     offsets: Int32Array,

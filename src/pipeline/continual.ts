@@ -25,7 +25,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Float64, Table, Utf8, tableToIPC, vectorFromArray } from 'apache-arrow';
 import type { InstanceRecord, InstructionRecord, TaskSet } from '../data/taskset.js';
-import { tokenizeExample, type TrainingSequence } from '../data/instructions.js';
+import { tokenizeExample, type InstructionExample, type TrainingSequence } from '../data/instructions.js';
 import { promptTokens, resolvePromptTemplate, stopTokens, superniTemplate, templateFingerprint, type PromptTemplate } from '../template/index.js';
 import { barrier, fromLead, gatherRows, gatherTexts, shareOf, SINGLE_PROCESS, type World } from '../dist/index.js';
 import { CancelledError, InputError, KpigIOError } from '../errors/index.js';
@@ -35,7 +35,9 @@ import { dataFingerprint, modelFingerprint } from '../io/fingerprint.js';
 import { Model } from '../model/model.js';
 import { readSafetensors, toFloat32, writeSafetensors } from '../model/safetensors.js';
 import { deriveSeed, mulberry32, shuffled } from '../random/rng.js';
-import { plainSequences, type StageEndContext, type StepContext } from '../replay/loss-terms.js';
+import { plainSequences, type AdapterAccess, type StageEndContext, type StepContext } from '../replay/loss-terms.js';
+import { packSequences } from '../model/model.js';
+import { trainingOf } from '../model/training.js';
 import { builtinStrategy, type ItemScore, type PlanItem, type ReplayPlan, type Strategy, type StrategyContext } from '../replay/strategy.js';
 import { ChatClient } from '../llm/client.js';
 import { llmTags } from '../replay/insinfo.js';
@@ -406,6 +408,21 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       }
 
       // 2. Training, from the in-stage checkpoint when there is one.
+      // The loss term starts the stage on the weights the previous stage left (a new adapter, a
+      // reference of the base model), then an in-stage checkpoint restores where training was.
+      await term?.startStage?.({
+        stage: t,
+        config: config.strategy,
+        seed: config.seed,
+        previous: async (file) => (t > 1 ? readTensorFile(join(runDir, pad(t - 1), file)) : null),
+        earlier: async (j, file) => {
+          const path = join(runDir, pad(j), file);
+          return j >= 1 && j < t && existsSync(path) ? readTensorFile(path) : null;
+        },
+        adapters: adapterAccess(trainer, config),
+        hiddenStates: (examples) => exampleHiddenStates(model, state, examples),
+        hiddenSize: model.info.hiddenSize,
+      });
       let stepInStage = 0;
       if (resumeInStage) {
         await trainer.resume(ckptDir);
@@ -413,11 +430,6 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
       } else {
         trainer.resetOptimizer(); // a fresh AdamW state for every stage
       }
-      await term?.startStage?.({
-        stage: t,
-        config: config.strategy,
-        previous: async (file) => (t > 1 ? readTensorFile(join(runDir, pad(t - 1), file)) : null),
-      });
       emit({ type: 'phase', stage: t, phase: 'train' });
       const trained = await trainStage({
         t,
@@ -599,6 +611,22 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
     },
     scoreItems: (items) => scoreItems(model, state, items, config.strategy.replayMask, (it) => ['replay', it.instance_id], signal),
     embed: (texts) => model.embed(texts.map((x) => model.tokenizer!.encode(x, { addSpecialTokens: true }))),
+    embedItems: async (items) => {
+      const out: Float32Array[] = [];
+      for (let i = 0; i < items.length; i += 16) {
+        const seqs = items.slice(i, i + 16).map((it) => {
+          const x = state.instance(it.task_id, it.instance_id);
+          const ins = state.instructionById.get(it.instruction_id)!;
+          return tokenizeExample(model.tokenizer!, { instruction: ins.text, input: x.input, output: it.target ?? x.outputs[0] }, Infinity, state.template)?.tokens ?? promptFor(model, state, it);
+        });
+        out.push(...(await model.embed(seqs)));
+      }
+      return out;
+    },
+    previousState: async () => {
+      const path = join(dirname(stageDir), pad(t - 1), 'strategy-state.json');
+      return t > 1 && existsSync(path) ? (JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>) : null;
+    },
     // Under MPI the endpoint is asked by rank 0 only: the other ranks' plans are replaced by its plan.
     tags: config.strategy.tagger === 'llm' ? (state.lead ? llmTagger(join(dirname(stageDir), 'llm-cache')) : async () => []) : undefined,
   };
@@ -606,6 +634,7 @@ async function makePlan(t: number, task: string, previous: string[], state: RunS
   if (state.lead) {
     if (plan.scores) await writeFileAtomic(join(stageDir, 'ig.arrow'), tableToIPC(scoresTable(plan.scores), 'file'));
     await writeJsonAtomic(join(stageDir, 'allocation.json'), { allocation: plan.allocation, tau: plan.tau ?? null });
+    if (plan.state) await writeJsonAtomic(join(stageDir, 'strategy-state.json'), plan.state);
   }
   const items = [...current, ...plan.replay];
   if (strategy.lossTerm?.planItems)
@@ -678,6 +707,44 @@ async function scoreItems(model: Model, state: RunState, items: PlanItem[], sche
   });
 }
 
+/** The run's LoRA adapters for a loss term (null in full fine-tuning). */
+function adapterAccess(trainer: Trainer, config: RunConfig): AdapterAccess | null {
+  if (config.train.mode !== 'lora' || !trainer.lora) return null;
+  const SUFFIX = '.lora_A.weight';
+  const shapes = new Map(trainer.trainableTensors().map((x) => [x.name, x.shape]));
+  const modules = [...shapes.keys()]
+    .filter((n) => n.endsWith(SUFFIX))
+    .map((a) => {
+      const path = a.slice(0, -SUFFIX.length);
+      const b = `${path}.lora_B.weight`;
+      const [rank, inDim] = shapes.get(a)!;
+      const out = shapes.get(b)![0];
+      return { path, a, b, rank, in: inDim, out, scale: trainer.lora!.alpha / trainer.lora!.rank };
+    });
+  return {
+    modules,
+    read: (name) => trainer.readParam(name),
+    write: (name, data) => trainer.writeParam(name, data),
+    restart: (seed) => trainer.restartLora(seed),
+  };
+}
+
+/** The final hidden states of examples' training sequences (null for one that does not fit), a few at a time. */
+async function exampleHiddenStates(model: Model, state: RunState, examples: InstructionExample[]): Promise<Array<Float32Array | null>> {
+  const C = model.info.hiddenSize;
+  const seqs = examples.map((ex) => sampleSequence(model, state.template, ex.instruction, ex.input, ex.output, state.config.train.maxLength, 1));
+  const out: Array<Float32Array | null> = seqs.map(() => null);
+  const BATCH = 16;
+  for (let i = 0; i < seqs.length; i += BATCH) {
+    const idx = seqs.map((q, k) => k).slice(i, i + BATCH).filter((k) => seqs[k] !== null);
+    if (!idx.length) continue;
+    const packed = packSequences(idx.map((k) => seqs[k]!.tokens));
+    const h = await trainingOf(model).hiddenStates(packed);
+    idx.forEach((k, j) => (out[k] = h.slice(packed.offsets[j] * C, packed.offsets[j + 1] * C)));
+  }
+  return out;
+}
+
 /** Tensors of a safetensors file as float32 (what a loss term kept from a stage). */
 async function readTensorFile(path: string): Promise<Map<string, Float32Array>> {
   const st = await readSafetensors(path);
@@ -712,6 +779,7 @@ function stageEndContext(t: number, task: string, stageDir: string, state: RunSt
       if (!shape) throw new InputError(`no trainable tensor named '${name}'`);
       return shape;
     },
+    adapters: adapterAccess(trainer, config),
     save: async (file, tensors) => {
       if (!state.lead) return;
       const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
@@ -778,6 +846,7 @@ async function trainStage(s: StageTraining): Promise<{ totalSteps: number; losse
         const text = instructionText ?? s.state.instructionById.get(it.instruction_id)!.text;
         return sampleSequence(s.model, s.state.template, text, x.input, it.target ?? x.outputs[0], tc.maxLength, scale);
       },
+      example: (ex, scale) => sampleSequence(s.model, s.state.template, ex.instruction, ex.input, ex.output, tc.maxLength, scale),
     };
     const { sequences: seqs, ig } = term?.stepSequences ? await term.stepSequences(picked, ctx) : plainSequences(picked, ctx);
     const lr = learningRate(step, { lr: tc.lr, totalSteps, warmupSteps: tc.warmupSteps, schedule: tc.schedule });

@@ -6,7 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { InputError } from '../errors/index.js';
-import { DEFAULT_STRATEGY, MASK_SCHEMES, STRATEGY_NAMES, type StrategyConfig } from '../replay/config.js';
+import { ADAPTER_STRATEGIES, DEFAULT_STRATEGY, MASK_SCHEMES, STRATEGY_NAMES, type StrategyConfig } from '../replay/config.js';
 import { isNamedTemplate, templateSpec } from '../template/index.js';
 
 // The strategy's fields belong to the replay layer; a run config holds them under `strategy`.
@@ -172,7 +172,22 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
     fisherSamples: num(st.fisherSamples, 'strategy.fisherSamples', where, { min: 1, int: true }),
     lwfLambda: num(st.lwfLambda, 'strategy.lwfLambda', where, { min: 0 }),
     tagger: choice(st.tagger, ['offline', 'llm'] as const, 'strategy.tagger', where),
+    oloraLambda1: num(st.oloraLambda1, 'strategy.oloraLambda1', where, { min: 0 }),
+    oloraLambda2: num(st.oloraLambda2, 'strategy.oloraLambda2', where, { min: 0 }),
+    regloraShare: num(st.regloraShare, 'strategy.regloraShare', where, { gt: 0 }),
+    regloraLambda: num(st.regloraLambda, 'strategy.regloraLambda', where, { min: 0 }),
+    generalData: st.generalData === null ? null : resolve(base, str(st.generalData, 'strategy.generalData', where)),
+    generalSamples: num(st.generalSamples, 'strategy.generalSamples', where, { min: 1, int: true }),
+    gereWeight: num(st.gereWeight, 'strategy.gereWeight', where, { min: 0 }),
+    adaptClusters: num(st.adaptClusters, 'strategy.adaptClusters', where, { min: 1, int: true }),
+    adaptBins: num(st.adaptBins, 'strategy.adaptBins', where, { min: 1, int: true }),
+    adaptPoolFactor: num(st.adaptPoolFactor, 'strategy.adaptPoolFactor', where, { min: 0 }),
   };
+  if (strategy.regloraShare > 1) throw new RunConfigError('strategy.regloraShare', `must be ≤ 1 (a share of each matrix's entries), got ${strategy.regloraShare}`, where);
+  if (strategy.adaptPoolFactor > 0 && strategy.adaptPoolFactor < 1)
+    throw new RunConfigError('strategy.adaptPoolFactor', `must be 0 (no pruning) or ≥ 1 (the pool must hold the budget), got ${strategy.adaptPoolFactor}`, where);
+  if (strategy.name === 'gere' && strategy.generalData === null)
+    throw new RunConfigError('strategy.generalData', 'gere replays a fixed set of general samples: name their file (JSONL, Arrow or Parquet rows of instruction, input, output)', where);
   if (strategy.minShare > 1) throw new RunConfigError('strategy.minShare', `must be ≤ 1 (a fraction of an equal share), got ${strategy.minShare}`, where);
   const t = raw.train === undefined ? {} : raw.train;
   if (!isObject(t)) throw new RunConfigError('train', 'must be a mapping', where);
@@ -201,6 +216,8 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
     maxNewTokens: num(ev.maxNewTokens, 'eval.maxNewTokens', where, { min: 1, int: true }),
     batchSize: num(ev.batchSize, 'eval.batchSize', where, { min: 1, int: true }),
   };
+  if (ADAPTER_STRATEGIES.includes(strategy.name) && train.mode !== 'lora')
+    throw new RunConfigError('train.mode', `strategy ${strategy.name} trains a new LoRA adapter per task: set train.mode: lora (got ${train.mode})`, where);
   const name = raw.name === undefined ? `${strategy.name}` : str(raw.name, 'name', where);
   return {
     name,

@@ -6,7 +6,10 @@
 export const MASK_SCHEMES = ['fixed', 'pool', 'counterfactual'] as const;
 export type MaskScheme = (typeof MASK_SCHEMES)[number];
 
-export const STRATEGY_NAMES = ['none', 'random', 'multitask', 'kpig', 'inscl', 'ewc', 'lwf'] as const;
+export const STRATEGY_NAMES = ['none', 'random', 'multitask', 'kpig', 'inscl', 'ewc', 'lwf', 'olora', 'reglora', 'gere', 'adaptinf'] as const;
+
+/** Strategies that train a new LoRA adapter per task (they need `train.mode: lora`). */
+export const ADAPTER_STRATEGIES: readonly StrategyName[] = ['olora', 'reglora'];
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
 
 export interface StrategyConfig {
@@ -49,6 +52,20 @@ export interface StrategyConfig {
   lwfLambda: number;
   /** InsCL: where instruction tags come from (`llm`: the OpenAI-compatible endpoint of KPIG_LLM_* env). */
   tagger: 'offline' | 'llm';
+  /** O-LoRA: weight λ₁ of the orthogonality penalty Σⱼ‖Aⱼ·Aₜᵀ‖² and λ₂ of the L2 term ‖Aₜ‖ + ‖Bₜ‖ on the new adapter. */
+  oloraLambda1: number;
+  oloraLambda2: number;
+  /** RegLoRA: share of each matrix's entries of ΔW = B·A recorded per task (the largest |ΔW|), and the penalty weight λ. */
+  regloraShare: number;
+  regloraLambda: number;
+  /** GeRe: the general samples (a JSONL/Arrow/Parquet file of instruction, input, output rows), how many to replay, and the weight of the activation constraint. */
+  generalData: string | null;
+  generalSamples: number;
+  gereWeight: number;
+  /** Adapt-∞: pseudo-task clusters, score-histogram bins, and the pool kept after pruning as a multiple of the stage's replay budget (0: no pruning). */
+  adaptClusters: number;
+  adaptBins: number;
+  adaptPoolFactor: number;
 }
 
 /** What a strategy takes for every field its config leaves out. */
@@ -72,5 +89,15 @@ export const DEFAULT_STRATEGY: Omit<StrategyConfig, 'name'> = {
   fisherSamples: 32,
   lwfLambda: 0.5,
   tagger: 'offline',
+  oloraLambda1: 0.5,
+  oloraLambda2: 0,
+  regloraShare: 0.02,
+  regloraLambda: 2500,
+  generalData: null,
+  generalSamples: 1000,
+  gereWeight: 100,
+  adaptClusters: 10,
+  adaptBins: 50,
+  adaptPoolFactor: 4,
 };
 

@@ -10,7 +10,8 @@ import { deriveSeed, mulberry32, sampleWithoutReplacement } from '../random/rng.
 import type { StrategyConfig } from './config.js';
 import { insclAllocation, kpigAllocation, lowestIndices, stratifiedLowest } from './allocate.js';
 import { insInfo, offlineTags } from './insinfo.js';
-import { ewcPenalty, kpigObjective, lwfDistillation, type LossTerm } from './loss-terms.js';
+import { coverageSelect, equalShares, histogramEntropy, kMeans, pruneRedundant } from './adaptinf.js';
+import { ewcPenalty, generalReplay, kpigObjective, lwfDistillation, oLoraPenalty, regLoraPenalty, type LossTerm } from './loss-terms.js';
 import { cosineCost, emd } from './ot.js';
 
 /** One training example of a stage: an instance of a task, asked with one of its instructions. */
@@ -18,8 +19,11 @@ export interface PlanItem {
   task_id: string;
   instance_id: string;
   instruction_id: string;
-  /** `current`: the stage's task; `replay`: an earlier task; `lwf`: the old model's own answer. */
-  role: 'current' | 'replay' | 'lwf';
+  /**
+   * `current`: the stage's task; `replay`: an earlier task; `lwf`: the old model's own answer;
+   * `general`: a general sample (GeRe), outside the task set (`instance_id` is its row number).
+   */
+  role: 'current' | 'replay' | 'lwf' | 'general';
   /** The target, when it is not the instance's first output (LwF's old-model answers). */
   target?: string;
 }
@@ -54,6 +58,8 @@ export interface ReplayPlan {
   scores?: ItemScore[];
   /** The softmax temperature KPIG used, for the record. */
   tau?: number;
+  /** What the strategy keeps for later stages (`stage-NN/strategy-state.json`; Adapt-∞: the pruned pool items). */
+  state?: Record<string, unknown>;
 }
 
 /** What the engine gives a strategy at the start of a stage. */
@@ -78,6 +84,10 @@ export interface StrategyContext {
   embed(texts: string[]): Promise<Float32Array[]>;
   /** InsCL tags of an instruction (offline by default; an LLM annotator when configured). */
   tags?(instruction: InstructionRecord): Promise<string[]>;
+  /** Mean-pooled final hidden states of items' training sequences (prompt and response) under the current model. */
+  embedItems?(items: PlanItem[]): Promise<Float32Array[]>;
+  /** The `state` the previous stage's plan kept; null at stage 1 or when it kept none. */
+  previousState?(): Promise<Record<string, unknown> | null>;
 }
 
 export interface Strategy {
@@ -214,11 +224,59 @@ export async function insclPlan(ctx: StrategyContext): Promise<ReplayPlan> {
   return { replay, allocation: ctx.previous.map((task, k) => ({ task_id: task, count: counts[k], score: distances[k] })) };
 }
 
+/** The scoring functions Adapt-∞ chooses from per cluster: log-perplexity of the response, and IG (the text analogue of its image-grounding score). */
+export const ADAPT_SCORES = { perplexity: (s: ItemScore) => s.ce_full, ig: (s: ItemScore) => s.ig_ce } as const;
+
+/**
+ * Adapt-∞-style selection (docs/continual.md): the pool is every buffer item of the earlier tasks
+ * not pruned at an earlier stage; features are the current model's mean hidden states of each
+ * item's training sequence; k-means makes `adaptClusters` pseudo-tasks; per cluster the score
+ * (log-perplexity or IG) with the most entropic histogram is used; the budget m·(t−1) is split
+ * equally over the clusters and CCS picks inside each; then the pool is pruned to
+ * `adaptPoolFactor`·budget items, dropping the most redundant ones per cluster, for good.
+ */
+export async function adaptInfPlan(ctx: StrategyContext): Promise<ReplayPlan> {
+  if (ctx.previous.length === 0) return { replay: [], allocation: [] };
+  if (!ctx.embedItems) throw new InputError('adaptinf needs item embeddings from the run (StrategyContext.embedItems)');
+  const keyOf = (x: PlanItem) => `${x.task_id}\u0000${x.instance_id}`;
+  const before = ctx.previousState ? await ctx.previousState() : null;
+  const pruned = new Set(Array.isArray(before?.pruned) ? (before.pruned as string[]) : []);
+  const pool = ctx.previous.flatMap((task) => itemsOf(ctx, task, ctx.buffer(task))).filter((x) => !pruned.has(keyOf(x)));
+  const features = await ctx.embedItems(pool);
+  const clusters = kMeans(features, ctx.config.adaptClusters, deriveSeed(ctx.seed, 'adaptinf-kmeans', ctx.stage));
+  const scores = await ctx.scoreItems(pool);
+  const k = clusters.reduce((a, c) => Math.max(a, c + 1), 0);
+  const members: number[][] = Array.from({ length: k }, () => []);
+  clusters.forEach((c, i) => members[c].push(i));
+  const budget = ctx.config.m * ctx.previous.length;
+  const quota = equalShares(members.map((m) => m.length), budget);
+  const picked: number[] = [];
+  const clusterRecord = members.map((m, c) => {
+    const options = Object.entries(ADAPT_SCORES).map(([name, f]) => ({ name, values: m.map((i) => f(scores[i])) }));
+    const entropies = options.map((o) => histogramEntropy(o.values, ctx.config.adaptBins));
+    const best = entropies.indexOf(Math.max(...entropies));
+    const chosen = coverageSelect(options[best].values, quota[c], ctx.config.adaptBins, mulberry32(deriveSeed(ctx.seed, 'adaptinf-ccs', ctx.stage, c)));
+    picked.push(...chosen.map((j) => m[j]));
+    return { size: m.length, score: options[best].name, entropy: entropies[best], selected: chosen.length };
+  });
+  picked.sort((a, b) => a - b);
+  const replay = picked.map((i) => pool[i]);
+  const cap = ctx.config.adaptPoolFactor * budget;
+  const keep = cap > 0 ? pruneRedundant(features, clusters, cap) : pool.map(() => true);
+  const nowPruned = [...pruned, ...pool.filter((_, i) => !keep[i]).map(keyOf)];
+  return {
+    replay,
+    allocation: ctx.previous.map((task) => ({ task_id: task, count: replay.filter((x) => x.task_id === task).length, score: null })),
+    scores,
+    state: { pruned: nowPruned, pool: pool.length, kept: keep.filter(Boolean).length, clusters: clusterRecord },
+  };
+}
+
 const noReplay = async (ctx: StrategyContext): Promise<ReplayPlan> => ({ replay: [], allocation: ctx.previous.map((t) => ({ task_id: t, count: 0, score: null })) });
 
 /**
  * The built-in strategy a config names (`none`, `random`, `multitask`, `kpig`, `inscl`, `ewc`,
- * `lwf`), with KPIG's ablation switches applied.
+ * `lwf`, `olora`, `reglora`, `gere`, `adaptinf`), with KPIG's ablation switches applied.
  *
  * @example
  * const s = builtinStrategy({ ...config.strategy, name: 'kpig' });
@@ -243,6 +301,14 @@ export function builtinStrategy(config: StrategyConfig): Strategy {
       return { name: 'ewc', plan: noReplay, lossTerm: ewcPenalty() };
     case 'lwf':
       return { name: 'lwf', plan: noReplay, lossTerm: lwfDistillation() };
+    case 'olora':
+      return { name: 'olora', plan: noReplay, lossTerm: oLoraPenalty() };
+    case 'reglora':
+      return { name: 'reglora', plan: noReplay, lossTerm: regLoraPenalty() };
+    case 'gere':
+      return { name: 'gere', plan: noReplay, lossTerm: generalReplay() };
+    case 'adaptinf':
+      return { name: 'adaptinf', plan: adaptInfPlan };
     default:
       throw new InputError(`unknown strategy '${(config as { name: string }).name}'`);
   }

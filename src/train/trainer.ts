@@ -207,6 +207,30 @@ export class Trainer {
     return new Map(this.trainableTensors().map(({ name }) => [name, t.read(name, 'param')]));
   }
 
+  /** A copy of one tensor's weights (a base weight or an adapter, by name). */
+  readParam(name: string): Float32Array {
+    return trainingOf(this.model).read(name, 'param');
+  }
+
+  /** Overwrites one tensor's weights. */
+  writeParam(name: string, data: Float32Array): void {
+    trainingOf(this.model).write(name, 'param', data);
+  }
+
+  /**
+   * Folds the LoRA adapters into the base weights (W += α/r·B·A) and adds fresh ones with the same
+   * settings (A drawn from `seed`, B = 0) and a zero optimizer state: a new adapter for a new task.
+   *
+   * @example
+   * trainer.restartLora(deriveSeed(seed, 'task-adapter', 2));
+   */
+  restartLora(seed: number): void {
+    if (!this.lora) throw new InputError('restartLora: this trainer does not train LoRA adapters');
+    const t = trainingOf(this.model);
+    t.mergeLora();
+    t.addLora({ ...this.lora, seed });
+  }
+
   /**
    * A fresh AdamW state: both moments zero and the bias correction restarted (the step count of
    * `step` is the trainer's and stays).
@@ -395,7 +419,22 @@ export class Trainer {
         if (s.weights.length !== s.tokens.length) throw new InputError(`a training sequence has ${s.tokens.length} tokens but ${s.weights.length} weights`);
         for (const w of s.weights) weights[at++] = w / norm;
       }
-      const r = await nat.accumulate(packed, weights, o.seed * 1000003 + step * 131 + micro);
+      // Sequences with a loss on their hidden states: those states first, then the gradient joins the backward pass.
+      let hiddenGrad: Float32Array | undefined;
+      if (seqs.some((s) => s.hidden)) {
+        const C = this.model.info.hiddenSize;
+        const states = await nat.hiddenStates(packed);
+        hiddenGrad = new Float32Array(states.length);
+        seqs.forEach((s, i) => {
+          if (!s.hidden) return;
+          const from = packed.offsets[i] * C, to = packed.offsets[i + 1] * C;
+          const h = s.hidden(states.subarray(from, to));
+          if (h.grad.length !== to - from) throw new InputError(`a hidden-state loss returned ${h.grad.length} gradient entries for ${to - from} states`);
+          for (let k = 0; k < h.grad.length; k++) hiddenGrad![from + k] = h.grad[k] / norm;
+          loss += h.loss / norm;
+        });
+      }
+      const r = await nat.accumulate(packed, weights, o.seed * 1000003 + step * 131 + micro, false, hiddenGrad);
       loss += r.loss;
       tokens += packed.tokens.length;
     }

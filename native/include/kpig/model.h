@@ -213,6 +213,9 @@ class Model {
   // embeddings: (S, C) the mean over each sequence's rows of the final-normed hidden states (the
   // `last_hidden_state` Hugging Face returns), one row per sequence.
   void forward_mean_hidden(const PackedBatch& batch, float* embeddings);
+  // hidden: (T, C) the final-normed hidden states of every position (the input of the LM head;
+  // Hugging Face's `hidden_states[-1]`), without LoRA dropout.
+  void forward_final_hidden(const PackedBatch& batch, float* hidden);
   // Greedy decoding of every prompt in the batch with a per-sequence KV cache.
   GenerateResult generate(const PackedBatch& prompts, const GenerateOptions& options);
 
@@ -253,8 +256,11 @@ class Model {
   // Weighted NLL: loss = Σ_t w[t]·(−log p(tokens[t+1] | ..tokens[t])) over each sequence; w may be
   // negative; w = 0 positions skip the LM head. The weight of a sequence's last position must be 0.
   // Accumulates gradients (call zero_grad() between optimizer steps). nll_out (T) receives each
-  // weighted position's NLL (0 elsewhere) when given. seed drives LoRA dropout.
-  TrainResult train_accumulate(const PackedBatch& batch, const float* weights, float* nll_out, uint64_t seed);
+  // weighted position's NLL (0 elsewhere) when given. seed drives LoRA dropout. hidden_grad (T, C),
+  // when given, is the gradient of a further loss on the final-normed hidden states (what
+  // forward_final_hidden returns), added to the LM head's before the backward pass.
+  TrainResult train_accumulate(const PackedBatch& batch, const float* weights, float* nll_out, uint64_t seed,
+                               const float* hidden_grad = nullptr);
   // One AdamW step (torch.optim.AdamW semantics) over all trainable tensors, then zero_grad().
   StepResult optimizer_step(const AdamWOptions& options);
   void zero_grad();

@@ -104,6 +104,12 @@ void Model::forward_mean_hidden(const PackedBatch& b, float* embeddings) {
   }
 }
 
+void Model::forward_final_hidden(const PackedBatch& b, float* hidden) {
+  std::lock_guard<std::mutex> lock(mu_);
+  validate(b);
+  impl_->forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden);
+}
+
 namespace {
 
 // One draw from softmax(x / T) cut to top-k and top-p; the uniform number is a function of (seed,

@@ -12,7 +12,7 @@
 
 namespace kpig {
 
-TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, float* nll_out, uint64_t seed) {
+TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, float* nll_out, uint64_t seed, const float* hidden_grad) {
   std::lock_guard<std::mutex> lock(mu_);
   validate(b);
   ModelImpl& m = *impl_;
@@ -34,7 +34,10 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
   if (nll_out) std::fill(nll_out, nll_out + T, 0.f);
   TrainResult res;
   res.n_weighted = int64_t(rows.size());
-  if (rows.empty()) return res;  // nothing reaches the loss: no forward pass, no gradient
+  if (hidden_grad)
+    for (int64_t i = 0; i < T * C; i++)
+      if (!std::isfinite(hidden_grad[i])) fail(ErrorCode::Input, "hidden-state gradient at position " + std::to_string(i / C) + ", unit " + std::to_string(i % C) + " is not finite");
+  if (rows.empty() && !hidden_grad) return res;  // nothing reaches the loss: no forward pass, no gradient
 
   std::vector<SeqRun> runs(size_t(b.n_seqs));
   for (int64_t s = 0; s < b.n_seqs; s++) runs[size_t(s)] = {b.offsets[s], int64_t(b.offsets[s + 1]) - b.offsets[s], 0, nullptr};
@@ -47,7 +50,10 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
   dh.assign(size_t(T * C), 0.f);
   float* g_head = !m.w.g_head.empty() ? m.w.g_head.data() : (c.tied && !m.w.g_tok_emb.empty() ? m.w.g_tok_emb.data() : nullptr);
   std::vector<double> nll(rows.size());
-  m.be->fused_linear_ce(hidden.data(), C, m.w.head_ptr(), V, rows, dh.data(), g_head, nll.data());
+  if (!rows.empty()) m.be->fused_linear_ce(hidden.data(), C, m.w.head_ptr(), V, rows, dh.data(), g_head, nll.data());
+  // The head writes its rows of dh; a loss on the hidden states adds to them.
+  if (hidden_grad)
+    for (int64_t i = 0; i < T * C; i++) dh[size_t(i)] += hidden_grad[i];
   for (size_t i = 0; i < rows.size(); i++) {
     res.loss += double(rows[i].weight) * nll[i];
     if (nll_out) nll_out[rows[i].row] = float(nll[i]);
