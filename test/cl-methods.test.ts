@@ -7,6 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { diversifyAnswerStyles } from '../src/data/answer-style.js';
 import { writeTaskSet } from '../src/data/store.js';
 import { Model, packSequences } from '../src/model/model.js';
 import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
@@ -203,6 +204,42 @@ describe('Adapt-∞: clusters, score choice, budget, CCS, pruning', () => {
     expect(red[2]).toBeCloseTo(Math.max(cos(base[2], base[0]), cos(base[2], base[1])), 6);
     const keep = pruneRedundant(base, Int32Array.of(0, 0, 0, 0), 3);
     expect(keep).toEqual([true, true, false, true]); // the near-copy of item 0 goes
+  });
+});
+
+describe('SEFE answer-style diversification (data layer)', () => {
+  it('converts ⌊ratio·n⌋ training instances per task, split over the styles, each answered correctly', () => {
+    const set = tinyTaskSet();
+    const { set: out, report } = diversifyAnswerStyles(set, { ratio: 0.5, seed: 2 });
+    const byKey = (xs: typeof set.instances) => new Map(xs.map((x) => [`${x.task_id}/${x.instance_id}`, x]));
+    const before = byKey(set.instances), after = byKey(out.instances);
+    expect(after.size).toBe(before.size);
+    expect(report.tasks.reduce((a, t) => a + t.converted.yesno, 0)).toBeGreaterThan(0);
+    expect(report.tasks.reduce((a, t) => a + t.converted.choice, 0)).toBeGreaterThan(0);
+    for (const task of set.tasks) {
+      const train = set.instances.filter((x) => x.task_id === task.task_id && x.split === 'train');
+      const changed = train.filter((x) => after.get(`${x.task_id}/${x.instance_id}`)!.input !== x.input);
+      const rec = report.tasks.find((t) => t.task_id === task.task_id)!;
+      expect(changed.length + rec.unconvertible).toBe(Math.floor(0.5 * train.length));
+      expect(Math.abs(rec.converted.yesno - rec.converted.choice)).toBeLessThanOrEqual(1 + rec.unconvertible);
+      for (const x of changed) {
+        const y = after.get(`${x.task_id}/${x.instance_id}`)!;
+        const gold = x.outputs[0];
+        const yn = /Is the answer "([^"]*)"\? Answer yes or no\.$/.exec(y.input);
+        if (yn) expect(y.outputs).toEqual([yn[1] === gold ? 'yes' : 'no']);
+        else {
+          const options = [...y.input.matchAll(/^\(([A-D])\) (.*)$/gm)].map((m) => [m[1], m[2]]);
+          expect(options.length).toBeGreaterThanOrEqual(2);
+          expect(options.filter(([, t]) => t === gold)).toHaveLength(1);
+          expect(y.outputs).toEqual([options.find(([, t]) => t === gold)![0]]);
+        }
+        expect(y.input.startsWith(x.input)).toBe(true);
+      }
+    }
+    // Test and probe instances stay as they were; the draw is a function of the seed.
+    for (const x of set.instances.filter((x) => x.split !== 'train')) expect(after.get(`${x.task_id}/${x.instance_id}`)).toEqual(x);
+    expect(diversifyAnswerStyles(set, { ratio: 0.5, seed: 2 }).set).toEqual(out);
+    expect(() => diversifyAnswerStyles(set, { ratio: 1.5 })).toThrow(/ratio/);
   });
 });
 

@@ -14,6 +14,7 @@ import { llmRewriter } from '../rewrite/llm-rewriter.js';
 import { offlineRewriter } from '../rewrite/offline.js';
 import { REWRITE_KINDS, diversify, type RewriteKind } from '../rewrite/variant.js';
 import { int } from './util.js';
+import { ANSWER_STYLES, diversifyAnswerStyles, type AnswerStyle } from '../data/answer-style.js';
 
 const FIELD_PARTS: (keyof FieldMapping)[] = ['task', 'instruction', 'input', 'output', 'id', 'split', 'keyParts'];
 
@@ -50,7 +51,7 @@ function llmClient(o: { llmBaseUrl?: string; llmModel?: string; llmCache?: strin
 }
 
 /**
- * Adds `kpig data import`, `kpig data show` and `kpig data diversify` to the program.
+ * Adds `kpig data import`, `kpig data show`, `kpig data diversify` and `kpig data answer-styles` to the program.
  *
  * @example
  * registerData(program); // kpig data import ../shared/data/superni-dev -o data/dev
@@ -182,4 +183,30 @@ export function registerData(program: Command): void {
       );
     },
   );
+
+  data
+    .command('answer-styles')
+    .description("answer-style diversification (SEFE's ASD): ask a share of each task's training instances as yes/no or multiple-choice questions")
+    .argument('<dir>', 'task-set folder')
+    .requiredOption('-o, --out <dir>', 'task-set folder to write (may be <dir> with --overwrite)')
+    .option('--ratio <x>', "share of each task's training instances converted (SEFE: 0.2)", (v: string) => {
+      const x = Number(v);
+      if (!(x >= 0 && x <= 1)) throw new InvalidArgumentError(`--ratio must be in [0, 1], got ${v}`);
+      return x;
+    }, 0.2)
+    .option('--styles <list>', `comma-separated (default ${ANSWER_STYLES.join(',')})`, (v: string) => {
+      const list = v.split(',').map((x) => x.trim());
+      const bad = list.filter((x) => !ANSWER_STYLES.includes(x as AnswerStyle));
+      if (bad.length) throw new InvalidArgumentError(`--styles: unknown style(s) ${bad.join(', ')} (use ${ANSWER_STYLES.join(', ')})`);
+      return list as AnswerStyle[];
+    })
+    .option('--seed <n>', 'seed of the draw', int('--seed', 0), 0)
+    .option('--overwrite', 'replace an existing task-set folder')
+    .action(async (dir: string, o: { out: string; ratio: number; styles?: AnswerStyle[]; seed: number; overwrite?: boolean }) => {
+      const { set, report } = diversifyAnswerStyles(await readTaskSet(dir), { ratio: o.ratio, styles: o.styles, seed: o.seed });
+      await writeTaskSet(o.out, set, { overwrite: o.overwrite });
+      for (const t of report.tasks)
+        console.log(`${t.task_id}: ${Object.entries(t.converted).map(([k, n]) => `${n} ${k}`).join(', ')}${t.unconvertible ? `, ${t.unconvertible} left as they were (no wrong answer to offer)` : ''}`);
+      console.log(`${o.out}: written`);
+    });
 }

@@ -13,14 +13,15 @@ import { writeTaskSet } from '../data/store.js';
 import type { TaskSet } from '../data/taskset.js';
 import { InputError, KpigIOError } from '../errors/index.js';
 import { formatInterval, keyVariation, meanInterval, pairedDifference, validityGateOverSeeds, type GateInput, type GateResult, type IntervalSummary } from '../eval/stats.js';
-import { writeJsonAtomic } from '../io/atomic.js';
+import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { writeReport } from '../report/report.js';
 import { gateLines, type TextTable } from '../report/tables.js';
 import { readRun, type EvalScores, type RunData } from '../report/run-dir.js';
 import { offlineRewriter } from '../rewrite/offline.js';
 import { diversify, type RewriteKind } from '../rewrite/variant.js';
-import { buildBaseModel, type BaseModelProgress } from '../synth/base-model.js';
-import { generateSuite, type SuiteOptions } from '../synth/tasks.js';
+import { BASE_RECIPES, buildBaseModel, type BaseModelProgress } from '../synth/base-model.js';
+import { generateSuite, mixtureExamples, type SuiteOptions } from '../synth/tasks.js';
+import { ADAPTER_STRATEGIES } from '../replay/config.js';
 import { resolveRunConfig, type StrategyName } from './run-config.js';
 import { runContinual, type RunEvent } from './continual.js';
 
@@ -44,6 +45,31 @@ export const DEMO_PRESETS: Readonly<Record<'default' | 'quick', Readonly<DemoPre
   default: { suite: { seenTasks: 5, heldOutTasks: 3, trainPerTask: 200, testPerTask: 100, probePerTask: 50 }, m: 20, ...STREAM_SETTINGS },
   quick: { suite: { seenTasks: 4, heldOutTasks: 3, trainPerTask: 100, testPerTask: 100, probePerTask: 30 }, m: 10, ...STREAM_SETTINGS },
 };
+
+/** LoRA settings of the demo's adapter strategies (seqlora, olora, reglora): O-LoRA's rank and α. */
+export const DEMO_LORA = { rank: 8, alpha: 32 } as const;
+
+/**
+ * GeRe's general samples in the demo: as many as the largest replay budget the replay strategies
+ * get (m·(seen − 1), at the last stage), so the methods replay comparable amounts.
+ */
+export function generalCount(preset: DemoPreset): number {
+  return preset.m * (preset.suite.seenTasks - 1);
+}
+
+/**
+ * GeRe's general samples for a seed: the first rows of the general mixture that seed's base model
+ * was trained on (written once to `seed-N/general.jsonl`).
+ */
+async function generalFile(seedDir: string, seed: number, preset: DemoPreset, quick?: boolean): Promise<string> {
+  const path = join(seedDir, 'general.jsonl');
+  if (!existsSync(path)) {
+    const recipe = BASE_RECIPES[quick ? 'quick' : 'default'];
+    const rows = mixtureExamples({ seed, size: generalCount(preset), labelShare: recipe.mixtureLabelShare });
+    await writeFileAtomic(path, rows.map((r) => JSON.stringify({ instruction: r.instruction, input: r.input, output: r.output })).join('\n') + '\n');
+  }
+  return path;
+}
 
 /** The strategies a demo compares; `multitask` is the ceiling the validity gate needs, `none` the floor. */
 export const DEMO_STRATEGIES: readonly StrategyName[] = ['none', 'random', 'inscl', 'kpig', 'multitask'];
@@ -188,8 +214,16 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
         model: base.dir,
         data,
         stream: stream.name,
-        strategy: { name, m: preset.m, ...(name === 'kpig' ? options.kpig : {}) },
-        train: { lr: preset.lr, epochs: preset.epochs, batchSize: preset.batchSize, checkpointEvery: 10, maxLength: 256 },
+        strategy: { name, m: preset.m, ...(name === 'kpig' ? options.kpig : {}), ...(name === 'gere' ? { generalData: await generalFile(seedDir, seed, preset, options.quick) , generalSamples: generalCount(preset) } : {}) },
+        train: {
+          lr: preset.lr,
+          epochs: preset.epochs,
+          batchSize: preset.batchSize,
+          checkpointEvery: 10,
+          maxLength: 256,
+          // A new adapter per task: O-LoRA's LoRA settings (rank 8, α 32 on the attention's q and v).
+          ...(ADAPTER_STRATEGIES.includes(name) ? { mode: 'lora', loraRank: DEMO_LORA.rank, loraAlpha: DEMO_LORA.alpha } : {}),
+        },
         eval: { maxInstancesPerTask: preset.evalPerTask, maxNewTokens: preset.maxNewTokens, batchSize: 50 },
         seed,
         threads: options.threads ?? 0,

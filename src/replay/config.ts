@@ -6,10 +6,10 @@
 export const MASK_SCHEMES = ['fixed', 'pool', 'counterfactual'] as const;
 export type MaskScheme = (typeof MASK_SCHEMES)[number];
 
-export const STRATEGY_NAMES = ['none', 'random', 'multitask', 'kpig', 'inscl', 'ewc', 'lwf', 'olora', 'reglora', 'gere', 'adaptinf'] as const;
+export const STRATEGY_NAMES = ['none', 'random', 'multitask', 'kpig', 'inscl', 'ewc', 'lwf', 'seqlora', 'olora', 'reglora', 'gere', 'adaptinf'] as const;
 
 /** Strategies that train a new LoRA adapter per task (they need `train.mode: lora`). */
-export const ADAPTER_STRATEGIES: readonly StrategyName[] = ['olora', 'reglora'];
+export const ADAPTER_STRATEGIES: readonly StrategyName[] = ['seqlora', 'olora', 'reglora'];
 export type StrategyName = (typeof STRATEGY_NAMES)[number];
 
 export interface StrategyConfig {

@@ -297,19 +297,20 @@ function adapterPerTask(): { start(ctx: StageStartContext, strategy: string): Pr
 /**
  * O-LoRA (Wang et al., 2023): a new LoRA per task, earlier ones frozen (folded into the base
  * weights, which is their sum at inference), and before every update the gradient of
- * λ₁·Σ_modules Σ_{j<t} ‖Aⱼ·Aₜᵀ‖²_F + λ₂·Σ_modules (‖Aₜ‖ + ‖Bₜ‖).
+ * λ₁·Σ_modules Σ_{j<t} ‖Aⱼ·Aₜᵀ‖²_F + λ₂·Σ_modules (‖Aₜ‖ + ‖Bₜ‖). `fixed` overrides the config's
+ * weights (SeqLoRA: both 0, a new adapter per task and nothing else).
  */
-export function oLoraPenalty(): LossTerm {
+export function oLoraPenalty(fixed?: { lambda1: number; lambda2: number }): LossTerm {
   const adapters = adapterPerTask();
   let ad: AdapterAccess | null = null;
   let earlierA = new Map<string, Float32Array[]>();
   let l1 = 0, l2 = 0;
   return {
-    name: 'olora',
+    name: fixed ? 'seqlora' : 'olora',
     async startStage(ctx) {
-      ad = await adapters.start(ctx, 'olora');
-      l1 = ctx.config.oloraLambda1;
-      l2 = ctx.config.oloraLambda2;
+      ad = await adapters.start(ctx, fixed ? 'seqlora' : 'olora');
+      l1 = fixed?.lambda1 ?? ctx.config.oloraLambda1;
+      l2 = fixed?.lambda2 ?? ctx.config.oloraLambda2;
       earlierA = new Map(ad.modules.map((m) => [m.a, []]));
       for (let j = 1; j < ctx.stage; j++) {
         const w = (await ctx.earlier(j, 'final/adapter_model.safetensors'))!;

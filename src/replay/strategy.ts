@@ -276,7 +276,7 @@ const noReplay = async (ctx: StrategyContext): Promise<ReplayPlan> => ({ replay:
 
 /**
  * The built-in strategy a config names (`none`, `random`, `multitask`, `kpig`, `inscl`, `ewc`,
- * `lwf`, `olora`, `reglora`, `gere`, `adaptinf`), with KPIG's ablation switches applied.
+ * `lwf`, `seqlora`, `olora`, `reglora`, `gere`, `adaptinf`), with KPIG's ablation switches applied.
  *
  * @example
  * const s = builtinStrategy({ ...config.strategy, name: 'kpig' });
@@ -301,6 +301,8 @@ export function builtinStrategy(config: StrategyConfig): Strategy {
       return { name: 'ewc', plan: noReplay, lossTerm: ewcPenalty() };
     case 'lwf':
       return { name: 'lwf', plan: noReplay, lossTerm: lwfDistillation() };
+    case 'seqlora':
+      return { name: 'seqlora', plan: noReplay, lossTerm: oLoraPenalty({ lambda1: 0, lambda2: 0 }) };
     case 'olora':
       return { name: 'olora', plan: noReplay, lossTerm: oLoraPenalty() };
     case 'reglora':
