@@ -135,17 +135,20 @@ describe('data-parallel training over MPI', () => {
 });
 
 describe('a continual run (kpig run) over MPI', () => {
-  let config: (name: string, strategy: Record<string, unknown>) => string;
+  let config: (name: string, strategy: Record<string, unknown>, train?: Record<string, unknown>) => string;
   beforeAll(async () => {
     const model = await dirs.make({ preset: 'llama-nano', seed: 3, config: { vocab_size: 259 } });
     const data = join(root, 'tasks');
     await writeTaskSet(data, tinyTaskSet());
-    config = (name, strategy) => {
+    const general = join(root, 'general.jsonl');
+    writeFileSync(general, ['count the words', 'repeat the word', 'say yes or no'].map((ins, i) => JSON.stringify({ instruction: ins, input: `row ${i}`, output: `answer ${i}` })).join('\n') + '\n');
+    config = (name, strategy, train = {}) => {
+      if (strategy.name === 'gere') strategy = { generalData: general, ...strategy };
       const path = join(root, `${name}.json`);
       writeFileSync(path, JSON.stringify({
         model, data, stream: 'main',
         strategy: { m: 3, fisherSamples: 5, ...strategy },
-        train: { batchSize: 4, lr: 3e-3, checkpointEvery: 1, maxLength: 128 },
+        train: { batchSize: 4, lr: 3e-3, checkpointEvery: 1, maxLength: 128, ...train },
         eval: { maxInstancesPerTask: 3, maxNewTokens: 4, batchSize: 2 },
         seed: 1, threads: 1,
       }));
@@ -184,6 +187,8 @@ describe('a continual run (kpig run) over MPI', () => {
     ['kpig', { name: 'kpig' }],
     ['ewc', { name: 'ewc' }],
     ['lwf', { name: 'lwf' }],
+    ['gere', { name: 'gere' }],
+    ['adaptinf', { name: 'adaptinf', adaptClusters: 2, adaptBins: 4, adaptPoolFactor: 1 }],
   ])(`%s: 2 ranks give one process's plans, losses, weights and scores; rank 0 alone writes and reports${title}`, { skip: Boolean(why), timeout: 600_000 }, async (name, strategy) => {
     const cfg = config(name, strategy);
     const one = join(root, `${name}-one`), two = join(root, `${name}-two`);
@@ -221,8 +226,21 @@ describe('a continual run (kpig run) over MPI', () => {
     }
     if (name === 'ewc') expect(await tensorsDiffer(join(one, 'stage-02', 'ewc.safetensors'), join(two, 'stage-02', 'ewc.safetensors'))).toBeLessThan(1e-5);
     if (name === 'lwf') expect(table(two, 'stage-03/plan.arrow').some((x) => (x as { role: string }).role === 'lwf')).toBe(true);
+    // GeRe's reference states (every rank computes them) and its hidden-state loss (each rank on its share).
+    if (name === 'gere') expect(await tensorsDiffer(join(one, 'stage-01', 'gere.safetensors'), join(two, 'stage-01', 'gere.safetensors'))).toBe(0);
+    if (name === 'adaptinf') expect(await readFile(join(two, 'stage-03', 'strategy-state.json'), 'utf8')).toBe(await readFile(join(one, 'stage-03', 'strategy-state.json'), 'utf8'));
     const env = JSON.parse(await readFile(join(two, 'environment.json'), 'utf8'));
     expect(env.ranks).toBe(2);
+  });
+
+  it(`olora (a new adapter per task, folded into the base weights): 2 ranks give one process's losses, adapters and scores${title}`, { skip: Boolean(why), timeout: 600_000 }, async () => {
+    const cfg = config('olora', { name: 'olora', oloraLambda2: 0.01 }, { mode: 'lora', loraRank: 2, loraAlpha: 4 });
+    const one = join(root, 'olora-one'), two = join(root, 'olora-two');
+    expect(kpig(['run', cfg, '--out', one]).status).toBe(0);
+    expect(mpirun(2, ['run', cfg, '--out', two]).status).toBe(0);
+    expect(maxRel(await steps(one), await steps(two))).toBeLessThan(1e-6);
+    expect(await tensorsDiffer(join(one, 'stage-02', 'final', 'adapter_model.safetensors'), join(two, 'stage-02', 'final', 'adapter_model.safetensors'))).toBeLessThan(1e-3);
+    expect(await results(two)).toEqual(await results(one));
   });
 
   it(`a run stopped at 1 rank resumes at 2, and one stopped at 2 resumes at 1, ending where one process ends${title}`, { skip: Boolean(why), timeout: 600_000 }, async () => {
