@@ -1,9 +1,13 @@
-// `kpig demo`: bad arguments, an unwritable cache, and Ctrl-C followed by a demo that resumes.
+// `kpig demo`: bad arguments, an unwritable cache, Ctrl-C followed by a demo that resumes, and the
+// methods from the field in the demo.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { DEMO_LORA, DEMO_PRESETS, generalCount } from '../src/pipeline/demo-suite.js';
+import { BASE_RECIPES } from '../src/synth/base-model.js';
+import { mixtureExamples } from '../src/synth/tasks.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kpig-demo-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -77,5 +81,23 @@ describe('kpig demo', () => {
     expect(again.stdout).toMatch(/V-score \(held-out\) \(not evidence\)/);
     expect(again.stdout).toMatch(/validity gate: FAIL/);
     expect(readFileSync(join(out, 'report', 'report.md'), 'utf8')).toMatch(/validity gate: FAIL/);
+  });
+
+  it('runs the methods from the field: gere on its base model\'s general mixture, the adapter strategies on LoRA', () => {
+    const out = join(dir, 'out'), cache = join(dir, 'cache');
+    const r = kpig(['demo', '--quick', '--strategies', 'gere,seqlora', '--out', out, '--cache', cache, '--threads', '1']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/\| gere \|/);
+    expect(r.stdout).toMatch(/\| seqlora \|/);
+    const general = readFileSync(join(out, 'seed-0', 'general.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const preset = DEMO_PRESETS.quick;
+    expect(general).toHaveLength(generalCount(preset));
+    const mixture = mixtureExamples({ seed: 0, size: BASE_RECIPES.quick.mixtureSize, labelShare: BASE_RECIPES.quick.mixtureLabelShare });
+    expect(general).toEqual(mixture.slice(0, general.length).map((m) => ({ instruction: m.instruction, input: m.input, output: m.output })));
+    const gere = JSON.parse(readFileSync(join(out, 'seed-0', 'gere', 'config.json'), 'utf8'));
+    expect(gere.strategy.generalSamples).toBe(general.length);
+    const seq = JSON.parse(readFileSync(join(out, 'seed-0', 'seqlora', 'config.json'), 'utf8'));
+    expect(seq.train).toMatchObject({ mode: 'lora', loraRank: DEMO_LORA.rank, loraAlpha: DEMO_LORA.alpha });
+    expect(existsSync(join(out, 'seed-0', 'seqlora', 'stage-04', 'final', 'adapter_model.safetensors'))).toBe(true);
   });
 });
