@@ -401,6 +401,19 @@ describe('every method through kpig run, stopped and resumed', () => {
       expect(kpig(['run', configFor({ ...s, gereWeight: 0 }, 'full'), '--out', off, '--quiet']).status).toBe(0);
       expect(losses(whole, 1)[0]).toBeCloseTo(losses(off, 1)[0], 6);
       expect(losses(whole, 2)[0]).not.toBeCloseTo(losses(off, 2)[0], 3);
+      // A resume refuses general samples that changed since the run started; a missing file is refused up front.
+      const g2 = join(dirs.root, 'general-2.jsonl');
+      writeFileSync(g2, readFileSync(general));
+      const cfg2 = configFor({ ...s, generalData: g2 }, 'full');
+      const part = join(dirs.root, 'gere-part');
+      expect(kpig(['run', cfg2, '--out', part, '--quiet', '--stop-after', '1']).status).toBe(0);
+      writeFileSync(g2, readFileSync(general, 'utf8').replace('answer 0', 'answer zero'));
+      const again = kpig(['run', '--resume', part, '--quiet']);
+      expect(again.status).toBe(1);
+      expect(again.stderr).toMatch(/the general samples \(.*general-2\.jsonl\) changed since the run started/);
+      const missing = kpig(['run', configFor({ ...s, generalData: join(dirs.root, 'nope.jsonl') }, 'full'), '--out', join(dirs.root, 'never3')]);
+      expect(missing.status).toBe(1);
+      expect(missing.stderr).toMatch(/strategy\.generalData: no file of general samples at .*nope\.jsonl/);
     }
     if (name === 'adaptinf') {
       const st = JSON.parse(readFileSync(join(whole, 'stage-03', 'strategy-state.json'), 'utf8'));

@@ -510,6 +510,8 @@ interface RunInputs {
   data: string;
   /** Absent in runs started before templates were configurable (then: superni). */
   template?: string;
+  /** GeRe's general samples file, when the strategy has one. */
+  general?: string;
 }
 
 /** What a template writes around probe parts (a file's or a model's template may change under the same name). */
@@ -525,7 +527,8 @@ async function runInputs(config: RunConfig, options: RunOptions): Promise<RunInp
     for (const f of files) hash.update(`${f}:${await dataFingerprint(f)}`);
     data = hash.digest('hex');
   }
-  return { model: await modelFingerprint(config.model), data, template: await runTemplateFingerprint(config) };
+  const general = config.strategy.generalData ? await dataFingerprint(config.strategy.generalData) : undefined;
+  return { model: await modelFingerprint(config.model), data, template: await runTemplateFingerprint(config), ...(general ? { general } : {}) };
 }
 
 async function prepareRunDir(runDir: string, config: RunConfig, options: RunOptions, world: World): Promise<void> {
@@ -545,6 +548,8 @@ async function prepareRunDir(runDir: string, config: RunConfig, options: RunOpti
       const diff = (['model', 'data', 'template'] as const).filter((k) => was[k] !== now[k]);
       if (diff.length)
         throw new InputError(`${runDir}: the ${diff.map((k) => `${k} (${config[k]})`).join(' and ')} changed since the run started; it would not continue the same run`);
+      if (was.general !== now.general)
+        throw new InputError(`${runDir}: the general samples (${config.strategy.generalData}) changed since the run started; it would not continue the same run`);
     }
     for (const dir of [runDir, ...readdirSync(runDir).filter((d) => d.startsWith('stage-')).map((d) => join(runDir, d))]) await cleanTemps(dir);
     return;

@@ -292,5 +292,7 @@ export function checkRunInputs(config: RunConfig, options: { needData?: boolean;
   if (!existsSync(resolve(config.model, 'config.json'))) throw new RunConfigError('model', `${config.model} has no config.json`, where);
   if (!isNamedTemplate(config.template) && !existsSync(config.template))
     throw new RunConfigError('template', `no template file at ${config.template} (use superni, chat or a file)`, where);
+  if (config.strategy.generalData !== null && !existsSync(config.strategy.generalData))
+    throw new RunConfigError('strategy.generalData', `no file of general samples at ${config.strategy.generalData}`, where);
   if (options.needData !== false && (!existsSync(config.data) || !statSync(config.data).isDirectory())) throw new RunConfigError('data', `no task-set folder at ${config.data}`, where);
 }
