@@ -9,6 +9,9 @@
 
 #include "kpig/comm.h"
 #include "kpig/model.h"
+#ifdef KPIG_HAVE_CUDA
+#include "../src/cuda/device_model.h"
+#endif
 
 namespace {
 
@@ -135,10 +138,12 @@ struct AddonData {
 
 class LoadWorker : public PromiseWorker {
  public:
-  LoadWorker(Napi::Env env, std::string dir, int threads) : PromiseWorker(env), dir_(std::move(dir)), threads_(threads) {}
+  LoadWorker(Napi::Env env, std::string dir, int threads, std::string device)
+      : PromiseWorker(env), dir_(std::move(dir)), threads_(threads), device_(std::move(device)) {}
   void Run() override {
     kpig::LoadOptions o;
     o.threads = threads_;
+    o.device = device_;
     model_ = kpig::Model::load(dir_, o);
   }
   Napi::Value Result(Napi::Env env) override {
@@ -151,6 +156,7 @@ class LoadWorker : public PromiseWorker {
  private:
   std::string dir_;
   int threads_;
+  std::string device_;
   std::shared_ptr<kpig::Model> model_;
 };
 
@@ -453,6 +459,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("isa", mi.isa);
     o.Set("bf16Isa", mi.bf16_isa);
     o.Set("threads", mi.threads);
+    o.Set("device", mi.device);
+    o.Set("deviceNote", mi.device_note);
     return o;
   }
 
@@ -849,24 +857,34 @@ Napi::Value CheckpointLayout(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// loadModel(dir: string, threads: number) → Promise<NativeModel>
+// loadModel(dir: string, threads: number, device?: 'cpu' | 'cuda') → Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw_input(env, "loadModel needs a model folder path");
   int threads = 0;
   if (info.Length() > 1 && info[1].IsNumber()) threads = info[1].As<Napi::Number>().Int32Value();
-  auto* w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), threads);
+  std::string device = "cpu";
+  if (info.Length() > 2 && info[2].IsString()) device = info[2].As<Napi::String>().Utf8Value();
+  auto* w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), threads, device);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+#ifdef KPIG_HAVE_CUDA
+  kpig::cuda::register_device();  // `device: 'cuda'` opens the CUDA device (native/src/cuda/device_model.h)
+#endif
   auto* data = new AddonData();
   data->model_ctor = Napi::Persistent(ModelWrap::Define(env));
   env.SetInstanceData(data);
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
+#ifdef KPIG_HAVE_CUDA
+  exports.Set("cudaBuilt", Napi::Boolean::New(env, true));
+#else
+  exports.Set("cudaBuilt", Napi::Boolean::New(env, false));
+#endif
   exports.Set("checkpointLayout", Napi::Function::New(env, CheckpointLayout));
   exports.Set("parseConfig", Napi::Function::New(env, ParseConfig));
   exports.Set("distInit", Napi::Function::New(env, DistInit));

@@ -4,7 +4,7 @@
  */
 import { createReadStream, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { KpigError } from '../errors/index.js';
 import { outputFormat } from '../io/arrow.js';
 import { Model } from '../model/model.js';
@@ -28,6 +28,7 @@ export function registerScore(program: Command): void {
     .option('--template <spec>', TEMPLATE_HELP, 'superni')
     .option('-t, --threads <n>', 'worker threads (default: all cores)', threads)
     .option('--precision <p>', 'matmul precision: fp32, or bf16 (inputs rounded to bfloat16, float32 accumulation; AMX where present)', 'fp32')
+    .addOption(new Option('--device <d>', 'where IG scoring runs: cpu, or cuda (bf16 tensor cores; falls back to the CPU, saying why, when no GPU can be used; not yet run on a GPU: README)').choices(['cpu', 'cuda']).default('cpu'))
     .option('--prefix-cache-mb <n>', PREFIX_CACHE_HELP, int('--prefix-cache-mb', 0), 256)
     .option(
       '--shard <i/n>',
@@ -70,6 +71,8 @@ export function registerScore(program: Command): void {
             max_tokens_per_batch: o.maxTokensPerBatch as number,
             chunk_rows: o.chunkRows as number,
             prefix_cache_mb: o.prefixCacheMb as number,
+            // The GPU's scores differ from the CPU's by bf16 rounding: shards of both never merge.
+            ...(o.device !== 'cpu' ? { device: o.device as string } : {}),
           },
         };
         return (spec: ShardSpec) => shardApi.shardManifest({ ...base, spec });
@@ -89,6 +92,7 @@ export function registerScore(program: Command): void {
           scoreArgs: [
             '--chunk-rows', String(o.chunkRows), '--max-tokens-per-batch', String(o.maxTokensPerBatch), '--mask-mode', o.maskMode as string,
             '--placeholder', o.placeholder as string, '--template', templatePath, '--precision', o.precision as string, '--prefix-cache-mb', String(o.prefixCacheMb),
+            ...(o.device !== 'cpu' ? ['--device', o.device as string] : []),
           ],
           cpusPerTask: (o.cpusPerTask as number | undefined) ?? 1,
           partition: o.partition as string | undefined,
@@ -102,7 +106,8 @@ export function registerScore(program: Command): void {
         }
         return;
       }
-      const model = await Model.load(dir, { threads: o.threads as number | undefined });
+      const model = await Model.load(dir, { threads: o.threads as number | undefined, device: o.device as 'cpu' | 'cuda' });
+      if (model.info.deviceNote) console.error(`kpig: ${model.info.deviceNote}`);
       model.setMatmulPrecision(o.precision);
       model.setPrefixCache((o.prefixCacheMb as number) * 2 ** 20);
       const controller = new AbortController();

@@ -25,6 +25,12 @@ export interface LoadModelOptions {
   threads?: number;
   /** Load the folder's tokenizer (default true; a folder without one is an error unless false), or use the one given. */
   tokenizer?: boolean | Tokenizer;
+  /**
+   * `cpu` (default) or `cuda`: IG scoring and hidden states on the GPU, everything else on the CPU.
+   * Without a usable GPU (or a build without the CUDA backend) the model stays on the CPU and
+   * `info.deviceNote` says why. The CUDA backend has not run on a GPU yet (README).
+   */
+  device?: 'cpu' | 'cuda';
 }
 
 export interface GenerateOptions {
@@ -153,7 +159,9 @@ export class Model {
       // A config TypeScript cannot size is left to the engine, which names what is wrong with it.
     }
     if (params !== null) checkMemory(params * 4, `loading ${dir} (${params.toLocaleString('en-US')} parameters as float32)`);
-    const nat = await typedErrors(loadAddon()).loadModel(dir, threads);
+    const device = options.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') throw new InputError(`device must be cpu or cuda, got '${String(device)}'`);
+    const nat = await typedErrors(loadAddon()).loadModel(dir, threads, device);
     const model = new Model(dir, nat, tokenizer);
     if (tokenizer && tokenizer.vocabSize > model.info.vocabSize)
       model.info.notes.push(

@@ -49,6 +49,10 @@ export interface NativeModelInfo extends NativeConfigInfo {
   memoryBytes: number;
   files: string[];
   notes: string[];
+  /** Where IG scoring and hidden states run: 'cpu', or the device's name ('cuda:0 NVIDIA H100 …'). */
+  device: string;
+  /** Why a device asked for is not used (which library or call failed); empty otherwise. */
+  deviceNote: string;
   /**
    * How fp32 matmuls run here: 'amx' (AMX tiles, each operand split exactly into three bf16 pieces
    * and the six products that carry fp32 precision accumulated in fp32: fp32 accuracy; used from 384
@@ -200,7 +204,9 @@ export interface NativeCommInfo {
 }
 
 export interface NativeAddon {
-  loadModel(dir: string, threads: number): Promise<NativeModel>;
+  loadModel(dir: string, threads: number, device?: 'cpu' | 'cuda'): Promise<NativeModel>;
+  /** Whether this build has the CUDA backend compiled in (nvcc was found when it was built). */
+  cudaBuilt?: boolean;
   /** The engine's reading of a config.json's text; throws as loading would (`where` names it). */
   parseConfig(text: string, where?: string): NativeConfigInfo;
   /** The parameter tensors of a checkpoint with this config.json: names and shapes as in the file, in the engine's order. */

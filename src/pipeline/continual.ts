@@ -328,7 +328,8 @@ export async function runContinual(config: RunConfig, runDir: string, options: R
   const T = stream.seen.length;
   const tasks = [...stream.seen, ...stream.held_out];
 
-  const model = await Model.load(config.model, { threads: config.threads || undefined });
+  const model = await Model.load(config.model, { threads: config.threads || undefined, device: config.device });
+  if (model.info.deviceNote && lead) console.error(`kpig: ${model.info.deviceNote}`);
   if (!model.tokenizer) throw new RunConfigError('model', `${config.model} has no tokenizer`);
   state.template = await resolvePromptTemplate(config.template, config.model);
   const lengthLimit = Math.min(config.train.maxLength, model.info.maxPositions);
@@ -576,7 +577,7 @@ async function prepareRunDir(runDir: string, config: RunConfig, options: RunOpti
     cpu: cpus()[0]?.model ?? 'unknown',
     threads: config.threads || cpus().length,
     seed: config.seed,
-    device: 'cpu',
+    device: config.device,
     ranks: world.size,
     transport: world.transport,
     effective_batch: config.train.batchSize,

@@ -53,6 +53,8 @@ export interface RunConfig {
   template: string;
   seed: number;
   threads: number;
+  /** Where IG scoring and embeddings run: `cpu` (default) or `cuda` (falls back to the CPU, saying why). */
+  device: 'cpu' | 'cuda';
 }
 
 const DEFAULT_TRAIN: TrainConfig = {
@@ -134,7 +136,7 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
   const where = options.where ?? 'run config';
   const base = options.baseDir ?? process.cwd();
   if (!isObject(raw)) throw new RunConfigError('(top level)', 'must be a mapping of fields', where);
-  checkKeys(raw, ['name', 'model', 'data', 'stream', 'strategy', 'train', 'eval', 'template', 'seed', 'threads'], '', where);
+  checkKeys(raw, ['name', 'model', 'data', 'stream', 'strategy', 'train', 'eval', 'template', 'seed', 'threads', 'device'], '', where);
   const model = resolve(base, str(raw.model, 'model', where));
   const data = resolve(base, str(raw.data, 'data', where));
   let stream: RunConfig['stream'] = 'default';
@@ -230,6 +232,7 @@ export function resolveRunConfig(raw: unknown, options: { baseDir?: string; wher
     template: raw.template === undefined ? 'superni' : templateSpec(str(raw.template, 'template', where), base),
     seed: raw.seed === undefined ? 0 : num(raw.seed, 'seed', where, { min: 0, int: true }),
     threads: raw.threads === undefined ? 0 : num(raw.threads, 'threads', where, { min: 0, int: true }),
+    device: raw.device === undefined ? 'cpu' : choice(raw.device, ['cpu', 'cuda'] as const, 'device', where),
   };
 }
 

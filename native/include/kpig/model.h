@@ -70,6 +70,9 @@ std::vector<TensorLayout> checkpoint_layout(const ModelConfig& c);
 
 struct LoadOptions {
   int threads = 0;  // 0 = all cores available to the process
+  // "cpu", or "cuda": IG scoring and hidden states on the GPU (native/src/model/device.h), the
+  // rest on the CPU. When no GPU can be used the model stays on the CPU and ModelInfo says why.
+  std::string device = "cpu";
 };
 
 struct ModelInfo {
@@ -83,6 +86,8 @@ struct ModelInfo {
   std::string isa;       // fp32 matmuls: amx (three bf16 pieces, fp32 accuracy), avx512, avx2 or scalar
   std::string bf16_isa;  // bf16 matmuls: amx, avx512_bf16 or emulated
   int threads = 1;
+  std::string device = "cpu";  // where IG scoring and hidden states run: cpu, or the device's name
+  std::string device_note;     // why a device asked for is not used (which library or call failed)
 };
 
 // A packed batch: sequence s is tokens[offsets[s] .. offsets[s+1]), causal, positions from 0.
@@ -276,6 +281,10 @@ class Model {
  private:
   explicit Model(std::unique_ptr<ModelImpl> impl);
   std::unique_ptr<ModelImpl> impl_;
+
+ public:
+  // The engine's state, for backends and their standalone drivers (native/tests/): not an API.
+  ModelImpl& internals() { return *impl_; }
   std::mutex mu_;  // one call at a time per model: calls share the thread pool and scratch
 };
 

@@ -17,6 +17,7 @@ StepResult Model::optimizer_step(const AdamWOptions& o) {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
   m.prefixes->clear();
+  m.weights_version++;
   if (!(o.lr >= 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) || !(o.eps > 0) || !(o.weight_decay >= 0) ||
       !(o.max_grad_norm >= 0))
     fail(ErrorCode::Input, "AdamW options out of range (lr ≥ 0, 0 ≤ β < 1, eps > 0, weight_decay ≥ 0, max_grad_norm ≥ 0)");

@@ -149,8 +149,15 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
   const std::vector<int64_t> shared = check_pairs(m.info.config, pairs, n);
-  const IgRows rows = ig_forward(m, pairs, n, shared);
-  const std::vector<IgTokenStats> stats = ig_head(m, pairs, n, rows);
+  // On a device every sequence runs whole (no shared prefix yet); on the CPU a shared start runs once.
+  std::vector<int64_t> start(size_t(2 * n), 0);
+  std::vector<IgTokenStats> stats;
+  if (m.device) stats = m.device->score_ig(m, pairs, n);
+  else {
+    const IgRows rows = ig_forward(m, pairs, n, shared);
+    stats = ig_head(m, pairs, n, rows);
+    start = rows.start;
+  }
   // Means over each pair's response tokens.
   size_t at = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -181,7 +188,7 @@ void Model::score_ig(const IgPair* pairs, int64_t n, IgScores* out, IgTokenScore
     o.ig_ce = o.ce_masked - o.ce_full;
     o.n_tokens = R;
     o.shared_prefix = shared[size_t(i)];
-    o.positions_computed = p.full_len - rows.start[size_t(2 * i)] + p.masked_len - rows.start[size_t(2 * i + 1)];
+    o.positions_computed = p.full_len - start[size_t(2 * i)] + p.masked_len - start[size_t(2 * i + 1)];
   }
 }
 

@@ -39,6 +39,7 @@ std::vector<std::string> Model::lora_add(const LoraConfig& cfg) {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
   m.prefixes->clear();
+  m.weights_version++;
   const ModelConfig& c = m.info.config;
   if (cfg.rank <= 0) fail(ErrorCode::Input, "LoRA rank must be ≥ 1, got " + std::to_string(cfg.rank));
   if (!(cfg.alpha > 0)) fail(ErrorCode::Input, "LoRA alpha must be > 0");
@@ -92,6 +93,7 @@ void Model::lora_merge() {
   std::lock_guard<std::mutex> lock(mu_);
   ModelImpl& m = *impl_;
   m.prefixes->clear();
+  m.weights_version++;
   for (Layer& L : m.w.layers)
     for (Linear* lin : {&L.qkv, &L.o, &L.up, &L.down}) {
       for (const LoraAdapter& a : lin->lora) {

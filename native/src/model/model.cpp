@@ -11,8 +11,30 @@ namespace kpig {
 Model::Model(std::unique_ptr<ModelImpl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
+namespace {
+DeviceFactory& factory_slot() {
+  static DeviceFactory f;
+  return f;
+}
+}  // namespace
+
+void set_device_factory(DeviceFactory factory) { factory_slot() = std::move(factory); }
+const DeviceFactory& device_factory() { return factory_slot(); }
+
 std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
-  return std::shared_ptr<Model>(new Model(model_impl_load(dir, options)));
+  if (options.device != "cpu" && options.device != "cuda")
+    fail(ErrorCode::Input, "unknown device '" + options.device + "' (use cpu or cuda)");
+  std::unique_ptr<ModelImpl> impl = model_impl_load(dir, options);
+  if (options.device == "cuda") {
+    std::string why;
+    if (!device_factory())
+      why = "this build of kpig has no CUDA backend (nvcc was not found when it was built; rebuild with nvcc on PATH)";
+    else
+      impl->device = device_factory()(*impl, options.device, why);
+    if (impl->device) impl->info.device = impl->device->name();
+    else impl->info.device_note = "cuda was asked for and is not used: " + why + "; running on the CPU";
+  }
+  return std::shared_ptr<Model>(new Model(std::move(impl)));
 }
 
 const ModelInfo& Model::info() const { return impl_->info; }
@@ -94,7 +116,8 @@ void Model::forward_mean_hidden(const PackedBatch& b, float* embeddings) {
   ModelImpl& m = *impl_;
   const int64_t C = m.info.config.hidden;
   Floats hidden(size_t(b.n_tokens * C));  // (T, C)
-  m.forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden.data());
+  if (m.device) m.device->forward_hidden(m, b, hidden.data());
+  else m.forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden.data());
   for (int64_t s = 0; s < b.n_seqs; s++) {
     const int64_t t0 = b.offsets[s], t1 = b.offsets[s + 1];
     std::vector<double> sum(size_t(C), 0.0);  // double: the mean of a long sequence stays exact to float
@@ -107,7 +130,8 @@ void Model::forward_mean_hidden(const PackedBatch& b, float* embeddings) {
 void Model::forward_final_hidden(const PackedBatch& b, float* hidden) {
   std::lock_guard<std::mutex> lock(mu_);
   validate(b);
-  impl_->forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden);
+  if (impl_->device) impl_->device->forward_hidden(*impl_, b, hidden);
+  else impl_->forward_hidden(b.tokens, b.n_tokens, plain_runs(b), hidden);
 }
 
 namespace {

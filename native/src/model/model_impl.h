@@ -14,6 +14,7 @@
 #include "../backend/backend.h"
 #include "../core/memory.h"
 #include "arch.h"
+#include "device.h"
 
 namespace kpig {
 
@@ -161,6 +162,10 @@ class ModelImpl {
   // The compute: every op, its threads, its matmul precision (backend/backend.h).
   std::unique_ptr<Backend> be;
   bool train_base = false;  // full fine-tuning: base weights have gradients
+  // The device that runs IG scoring and hidden states (null: the CPU backend), and a count that
+  // grows whenever the weights change, so the device knows its copy is stale.
+  std::unique_ptr<DeviceCompute> device;
+  uint64_t weights_version = 0;
   std::vector<TensorRef> registry;            // rebuilt whenever buffers change
   std::map<std::string, AdamState> adam;      // by tensor name
   int64_t adam_steps = 0;

@@ -111,6 +111,7 @@ void Model::write_tensor(const std::string& name, const std::string& kind, const
   if (kind == "param") {
     std::memcpy(t.data, in, n * 4);
     m.prefixes->clear();
+    m.weights_version++;
   } else if (kind == "grad") {
     // Regularisers computed outside the engine (EWC's penalty) add their gradient here.
     if (!t.grad) fail(ErrorCode::Input, "tensor '" + name + "' does not train, so it has no gradient");
