@@ -102,7 +102,7 @@ int test(const std::string& dir) {
   for (size_t i = 0; i < sc.size(); i++)
     for (auto f : {&IgScores::ce_full, &IgScores::ce_masked, &IgScores::ig_ce, &IgScores::ig_kl, &IgScores::ig_js, &IgScores::entropy_full})
       worst = std::max(worst, std::fabs(sc[i].*f - sg[i].*f));
-  bad += check("IG scores, every field (max |diff|, nats)", worst, 2e-3);
+  bad += check("IG scores, every field (max |diff|, nats)", worst, 5e-3);
 
   // 3. Gradients of a weighted cross-entropy (signed weights, as KPIG's objective makes them).
   cpu->train_full();

@@ -285,18 +285,23 @@ class CudaDevice final : public DeviceCompute {
   StepResult optimizer_step(ModelImpl& m, const AdamWOptions& o) override {
     ensure_training(m);
     StepResult r;
-    // Σ g² per registry tensor in 65536-element chunks, summed in order (adamw.cpp's order).
-    double ss = 0;
+    // Σ g² per registry tensor in 65536-element chunks, summed in order (adamw.cpp's order): every
+    // chunk's sum into one buffer, one copy back.
+    int64_t total = 0;
+    for (const Tensor& t : params_) total += (t.n + kNormChunk - 1) / kNormChunk;
+    double* part = part_.ensure<double>(static_cast<size_t>(total));
+    int64_t at = 0;
     for (const Tensor& t : params_) {
       const int64_t chunks = (t.n + kNormChunk - 1) / kNormChunk;
-      double* part = part_.ensure<double>(size_t(chunks));
-      sumsq_kernel<<<unsigned(chunks), 256, 0, s_>>>(t.g, t.n, part);
+      sumsq_kernel<<<unsigned(chunks), 256, 0, s_>>>(t.g, t.n, part + at);
       CK(cudaGetLastError());
-      std::vector<double> h(static_cast<size_t>(chunks));
-      CK(cudaMemcpyAsync(h.data(), part, sizeof(double) * h.size(), cudaMemcpyDeviceToHost, s_));
-      CK(cudaStreamSynchronize(s_));
-      for (double v : h) ss += v;
+      at += chunks;
     }
+    std::vector<double> h(static_cast<size_t>(total));
+    CK(cudaMemcpyAsync(h.data(), part, sizeof(double) * h.size(), cudaMemcpyDeviceToHost, s_));
+    CK(cudaStreamSynchronize(s_));
+    double ss = 0;
+    for (double v : h) ss += v;
     r.grad_norm = std::sqrt(ss);
     if (!std::isfinite(r.grad_norm)) {
       for (const Tensor& t : params_) CK(cudaMemsetAsync(t.g, 0, sizeof(float) * size_t(t.n), s_));
@@ -318,6 +323,7 @@ class CudaDevice final : public DeviceCompute {
   }
 
   void download(ModelImpl& m, bool grads) override {
+    if (has_lora_) fail(ErrorCode::Input, "the device holds the weights with the LoRA adapters folded in; they are not copied back");
     for (auto& [host, mir] : mirrors_) {
       float* h = const_cast<float*>(host);
       CK(cudaMemcpyAsync(h, mir->p.get(), sizeof(float) * size_t(mir->n), cudaMemcpyDeviceToHost, s_));
