@@ -158,6 +158,41 @@ int test(const std::string& dir) {
   // The first update is about lr·sign(g): a gradient near zero may flip its sign, hence the looser limit.
   bad += check("AdamW: the update, worst tensor (NMSE)", uworst, 2e-2);
   std::printf("device memory: %.1f MiB in use, %.1f MiB at most\n", gi.device->bytes_in_use() / 1048576.0, gi.device->peak_bytes() / 1048576.0);
+
+  // 5. LoRA: the family's default targets, B drawn at random (it starts at zero, which would leave A
+  // without a gradient), the same on both: hidden states through the adapters, and their gradients.
+  auto lc = Model::load(dir, cpu_opts), lg = Model::load(dir, gpu_opts);
+  lc->set_matmul_bf16(true);
+  LoraConfig lora;
+  lora.rank = 4, lora.alpha = 8.f, lora.seed = 3;
+  lc->lora_add(lora), lg->lora_add(lora);
+  std::normal_distribution<float> nd(0.f, 0.05f);
+  for (const TensorInfo& t : lc->tensors()) {
+    if (t.name.find("lora_B") == std::string::npos) continue;
+    std::vector<float> v(static_cast<size_t>(t.shape[0] * t.shape[1]));
+    for (auto& x : v) x = nd(rng);
+    lc->write_tensor(t.name, "param", v.data()), lg->write_tensor(t.name, "param", v.data());
+  }
+  lc->forward_final_hidden(b.packed(), hc.data());
+  lg->forward_final_hidden(b.packed(), hg.data());
+  bad += check("LoRA: final hidden states (NMSE)", nmse(hg, hc), 1e-4);
+  lc->train_accumulate(b.packed(), w.data(), nullptr, 0);
+  ModelImpl& li = lg->internals();
+  li.device->train_accumulate(li, b.packed(), w.data());
+  li.device->download(li, true);
+  double lworst = 0;
+  std::string lname;
+  int n_lora = 0;
+  for (const TensorInfo& t : lc->tensors()) {
+    if (!t.trainable) continue;
+    n_lora++;
+    std::vector<float> a(static_cast<size_t>(t.shape[0] * t.shape[1])), r(a.size());
+    lc->read_tensor(t.name, "grad", r.data());
+    lg->read_tensor(t.name, "grad", a.data());
+    const double e = nmse(a, r);
+    if (e > lworst || !std::isfinite(e)) lworst = e, lname = t.name;
+  }
+  bad += check(("LoRA: gradients of " + std::to_string(n_lora) + " adapter tensors, worst (NMSE): " + lname).c_str(), lworst, 1e-3);
   std::printf("%s\n", bad ? "FAIL" : "PASS");
   return bad ? 1 : 0;
 }

@@ -119,6 +119,11 @@ __global__ void scatter_add_kernel(const float* dx, const int32_t* rows, const i
   }
 }
 
+// y = a·x, n elements.
+__global__ void scaled_copy_kernel(float* y, const float* x, float a, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) y[i] = a * x[i];
+}
+
 constexpr int64_t kNormChunk = 1 << 16;
 
 // Σ g² of each 65536-element chunk (as adamw.cpp chunks it), in double.
@@ -145,10 +150,20 @@ struct Mirror {
   Buf p, g, m, v;
 };
 
+// A LoRA adapter on output columns [o0, o1): y[:, o0:o1] += scale·(x·Aᵀ)·Bᵀ. u(T, r) = x·Aᵀ is kept
+// for the backward pass.
+struct DLora {
+  float *A = nullptr, *B = nullptr, *gA = nullptr, *gB = nullptr;
+  int64_t o0 = 0, o1 = 0, rank = 0;
+  float scale = 1.f, dropout = 0.f;
+  std::unique_ptr<Buf> u;
+};
+
 struct DLinear {
   float *w = nullptr, *b = nullptr, *gw = nullptr, *gb = nullptr;
   int64_t in = 0, out = 0;
   bool in_major = false;
+  std::vector<DLora> lora;
 };
 
 struct DLayer {
@@ -178,6 +193,8 @@ class CudaDevice final : public DeviceCompute {
                    &grp_target_, &mean_f_, &rstd_f_, &x_final_})
       b->bind(&mem_);
     scratch_.bind(&mem_);
+    tmp_u_.bind(&mem_);
+    tmp_du_.bind(&mem_);
     refresh(m);
   }
   ~CudaDevice() override {
@@ -244,8 +261,11 @@ class CudaDevice final : public DeviceCompute {
 
   TrainResult train_accumulate(ModelImpl& m, const PackedBatch& b, const float* weights) override {
     refresh(m);
-    if (has_lora_) fail(ErrorCode::Input, "the CUDA device trains the base weights only (this model has LoRA adapters; train them on the CPU)");
     ensure_training(m);
+    for (const DLayer& L : layers_)
+      for (const DLinear* lin : {&L.qkv, &L.o, &L.up, &L.down})
+        for (const DLora& a : lin->lora)
+          if (a.dropout > 0.f) fail(ErrorCode::Input, "LoRA dropout is not built on the CUDA device (this adapter has dropout " + std::to_string(a.dropout) + "; use 0, or the CPU)");
     const ModelConfig& c = m.info.config;
     const int64_t T = b.n_tokens;
     std::vector<int64_t> rows;
@@ -323,7 +343,6 @@ class CudaDevice final : public DeviceCompute {
   }
 
   void download(ModelImpl& m, bool grads) override {
-    if (has_lora_) fail(ErrorCode::Input, "the device holds the weights with the LoRA adapters folded in; they are not copied back");
     for (auto& [host, mir] : mirrors_) {
       float* h = const_cast<float*>(host);
       CK(cudaMemcpyAsync(h, mir->p.get(), sizeof(float) * size_t(mir->n), cudaMemcpyDeviceToHost, s_));
@@ -362,6 +381,10 @@ class CudaDevice final : public DeviceCompute {
       for (Linear* lin : {&L.qkv, &L.o, &L.up, &L.down}) {
         if (float* r = pick(lin->w, lin->gw)) return r;
         if (float* r = pick(lin->b, lin->gb)) return r;
+        for (LoraAdapter& a : lin->lora) {
+          if (float* r = pick(a.A, a.gA)) return r;
+          if (float* r = pick(a.B, a.gB)) return r;
+        }
       }
     }
     return nullptr;
@@ -394,35 +417,28 @@ class CudaDevice final : public DeviceCompute {
       upload(mir.p, host.data(), host.size(), s_);
     };
     for (const Floats* f : {&w.tok_emb, &w.pos_emb, &w.norm_w, &w.norm_b, &w.head}) put(*f);
-    layers_.assign(size_t(c.layers), DLayer{});
+    layers_.clear();
+    layers_.resize(static_cast<size_t>(c.layers));
     for (size_t l = 0; l < w.layers.size(); l++) {
       Layer& L = w.layers[l];
       for (const Floats* f : {&L.norm1_w, &L.norm1_b, &L.norm2_w, &L.norm2_b}) put(*f);
       for (Linear* lin : {&L.qkv, &L.o, &L.up, &L.down}) {
         put(lin->b);
-        if (lin->lora.empty()) put(lin->w);
-        else {
-          // The adapters folded into a copy of the weight: W + scale·B·A on its rows (or columns).
-          has_lora_ = true;
-          Floats merged = lin->w;
-          for (const LoraAdapter& a : lin->lora)
-            for (int64_t i = 0; i < a.o1 - a.o0; i++)
-              for (int64_t k = 0; k < lin->in; k++) {
-                double d = 0;
-                for (int64_t r = 0; r < a.rank; r++) d += double(a.B[size_t(i * a.rank + r)]) * double(a.A[size_t(r * lin->in + k)]);
-                const float v = a.scale * float(d);
-                if (lin->in_major) merged[size_t(k * lin->out + a.o0 + i)] += v;
-                else merged[size_t((a.o0 + i) * lin->in + k)] += v;
-              }
-          Mirror& mir = mirror(lin->w);
-          upload(mir.p, merged.data(), merged.size(), s_);
-          CK(cudaStreamSynchronize(s_));
-        }
+        put(lin->w);
+        for (LoraAdapter& a : lin->lora) put(a.A), put(a.B);
       }
       DLayer& D = layers_[l];
       D.n1w = dev(L.norm1_w), D.n1b = dev(L.norm1_b), D.n2w = dev(L.norm2_w), D.n2b = dev(L.norm2_b);
       auto lin = [&](Linear& h, DLinear& d) {
         d.w = dev(h.w), d.b = dev(h.b), d.in = h.in, d.out = h.out, d.in_major = h.in_major;
+        d.lora.clear();
+        for (LoraAdapter& a : h.lora) {
+          DLora x;
+          x.A = dev(a.A), x.B = dev(a.B), x.o0 = a.o0, x.o1 = a.o1, x.rank = a.rank, x.scale = a.scale, x.dropout = a.dropout;
+          x.u = std::make_unique<Buf>(&mem_);
+          d.lora.push_back(std::move(x));
+        }
+        has_lora_ = has_lora_ || !h.lora.empty();
       };
       lin(L.qkv, D.qkv), lin(L.o, D.o), lin(L.up, D.up), lin(L.down, D.down);
     }
@@ -439,31 +455,39 @@ class CudaDevice final : public DeviceCompute {
   // Gradients and AdamW moments for every base tensor (zero), the registry's tensors mapped onto them.
   void ensure_training(ModelImpl& m) {
     if (training_) return;
-    if (!m.train_base) fail(ErrorCode::Input, "the CUDA device trains the base weights: call train_full() first");
-    training_ = true;
-    for (auto& [host, mir] : mirrors_) {
-      for (Buf* b : {&mir->g, &mir->m, &mir->v}) {
-        float* d = b->ensure(size_t(mir->n));
-        CK(cudaMemsetAsync(d, 0, sizeof(float) * size_t(mir->n), s_));
-      }
+    bool any = false;
+    for (const TensorRef& t : m.registry) any = any || t.grad;
+    if (!any) fail(ErrorCode::Input, "nothing to train: call train_full() or add LoRA adapters first");
+    // The mirrors that hold a trainable tensor get a gradient and AdamW moments (zero).
+    std::vector<Mirror*> trained;
+    for (const TensorRef& t : m.registry) {
+      if (!t.grad) continue;
+      Mirror* mir = containing(t.data);
+      if (!mir) fail(ErrorCode::Internal, "tensor '" + t.name + "' has no device copy");
+      if (mir->g.empty())
+        for (Buf* b : {&mir->g, &mir->m, &mir->v}) {
+          float* d = b->ensure(static_cast<size_t>(mir->n));
+          CK(cudaMemsetAsync(d, 0, sizeof(float) * size_t(mir->n), s_));
+        }
     }
+    training_ = true;
     steps_ = m.adam_steps;
     bind_grads(m);
     // AdamW over the registry's tensors, in its order, with its decay flags: slices of the mirrors.
     params_.clear();
     for (const TensorRef& t : m.registry) {
       if (!t.grad) continue;
-      bool found = false;
-      for (auto& [host, mir] : mirrors_) {
-        if (t.data < host || t.data >= host + mir->n) continue;
-        const int64_t at = t.data - host;
-        params_.push_back({mir->p.get() + at, mir->g.get() + at, mir->m.get() + at, mir->v.get() + at, t.numel(), t.decay});
-        found = true;
-        break;
-      }
-      if (!found) fail(ErrorCode::Internal, "tensor '" + t.name + "' has no device copy");
+      Mirror* mir = containing(t.data);
+      const int64_t at = t.data - mir->host;
+      params_.push_back({mir->p.get() + at, mir->g.get() + at, mir->m.get() + at, mir->v.get() + at, t.numel(), t.decay});
     }
     CK(cudaStreamSynchronize(s_));
+  }
+
+  Mirror* containing(const float* p) {
+    for (auto& [host, mir] : mirrors_)
+      if (p >= host && p < host + mir->n) return mir.get();
+    return nullptr;
   }
 
   void bind_grads(ModelImpl& m) {
@@ -472,28 +496,57 @@ class CudaDevice final : public DeviceCompute {
       Layer& L = w.layers[l];
       DLayer& D = layers_[l];
       D.g_n1w = dev_grad(L.norm1_w), D.g_n1b = dev_grad(L.norm1_b), D.g_n2w = dev_grad(L.norm2_w), D.g_n2b = dev_grad(L.norm2_b);
-      auto lin = [&](Linear& h, DLinear& d) { d.gw = dev_grad(h.w), d.gb = dev_grad(h.b); };
+      auto lin = [&](Linear& h, DLinear& d) {
+        d.gw = dev_grad(h.w), d.gb = dev_grad(h.b);
+        for (size_t a = 0; a < h.lora.size(); a++) d.lora[a].gA = dev_grad(h.lora[a].A), d.lora[a].gB = dev_grad(h.lora[a].B);
+      };
       lin(L.qkv, D.qkv), lin(L.o, D.o), lin(L.up, D.up), lin(L.down, D.down);
     }
     g_tok_ = dev_grad(w.tok_emb), g_pos_ = dev_grad(w.pos_emb), g_norm_w_ = dev_grad(w.norm_w), g_norm_b_ = dev_grad(w.norm_b);
     head_grad_ = w.head.empty() ? g_tok_ : dev_grad(w.head);
   }
 
-  // y(M, out) (=|+=) x·W + b.
-  void linear(const DLinear& L, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool acc) {
+  // y(M, out) (=|+=) x·W + b, then each adapter: u = x·Aᵀ, y[:, o0:o1] += (scale·u)·Bᵀ (linear.cpp's order).
+  void linear(DLinear& L, int64_t M, const float* x, int64_t ldx, float* y, int64_t ldy, bool acc) {
     CK(gemm_bf16(M, L.out, L.in, x, ldx, L.w, L.in_major ? L.out : L.in, !L.in_major, y, ldy, acc, L.b, s_));
-  }
-  // Given dy(M, out): gw += (and gb +=), dx(M, in) (=) when dx is not null.
-  void linear_backward(const DLinear& L, int64_t M, const float* x, int64_t ldx, const float* dy, int64_t lddy, float* dx, int64_t lddx) {
-    if (L.in_major) CK(gemm_bf16(L.in, L.out, M, x, ldx, dy, lddy, false, L.gw, L.out, true, nullptr, s_, true));
-    else CK(gemm_bf16(L.out, L.in, M, dy, lddy, x, ldx, false, L.gw, L.in, true, nullptr, s_, true));
-    if (L.gb) {
-      colsum_add_kernel<<<blocks_for(L.out), 256, 0, s_>>>(dy, M, L.out, lddy, L.gb);
+    for (DLora& a : L.lora) {
+      float* u = a.u->ensure(static_cast<size_t>(M * a.rank));
+      float* us = tmp_u_.ensure(static_cast<size_t>(M * a.rank));
+      CK(gemm_bf16(M, a.rank, L.in, x, ldx, a.A, L.in, true, u, a.rank, false, nullptr, s_));
+      scaled_copy_kernel<<<blocks_for(M * a.rank), 256, 0, s_>>>(us, u, a.scale, M * a.rank);
       CK(cudaGetLastError());
+      CK(gemm_bf16(M, a.o1 - a.o0, a.rank, us, a.rank, a.B, a.rank, true, y + a.o0, ldy, true, nullptr, s_));
     }
-    if (!dx) return;
-    if (L.in_major) CK(gemm_bf16(M, L.in, L.out, dy, lddy, L.w, L.out, true, dx, lddx, false, nullptr, s_));
-    else CK(gemm_bf16(M, L.in, L.out, dy, lddy, L.w, L.in, false, dx, lddx, false, nullptr, s_));
+  }
+  // Given dy(M, out): gw += and gb += (when the base trains), each adapter's gA and gB +=, and
+  // dx(M, in) (=) when dx is not null: through W, then each adapter's du·A added.
+  void linear_backward(DLinear& L, int64_t M, const float* x, int64_t ldx, const float* dy, int64_t lddy, float* dx, int64_t lddx) {
+    if (L.gw) {
+      if (L.in_major) CK(gemm_bf16(L.in, L.out, M, x, ldx, dy, lddy, false, L.gw, L.out, true, nullptr, s_, true));
+      else CK(gemm_bf16(L.out, L.in, M, dy, lddy, x, ldx, false, L.gw, L.in, true, nullptr, s_, true));
+      if (L.gb) {
+        colsum_add_kernel<<<blocks_for(L.out), 256, 0, s_>>>(dy, M, L.out, lddy, L.gb);
+        CK(cudaGetLastError());
+      }
+    }
+    if (dx) {
+      if (L.in_major) CK(gemm_bf16(M, L.in, L.out, dy, lddy, L.w, L.out, true, dx, lddx, false, nullptr, s_));
+      else CK(gemm_bf16(M, L.in, L.out, dy, lddy, L.w, L.in, false, dx, lddx, false, nullptr, s_));
+    }
+    for (DLora& a : L.lora) {
+      const int64_t o = a.o1 - a.o0, r = a.rank;
+      const float* dya = dy + a.o0;
+      float* us = tmp_u_.ensure(static_cast<size_t>(M * r));
+      float* du = tmp_du_.ensure(static_cast<size_t>(M * r));
+      scaled_copy_kernel<<<blocks_for(M * r), 256, 0, s_>>>(us, a.u->get(), a.scale, M * r);
+      CK(cudaGetLastError());
+      if (a.gB) CK(gemm_bf16(o, r, M, dya, lddy, us, r, false, a.gB, r, true, nullptr, s_, true));  // gB(o, r) += dyaᵀ·(scale·u)
+      CK(gemm_bf16(M, r, o, dya, lddy, a.B, r, false, du, r, false, nullptr, s_));                   // du = dya·B
+      scaled_copy_kernel<<<blocks_for(M * r), 256, 0, s_>>>(du, du, a.scale, M * r);                // du ·= scale
+      CK(cudaGetLastError());
+      if (a.gA) CK(gemm_bf16(r, L.in, M, du, r, x, ldx, false, a.gA, L.in, true, nullptr, s_, true));  // gA(r, in) += duᵀ·x
+      if (dx) CK(gemm_bf16(M, L.in, r, du, r, a.A, L.in, false, dx, lddx, true, nullptr, s_));          // dx += du·A
+    }
   }
 
   void norm(const ModelConfig& c, const float* x, const float* w, const float* b, int64_t R, float* out, float* mean, float* rstd) {
@@ -543,7 +596,7 @@ class CudaDevice final : public DeviceCompute {
       for (int64_t l = 0; l < c.layers; l++) acts_.push_back(std::make_unique<DActs>()), acts_.back()->bind(&mem_);
     }
     for (int64_t l = 0; l < c.layers; l++) {
-      const DLayer& L = layers_[size_t(l)];
+      DLayer& L = layers_[size_t(l)];
       DActs& A = keep ? *acts_[size_t(l)] : scratch_;
       if (keep) CK(cudaMemcpyAsync(A.x_in.ensure(size_t(T * C)), x, sizeof(float) * size_t(T * C), cudaMemcpyDeviceToDevice, s_));
       float* h1 = A.h1.ensure(size_t(T * C));
@@ -589,7 +642,7 @@ class CudaDevice final : public DeviceCompute {
     norm_backward(c, x_final_.get(), dev(m.w.norm_w), mean_f_.get(), rstd_f_.get(), dh_.get(), T, dx, g_norm_w_, g_norm_b_);
     const unsigned add_blocks = blocks_for(T * C);
     for (int64_t l = c.layers - 1; l >= 0; l--) {
-      const DLayer& L = layers_[size_t(l)];
+      DLayer& L = layers_[size_t(l)];
       DActs& A = *acts_[size_t(l)];
       linear_backward(L.down, T, A.act.get(), F, dx, C, d_act, F);
       CK(mlp_activation_backward(act_of(arch.act), A.ff.get(), d_act, T, F, d_ff, s_));
@@ -642,6 +695,7 @@ class CudaDevice final : public DeviceCompute {
   std::vector<DLayer> layers_;
   std::vector<std::unique_ptr<DActs>> acts_;
   DActs scratch_;
+  Buf tmp_u_, tmp_du_;
   Buf x_, hidden_, dh_, dx_, tmp_, d_act_, d_ff_, d_h_, d_att_, d_qkv_, tok_, pos_, start_, end_, rope_, rows_, targets_, weights_, nll_, hbuf_,
       logits_, dhbuf_, fr_, mr_, y_, stats_, part_, grp_rows_, grp_first_, grp_target_, mean_f_, rstd_f_, x_final_;
   std::vector<Tensor> params_;
