@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <set>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -392,12 +393,18 @@ class CudaDevice final : public DeviceCompute {
 
   Mirror& mirror(const Floats& host) {
     auto it = mirrors_.find(host.data());
+    if (it != mirrors_.end() && it->second->n != int64_t(host.size())) {
+      mirrors_.erase(it);  // a buffer freed and another allocated at its address
+      it = mirrors_.end();
+      structure_changed_ = true;
+    }
     if (it == mirrors_.end()) {
       auto mir = std::make_unique<Mirror>();
       for (Buf* b : {&mir->p, &mir->g, &mir->m, &mir->v}) b->bind(&mem_);
       mir->host = host.data();
       mir->n = int64_t(host.size());
       it = mirrors_.emplace(host.data(), std::move(mir)).first;
+      structure_changed_ = true;
     }
     return *it->second;
   }
@@ -411,9 +418,11 @@ class CudaDevice final : public DeviceCompute {
     C_ = c.hidden;
     Weights& w = m.w;
     has_lora_ = false;
+    std::set<const float*> live;
     auto put = [&](const Floats& host) {
       if (host.empty()) return;
       Mirror& mir = mirror(host);
+      live.insert(host.data());
       upload(mir.p, host.data(), host.size(), s_);
     };
     for (const Floats* f : {&w.tok_emb, &w.pos_emb, &w.norm_w, &w.norm_b, &w.head}) put(*f);
@@ -443,6 +452,13 @@ class CudaDevice final : public DeviceCompute {
       lin(L.qkv, D.qkv), lin(L.o, D.o), lin(L.up, D.up), lin(L.down, D.down);
     }
     CK(cudaStreamSynchronize(s_));
+    // Mirrors of buffers the model no longer has (merged or removed adapters) go.
+    for (auto it = mirrors_.begin(); it != mirrors_.end();)
+      if (!live.count(it->first)) it = mirrors_.erase(it), structure_changed_ = true;
+      else ++it;
+    // Another set of tensors (adapters added or merged): the trainable ones are found again.
+    if (structure_changed_) training_ = false, params_.clear();
+    structure_changed_ = false;
     head_ = w.head.empty() ? dev(w.tok_emb) : dev(w.head);
     uploaded_ = true;
     version_ = m.weights_version;
@@ -702,7 +718,7 @@ class CudaDevice final : public DeviceCompute {
   std::vector<int32_t> last_tokens_, last_pos_;
   int64_t last_T_ = 0, C_ = 0, steps_ = 0;
   float *head_ = nullptr, *head_grad_ = nullptr, *g_tok_ = nullptr, *g_pos_ = nullptr, *g_norm_w_ = nullptr, *g_norm_b_ = nullptr;
-  bool uploaded_ = false, training_ = false, has_lora_ = false;
+  bool uploaded_ = false, training_ = false, has_lora_ = false, structure_changed_ = false;
   uint64_t version_ = 0;
 };
 
