@@ -2,7 +2,7 @@
 // quantity recomputed here from its formula, plainly, and checked against the code; the hidden-state
 // gradient the engine takes checked by finite differences; and every method through `kpig run`,
 // stopped and resumed where an uninterrupted run ends.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
@@ -16,6 +16,7 @@ import { coverageSelect, equalShares, histogramEntropy, kMeans, pruneRedundant, 
 import { adapterProduct, largestEntries, normPenalty, orthogonalityPenalty, recordedEntryPenalty } from '../src/replay/adapters.js';
 import { activationClasses, activationStats, marginLoss } from '../src/replay/gere.js';
 import { mulberry32 } from '../src/random/rng.js';
+import { killRunAt } from './support/kill.js';
 import { ModelDir } from './support/models.js';
 import { tinyTaskSet } from './support/tasks.js';
 
@@ -316,25 +317,6 @@ describe('every method through kpig run, stopped and resumed', () => {
     );
     return path;
   };
-  /** Runs until stage 2's second step is logged, then SIGKILLs the process (no cleanup). */
-  const killMidStage2 = (cfg: string, out: string) =>
-    new Promise<void>((done, fail) => {
-      const child = spawn(process.execPath, ['dist/cli/main.js', 'run', cfg, '--out', out, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let buf = '';
-      let killed = false;
-      child.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        for (const line of buf.split('\n').slice(0, -1)) {
-          const e = JSON.parse(line);
-          if (!killed && e.type === 'step' && e.stage === 2 && e.step === 2) {
-            killed = true;
-            child.kill('SIGKILL');
-          }
-        }
-        buf = buf.slice(buf.lastIndexOf('\n') + 1);
-      });
-      child.on('exit', (code, signal) => (killed && signal === 'SIGKILL' ? done() : fail(new Error(`the run ended before it was killed (${code})`))));
-    });
   const losses = (dir: string, t: number) => readFileSync(join(dir, `stage-0${t}`, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss as number);
   const tensors = async (path: string) => new Map([...(await readSafetensors(path)).tensors].map(([n, t]) => [n, toFloat32(t)]));
 
@@ -351,7 +333,7 @@ describe('every method through kpig run, stopped and resumed', () => {
     const whole = join(dirs.root, `${name}-whole`), stopped = join(dirs.root, `${name}-stopped`);
     let r = kpig(['run', cfg, '--out', whole, '--quiet']);
     expect(r.status, r.stderr).toBe(0);
-    await killMidStage2(cfg, stopped);
+    await killRunAt(cfg, stopped, 2, 2);
     expect(existsSync(join(stopped, 'stage-02', 'checkpoint'))).toBe(true);
     expect(existsSync(join(stopped, 'stage-02', 'done.json'))).toBe(false);
     r = kpig(['run', '--resume', stopped, '--quiet']);

@@ -1,13 +1,14 @@
 // Continual runs through `kpig run` on a tiny generated model and task stream: every strategy end
 // to end, each replay plan against its definition, resume after SIGKILL with bit-identical final
 // metrics, and invalid configs refused before any work starts.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeTaskSet } from '../src/data/store.js';
 import { kpigAllocation, lowestIndices, stdDev } from '../src/replay/allocate.js';
+import { killRunAt } from './support/kill.js';
 import { ModelDir } from './support/models.js';
 import { tinyTaskSet } from './support/tasks.js';
 
@@ -215,23 +216,7 @@ describe('resume', () => {
     const out = join(dirs.root, 'run-killed');
     const cfg = writeConfig('killed', config({ name: 'kpig' }));
     // Kill the process (SIGKILL: no cleanup) in the middle of stage 2 (3 steps), after its first in-stage checkpoint.
-    await new Promise<void>((done, fail) => {
-      const child = spawn(process.execPath, ['dist/cli/main.js', 'run', cfg, '--out', out, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let buf = '';
-      let killed = false;
-      child.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        for (const line of buf.split('\n').slice(0, -1)) {
-          const e = JSON.parse(line);
-          if (!killed && e.type === 'step' && e.stage === 2 && e.step === 2) {
-            killed = true;
-            child.kill('SIGKILL');
-          }
-        }
-        buf = buf.slice(buf.lastIndexOf('\n') + 1);
-      });
-      child.on('exit', (code, signal) => (killed && signal === 'SIGKILL' ? done() : fail(new Error(`the run ended before it was killed (${code})`))));
-    });
+    await killRunAt(cfg, out, 2, 2);
     expect(existsSync(join(out, 'stage-02', 'checkpoint'))).toBe(true);
     expect(existsSync(join(out, 'stage-02', 'done.json'))).toBe(false);
     const r = kpig(['run', '--resume', out, '--quiet']);

@@ -21,6 +21,17 @@ if not torch.cuda.is_available():
     sys.exit(3)
 
 
+def per_call(fn, reps=5):
+    """Seconds per call of fn after one warm-up call."""
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / reps
+
+
 def main():
     path = sys.argv[1]
     pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 64
@@ -60,13 +71,7 @@ def main():
             js = 0.5 * (pf * (lf - mix)).sum(-1) + 0.5 * (pm * (lm - mix)).sum(-1)
             return torch.stack([nll_f.mean(), nll_m.mean(), kl.mean(), js.mean()]).cpu()
 
-        score()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(5):
-            score()
-        torch.cuda.synchronize()
-        s = (time.perf_counter() - t0) / 5
+        s = per_call(score)
         flops = 2.0 * (2 * N * length + 2.0 * layers * length * length * hidden) * pairs
         print(f"torch {attn} ig: {pairs} pairs × 2 × {length} tokens: {s:.4f} s per call, {pairs / s:.1f} pairs/s, {flops / s / 1e12:.1f} TFLOP/s", flush=True)
 
@@ -81,13 +86,7 @@ def main():
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        step()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(5):
-            step()
-        torch.cuda.synchronize()
-        st = (time.perf_counter() - t0) / 5
+        st = per_call(step)
         tokens = 8 * length
         tflops = (6 * N * tokens + 3.0 * 8 * 2.0 * layers * length * length * hidden) / st / 1e12
         print(f"torch {attn} train: 8 × {length} tokens: {st:.4f} s per step, {tokens / st:.0f} tokens/s, {tflops:.1f} TFLOP/s; "

@@ -186,38 +186,24 @@ class ForwardWorker : public PromiseWorker {
   std::vector<float> out_;
 };
 
-class EmbedWorker : public PromiseWorker {
+// Final-normed hidden states of a packed batch: every position's (T × C), or each sequence's mean (S × C).
+class HiddenWorker : public PromiseWorker {
  public:
-  EmbedWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> tokens, std::vector<int32_t> offsets)
-      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), offsets_(std::move(offsets)) {}
+  HiddenWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> tokens, std::vector<int32_t> offsets, bool mean)
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), offsets_(std::move(offsets)), mean_(mean) {}
   void Run() override {
     kpig::PackedBatch b = batch_of(tokens_, offsets_);
     m_->validate(b);
-    out_.resize(size_t(b.n_seqs) * size_t(m_->info().config.hidden));
-    m_->forward_mean_hidden(b, out_.data());
+    out_.resize((mean_ ? size_t(b.n_seqs) : tokens_.size()) * size_t(m_->info().config.hidden));
+    if (mean_) m_->forward_mean_hidden(b, out_.data());
+    else m_->forward_final_hidden(b, out_.data());
   }
   Napi::Value Result(Napi::Env env) override { return external_array(env, std::move(out_)); }
 
  private:
   std::shared_ptr<kpig::Model> m_;
   std::vector<int32_t> tokens_, offsets_;
-  std::vector<float> out_;
-};
-
-class HiddenWorker : public PromiseWorker {
- public:
-  HiddenWorker(Napi::Env env, std::shared_ptr<kpig::Model> m, std::vector<int32_t> tokens, std::vector<int32_t> offsets)
-      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), offsets_(std::move(offsets)) {}
-  void Run() override {
-    kpig::PackedBatch b = batch_of(tokens_, offsets_);
-    out_.resize(tokens_.size() * size_t(m_->info().config.hidden));
-    m_->forward_final_hidden(b, out_.data());
-  }
-  Napi::Value Result(Napi::Env env) override { return external_array(env, std::move(out_)); }
-
- private:
-  std::shared_ptr<kpig::Model> m_;
-  std::vector<int32_t> tokens_, offsets_;
+  bool mean_;
   std::vector<float> out_;
 };
 
@@ -466,27 +452,19 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   // embed(tokens: Int32Array, offsets: Int32Array) → Promise<Float32Array>: (S × C) mean-pooled
   //   final-normed hidden states, one row per sequence.
-  Napi::Value Embed(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto m = model(env);
-    std::vector<int32_t> tokens = int32_arg(info, 0, "tokens");
-    std::vector<int32_t> offsets = int32_arg(info, 1, "offsets");
-    check_packing(env, tokens, offsets);
-    auto* w = new EmbedWorker(env, m, std::move(tokens), std::move(offsets));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
-  }
+  Napi::Value Embed(const Napi::CallbackInfo& info) { return Hidden(info, true); }
 
   // hiddenStates(tokens: Int32Array, offsets: Int32Array) → Promise<Float32Array>: (T × C)
   //   final-normed hidden states of every position.
-  Napi::Value HiddenStates(const Napi::CallbackInfo& info) {
+  Napi::Value HiddenStates(const Napi::CallbackInfo& info) { return Hidden(info, false); }
+
+  Napi::Value Hidden(const Napi::CallbackInfo& info, bool mean) {
     Napi::Env env = info.Env();
     auto m = model(env);
     std::vector<int32_t> tokens = int32_arg(info, 0, "tokens");
     std::vector<int32_t> offsets = int32_arg(info, 1, "offsets");
     check_packing(env, tokens, offsets);
-    auto* w = new HiddenWorker(env, m, std::move(tokens), std::move(offsets));
+    auto* w = new HiddenWorker(env, m, std::move(tokens), std::move(offsets), mean);
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
