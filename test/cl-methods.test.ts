@@ -371,6 +371,23 @@ describe('every method through kpig run, stopped and resumed', () => {
         const inDim = A.length / 2, out = B.length / 2;
         expect(Array.from(idx)).toEqual(Array.from(largestEntries(adapterProduct(B, A, out, 2, inDim), 0.05)));
       }
+      // The penalty holds task 2's update down at task 1's recorded entries: against the same run
+      // without it (seqlora), the mean |B₂·A₂| there is smaller.
+      const control = join(dirs.root, 'reglora-control');
+      expect(kpig(['run', configFor({ name: 'seqlora' }, 'lora'), '--out', control, '--quiet']).status).toBe(0);
+      const atRecorded = async (dir: string) => {
+        const a2 = await tensors(join(dir, 'stage-02', 'final', 'adapter_model.safetensors'));
+        let sum = 0, n = 0;
+        for (const [path, idx] of rec) {
+          const A = a2.get(`${path}.lora_A.weight`)!, B = a2.get(`${path}.lora_B.weight`)!;
+          const d = adapterProduct(B, A, B.length / 2, 2, A.length / 2);
+          for (const i of idx) (sum += Math.abs(d[i])), n++;
+        }
+        return sum / n;
+      };
+      const [held, free] = [await atRecorded(whole), await atRecorded(control)];
+      console.log(`reglora: mean |ΔW₂| at recorded entries ${held} vs ${free} without the penalty`);
+      expect(held).toBeLessThan(0.5 * free);
     }
     if (name === 'gere') {
       const plan = tableFromIPC(readFileSync(join(whole, 'stage-03', 'plan.arrow'))).toArray().map((x) => x.toJSON());
