@@ -256,6 +256,12 @@ describe('invalid configs fail before any work starts', () => {
     ['held-out task also seen', () => config({ name: 'none' }, { stream: { seen: ['task0', 'task1'], held_out: ['task1'] } }), /task 'task1' is both seen and held out/],
     ['missing model folder', () => config({ name: 'none' }, { model: join(dirs.root, 'nope') }), /model: no model folder at .*nope/],
     ['unknown field', () => config({ name: 'none' }, { trian: {} }), /trian: unknown field/],
+    ['RegLoRA share above 1', () => config({ name: 'reglora', regloraShare: 1.5 }, { train: { mode: 'lora' } }), /strategy\.regloraShare: must be ≤ 1/],
+    ['O-LoRA negative weight', () => config({ name: 'olora', oloraLambda1: -1 }, { train: { mode: 'lora' } }), /strategy\.oloraLambda1: must be ≥ 0, got -1/],
+    ['Adapt-∞ pool smaller than the budget', () => config({ name: 'adaptinf', adaptPoolFactor: 0.5 }), /strategy\.adaptPoolFactor: must be 0 \(no pruning\) or ≥ 1/],
+    ['Adapt-∞ no clusters', () => config({ name: 'adaptinf', adaptClusters: 0 }), /strategy\.adaptClusters: must be ≥ 1, got 0/],
+    ['GeRe no general samples', () => config({ name: 'gere', generalData: 'x.jsonl', generalSamples: 0 }), /strategy\.generalSamples: must be ≥ 1, got 0/],
+    ['unknown device', () => config({ name: 'none' }, { device: 'gpu' }), /device: "gpu" is not one of cpu, cuda/],
   ];
   it.each(cases)('%s', (_name, make, message) => {
     const out = join(dirs.root, `bad-${Math.random().toString(36).slice(2)}`);
