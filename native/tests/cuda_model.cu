@@ -19,6 +19,7 @@
 #include "../include/kpig/model.h"
 #include "../src/cuda/device_model.h"
 #include "../src/model/model_impl.h"
+#include "parity.h"
 
 using namespace kpig;
 
@@ -33,11 +34,7 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t V) {
   return t;
 }
 
-double nmse(const std::vector<float>& a, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); i++) num += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]), den += double(ref[i]) * ref[i];
-  return num / std::max(den, 1e-30);
-}
+using kpig::parity::nmse;
 
 struct Batch {
   std::vector<int32_t> tokens, offsets{0};

@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include "../src/backend/backend.h"
+#include "parity.h"
 #include "../src/cuda/attention.h"
 #include "../src/cuda/ce.h"
 #include "../src/cuda/gemm.h"
@@ -28,12 +29,7 @@ using Vec = std::vector<float>;
 namespace {
 
 std::mt19937 rng(11);
-Vec randn(size_t n, float scale = 1.f) {
-  std::normal_distribution<float> nd(0.f, scale);
-  Vec v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+Vec randn(size_t n, float scale = 1.f) { return kpig::parity::randn(rng, n, scale); }
 
 #define CK(x)                                                                                   \
   do {                                                                                          \
@@ -59,16 +55,7 @@ struct Dev {
   }
 };
 
-template <typename A, typename B>
-double nmse(const std::vector<A>& got, const std::vector<B>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); i++) {
-    const double d = double(got[i]) - double(ref[i]);
-    num += d * d;
-    den += double(ref[i]) * double(ref[i]);
-  }
-  return num / std::max(den, 1e-300);
-}
+using kpig::parity::nmse;
 
 struct Case {
   std::string name;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "../src/backend/backend.h"
+#include "parity.h"
 #include "../src/cpu/attention.h"
 #include "../src/cpu/fused_ce.h"
 #include "../src/cpu/gemm.h"
@@ -40,12 +41,7 @@ using DVec = std::vector<double>;
 namespace {
 
 std::mt19937 rng(7);
-Vec randn(size_t n, float scale = 1.f) {
-  std::normal_distribution<float> nd(0.f, scale);
-  Vec v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+Vec randn(size_t n, float scale = 1.f) { return kpig::parity::randn(rng, n, scale); }
 
 // One output of a case: what the backend computed and what the reference says.
 struct Pair {

@@ -272,14 +272,28 @@ function adaptersOf(ctx: { adapters: AdapterAccess | null }, strategy: string): 
  * `final/adapter_model.safetensors`; in a fresh process (a resume) the earlier ones are folded in
  * again from those files, in order, so the weights are those of an uninterrupted run.
  */
-function adapterPerTask(): { start(ctx: StageStartContext, strategy: string): Promise<AdapterAccess> } {
+function adapterPerTask(): {
+  start(ctx: StageStartContext, strategy: string): Promise<AdapterAccess>;
+  /** The adapter stage j trained (read once per process). */
+  trained(ctx: StageStartContext, j: number): Promise<Map<string, Float32Array>>;
+} {
   let folded = 0; // tasks whose adapters are in the base weights in this process
+  const read = new Map<number, Map<string, Float32Array>>();
+  const trained = async (ctx: StageStartContext, j: number) => {
+    let w = read.get(j);
+    if (!w) {
+      const got = await ctx.earlier(j, 'final/adapter_model.safetensors');
+      if (!got) throw new KpigIOError(`stage ${j} kept no adapter (final/adapter_model.safetensors) to fold into the base weights`);
+      read.set(j, (w = got));
+    }
+    return w;
+  };
   return {
+    trained,
     async start(ctx, strategy) {
       const ad = adaptersOf(ctx, strategy);
       for (let j = folded + 1; j < ctx.stage; j++) {
-        const w = await ctx.earlier(j, 'final/adapter_model.safetensors');
-        if (!w) throw new KpigIOError(`stage ${j} kept no adapter (final/adapter_model.safetensors) to fold into the base weights`);
+        const w = await trained(ctx, j);
         for (const m of ad.modules)
           for (const name of [m.a, m.b]) {
             const t = w.get(name);
@@ -313,7 +327,7 @@ export function oLoraPenalty(fixed?: { lambda1: number; lambda2: number }): Loss
       l2 = fixed?.lambda2 ?? ctx.config.oloraLambda2;
       earlierA = new Map(ad.modules.map((m) => [m.a, []]));
       for (let j = 1; j < ctx.stage; j++) {
-        const w = (await ctx.earlier(j, 'final/adapter_model.safetensors'))!;
+        const w = await adapters.trained(ctx, j);
         for (const m of ad.modules) earlierA.get(m.a)!.push(w.get(m.a)!);
       }
     },

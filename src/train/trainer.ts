@@ -419,18 +419,20 @@ export class Trainer {
         if (s.weights.length !== s.tokens.length) throw new InputError(`a training sequence has ${s.tokens.length} tokens but ${s.weights.length} weights`);
         for (const w of s.weights) weights[at++] = w / norm;
       }
-      // Sequences with a loss on their hidden states: those states first, then the gradient joins the backward pass.
+      // Sequences with a loss on their hidden states: their states first (a forward pass over them
+      // alone), then each one's gradient joins the backward pass at its rows.
       let hiddenGrad: Float32Array | undefined;
-      if (seqs.some((s) => s.hidden)) {
+      const withHidden = seqs.flatMap((s, i) => (s.hidden ? [i] : []));
+      if (withHidden.length) {
         const C = this.model.info.hiddenSize;
-        const states = await nat.hiddenStates(packed);
-        hiddenGrad = new Float32Array(states.length);
-        seqs.forEach((s, i) => {
-          if (!s.hidden) return;
-          const from = packed.offsets[i] * C, to = packed.offsets[i + 1] * C;
-          const h = s.hidden(states.subarray(from, to));
-          if (h.grad.length !== to - from) throw new InputError(`a hidden-state loss returned ${h.grad.length} gradient entries for ${to - from} states`);
-          for (let k = 0; k < h.grad.length; k++) hiddenGrad![from + k] = h.grad[k] / norm;
+        const own = packSequences(withHidden.map((i) => seqs[i].tokens));
+        const states = await nat.hiddenStates(own);
+        hiddenGrad = new Float32Array(packed.tokens.length * C);
+        withHidden.forEach((i, j) => {
+          const h = seqs[i].hidden!(states.subarray(own.offsets[j] * C, own.offsets[j + 1] * C));
+          const from = packed.offsets[i] * C, n = (packed.offsets[i + 1] - packed.offsets[i]) * C;
+          if (h.grad.length !== n) throw new InputError(`a hidden-state loss returned ${h.grad.length} gradient entries for ${n} states`);
+          for (let k = 0; k < n; k++) hiddenGrad![from + k] = h.grad[k] / norm;
           loss += h.loss / norm;
         });
       }
