@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { diversifyAnswerStyles } from '../src/data/answer-style.js';
-import { writeTaskSet } from '../src/data/store.js';
 import { Model, packSequences } from '../src/model/model.js';
 import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
 import { trainingOf } from '../src/model/training.js';
@@ -18,6 +17,7 @@ import { activationClasses, activationStats, marginLoss } from '../src/replay/ge
 import { mulberry32 } from '../src/random/rng.js';
 import { killRunAt } from './support/kill.js';
 import { ModelDir } from './support/models.js';
+import { tinyRunInputs, writeGeneralSamples } from './support/run-inputs.js';
 import { tinyTaskSet } from './support/tasks.js';
 
 const rand = (n: number, seed: number, scale = 1) => {
@@ -292,11 +292,8 @@ describe('every method through kpig run, stopped and resumed', () => {
   let data: string;
   let general: string;
   beforeAll(async () => {
-    model = await dirs.make({ preset: 'llama-nano', seed: 3, config: { vocab_size: 259 } });
-    data = join(dirs.root, 'tasks');
-    await writeTaskSet(data, tinyTaskSet());
-    general = join(dirs.root, 'general.jsonl');
-    writeFileSync(general, ['count the words', 'repeat the word', 'say yes or no'].map((ins, i) => JSON.stringify({ instruction: ins, input: `row ${i}`, output: `answer ${i}` })).join('\n') + '\n');
+    ({ model, data } = await tinyRunInputs(dirs));
+    general = writeGeneralSamples(dirs.root);
   });
 
   const kpig = (args: string[]) => spawnSync(process.execPath, ['dist/cli/main.js', ...args], { encoding: 'utf8' });

@@ -4,14 +4,13 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeTaskSet } from '../src/data/store.js';
 import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
 import { runContinual } from '../src/pipeline/continual.js';
 import { resolveRunConfig } from '../src/pipeline/run-config.js';
 import { plainSequences, type LossTerm } from '../src/replay/loss-terms.js';
 import { randomPlan, type Strategy } from '../src/replay/strategy.js';
 import { ModelDir } from './support/models.js';
-import { tinyTaskSet } from './support/tasks.js';
+import { tinyRunInputs } from './support/run-inputs.js';
 
 const dirs = new ModelDir();
 afterAll(() => dirs.cleanup());
@@ -19,9 +18,7 @@ afterAll(() => dirs.cleanup());
 let model: string;
 let data: string;
 beforeAll(async () => {
-  model = await dirs.make({ preset: 'llama-nano', seed: 3, config: { vocab_size: 259 } });
-  data = join(dirs.root, 'tasks');
-  await writeTaskSet(data, tinyTaskSet());
+  ({ model, data } = await tinyRunInputs(dirs));
 });
 
 const config = () =>

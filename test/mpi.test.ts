@@ -13,10 +13,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAddon } from '../src/native/index.js';
 import { tableFromIPC } from 'apache-arrow';
-import { writeTaskSet } from '../src/data/store.js';
 import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
 import { ModelDir } from './support/models.js';
-import { tinyTaskSet } from './support/tasks.js';
+import { tinyRunInputs, writeGeneralSamples } from './support/run-inputs.js';
 
 const dirs = new ModelDir();
 const root = mkdtempSync(join(tmpdir(), 'kpig-mpi-'));
@@ -137,11 +136,8 @@ describe('data-parallel training over MPI', () => {
 describe('a continual run (kpig run) over MPI', () => {
   let config: (name: string, strategy: Record<string, unknown>, train?: Record<string, unknown>) => string;
   beforeAll(async () => {
-    const model = await dirs.make({ preset: 'llama-nano', seed: 3, config: { vocab_size: 259 } });
-    const data = join(root, 'tasks');
-    await writeTaskSet(data, tinyTaskSet());
-    const general = join(root, 'general.jsonl');
-    writeFileSync(general, ['count the words', 'repeat the word', 'say yes or no'].map((ins, i) => JSON.stringify({ instruction: ins, input: `row ${i}`, output: `answer ${i}` })).join('\n') + '\n');
+    const { model, data } = await tinyRunInputs(dirs, root);
+    const general = writeGeneralSamples(root);
     config = (name, strategy, train = {}) => {
       if (strategy.name === 'gere') strategy = { generalData: general, ...strategy };
       const path = join(root, `${name}.json`);

@@ -10,6 +10,7 @@ import { writeTaskSet } from '../src/data/store.js';
 import { kpigAllocation, lowestIndices, stdDev } from '../src/replay/allocate.js';
 import { killRunAt } from './support/kill.js';
 import { ModelDir } from './support/models.js';
+import { tinyRunInputs } from './support/run-inputs.js';
 import { tinyTaskSet } from './support/tasks.js';
 
 const dirs = new ModelDir();
@@ -18,9 +19,7 @@ afterAll(() => dirs.cleanup());
 let model: string;
 let data: string;
 beforeAll(async () => {
-  model = await dirs.make({ preset: 'llama-nano', seed: 3, config: { vocab_size: 259 } });
-  data = join(dirs.root, 'tasks');
-  await writeTaskSet(data, tinyTaskSet());
+  ({ model, data } = await tinyRunInputs(dirs));
 });
 
 const M = 3; // replay instances per finished task
