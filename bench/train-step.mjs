@@ -28,7 +28,9 @@ const { torchArgs } = cpuClass(opt.class);
 const peakGflops = fmaPeak(threads, opt.class);
 console.log(JSON.stringify({ ...cpuDescription(), class: opt.class, fp32_fma_peak_gflops: peakGflops, threads }));
 
-/** Matmul FLOPs of forward + backward (3× forward), head on the R response-predicting rows. */
+/** Matmul FLOPs of forward + backward (3× forward), head on the R response-predicting rows, every
+ *  layer on all T rows (what the peer computes; kpig runs the last layer's tail on the R rows only,
+ *  so its share is of the same count). */
 const trainFlops = (info) => 3 * B * forwardMatmulFlops(info, T, R);
 
 for (const preset of opt.models.split(',')) {

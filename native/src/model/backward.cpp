@@ -23,11 +23,12 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   Floats& tmp = ws.tmp;
   tmp.resize(size_t(T * C));
   // The weight gradient is the same for a (1 + w) scale: d(1 + w)/dw = 1.
-  auto norm_backward = [&](const Floats& x, const Floats& nw_, const Floats& mean,
+  // n rows: T, or the kept rows of a trimmed last layer.
+  auto norm_backward = [&](int64_t n, const Floats& x, const Floats& nw_, const Floats& mean,
                            const Floats& rstd, const float* dy, float* dx, bool accumulate,
                            Floats& gw, Floats& gb) {
     const NormWeight nw(arch, nw_);
-    parallel_rows(T, 32, [&](int64_t r0, int64_t r1) {
+    parallel_rows(n, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         float* out = accumulate ? &tmp[size_t(r * C)] : dx + r * C;
         if (layernorm) BE.layernorm_backward_row(&x[size_t(r * C)], nw.data(), mean[size_t(r)], rstd[size_t(r)], dy + r * C, C, out, nullptr, nullptr);
@@ -42,7 +43,7 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
       const int64_t i0 = t * kCols, i1 = std::min(C, i0 + kCols);
       float* gwp = gw.data();
       float* gbp = layernorm ? gb.data() : nullptr;
-      for (int64_t r = 0; r < T; r++) {
+      for (int64_t r = 0; r < n; r++) {
         const float* xr = &x[size_t(r * C)];
         const float* dyr = dy + r * C;
         if (layernorm) {
@@ -59,9 +60,23 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     });
   };
 
+  // A trimmed last layer (Acts::kept): its tail and the final norm run on the Tk kept rows, whose
+  // residual-stream gradient lives in dx_k until the attention's is scattered back to all T rows.
+  const std::vector<int64_t>& kept = acts.kept;
+  const int64_t Tk = int64_t(kept.size());
   Floats& dx = ws.dx;  // gradient of the residual stream
   dx.resize(size_t(T * C));
-  norm_backward(acts.x_final, w.norm_w, acts.mean_f, acts.rstd_f, dh.data(), dx.data(), false, w.g_norm_w, w.g_norm_b);
+  Floats& dx_k = ws.dx_kept;
+  const float* dy_final = dh.data();
+  if (!kept.empty()) {
+    Floats& dh_k = ws.dh_kept;
+    dh_k.resize(size_t(Tk * C));
+    dx_k.resize(size_t(Tk * C));
+    for (int64_t r = 0; r < Tk; r++) std::memcpy(&dh_k[size_t(r * C)], &dh[size_t(kept[size_t(r)] * C)], sizeof(float) * size_t(C));
+    dy_final = dh_k.data();
+  }
+  norm_backward(kept.empty() ? T : Tk, acts.x_final, w.norm_w, acts.mean_f, acts.rstd_f, dy_final, kept.empty() ? dx.data() : dx_k.data(), false,
+                w.g_norm_w, w.g_norm_b);
 
   const Floats rope = arch.learned_positions ? Floats() : rope_table(c, acts.pos);
   int64_t max_len = 0;
@@ -79,17 +94,35 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
   for (int64_t l = c.layers - 1; l >= 0; l--) {
     Layer& L = w.layers[size_t(l)];
     LayerActs& A = acts.layers[size_t(l)];
+    const bool trimmed = !kept.empty() && l == c.layers - 1;
+    const int64_t n = trimmed ? Tk : T;  // rows of the tail
+    float* dxt = trimmed ? dx_k.data() : dx.data();
     // MLP: x_out = x_mid + down(act(up(norm2(x_mid))))
-    L.down.backward(BE, T, A.act.data(), F, dx.data(), C, d_act.data(), F, false, &A.s_down);
-    parallel_rows(T, 16, [&](int64_t r0, int64_t r1) {
+    L.down.backward(BE, n, A.act.data(), F, dxt, C, d_act.data(), F, false, &A.s_down);
+    parallel_rows(n, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++)
         mlp_activation_backward(BE, arch.act, &A.ff[size_t(r * up_w)], &d_act[size_t(r * F)], F, &d_ff[size_t(r * up_w)]);
     });
-    L.up.backward(BE, T, A.h2.data(), C, d_ff.data(), up_w, d_h.data(), C, false, &A.s_up);
-    norm_backward(A.x_mid, L.norm2_w, A.mean2, A.rstd2, d_h.data(), dx.data(), true, L.g_norm2_w, L.g_norm2_b);
+    L.up.backward(BE, n, A.h2.data(), C, d_ff.data(), up_w, d_h.data(), C, false, &A.s_up);
+    norm_backward(n, A.x_mid, L.norm2_w, A.mean2, A.rstd2, d_h.data(), dxt, true, L.g_norm2_w, L.g_norm2_b);
 
     // Attention: x_mid = x_in + o(attn(qkv(norm1(x_in))))
-    L.o.backward(BE, T, A.att.data(), qd, dx.data(), C, d_att.data(), qd, false, &A.s_o);
+    if (trimmed) {
+      // The kept rows' gradients go back to their places; the other rows' are zero (their outputs
+      // reach no loss), so their attention queries get no gradient.
+      Floats& d_att_k = ws.d_att_kept;
+      d_att_k.resize(size_t(Tk * qd));
+      L.o.backward(BE, Tk, A.att_kept.data(), qd, dx_k.data(), C, d_att_k.data(), qd, false, &A.s_o);
+      std::fill(dx.begin(), dx.end(), 0.f);
+      std::fill(d_att.begin(), d_att.end(), 0.f);
+      for (int64_t r = 0; r < Tk; r++) {
+        const int64_t dst = kept[size_t(r)];
+        std::memcpy(&dx[size_t(dst * C)], &dx_k[size_t(r * C)], sizeof(float) * size_t(C));
+        std::memcpy(&d_att[size_t(dst * qd)], &d_att_k[size_t(r * qd)], sizeof(float) * size_t(qd));
+      }
+    } else {
+      L.o.backward(BE, T, A.att.data(), qd, dx.data(), C, d_att.data(), qd, false, &A.s_o);
+    }
     std::fill(d_qkv.begin(), d_qkv.end(), 0.f);
     float scale = 1.f / std::sqrt(float(D));
     if (c.scale_attn_by_inverse_layer_idx) scale /= float(l + 1);
@@ -112,7 +145,7 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
         }
       });
     L.qkv.backward(BE, T, A.h1.data(), C, d_qkv.data(), ld, d_h.data(), C, false, &A.s_qkv);
-    norm_backward(A.x_in, L.norm1_w, A.mean1, A.rstd1, d_h.data(), dx.data(), true, L.g_norm1_w, L.g_norm1_b);
+    norm_backward(T, A.x_in, L.norm1_w, A.mean1, A.rstd1, d_h.data(), dx.data(), true, L.g_norm1_w, L.g_norm1_b);
   }
   if (!w.g_tok_emb.empty()) {
     const float s = embedding_scale(c);

@@ -276,6 +276,32 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
                                             scores[size_t(thread)].data(), att_p + r * qd + it.head * D);
       }
     });
+    if (A && !acts->kept.empty() && l == c.layers - 1) {
+      // Training, last layer: the tail runs on the rows the loss reads (Acts::kept); the others'
+      // final hidden states are zero.
+      const std::vector<int64_t>& rows = acts->kept;
+      const int64_t Tk = int64_t(rows.size());
+      float* att_k = sized(A->att_kept, Tk * qd);
+      Floats& x_k = ws.kept_x;
+      sized(x_k, Tk * C);
+      parallel_rows(Tk, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; r++) {
+          const int64_t src = rows[size_t(r)];
+          std::memcpy(&x_k[size_t(r * C)], &x[size_t(src * C)], sizeof(float) * size_t(C));
+          std::memcpy(att_k + r * qd, att_p + src * qd, sizeof(float) * size_t(qd));
+        }
+      });
+      block_tail(L, Tk, att_k, x_k.data(), A->h2, A->ff, A->act, A, lseed);
+      acts->x_final = x_k;
+      Floats& out_k = ws.kept_h;
+      norm_n(Tk, w.norm_w, w.norm_b, x_k.data(), sized(out_k, Tk * C), sized(acts->mean_f, Tk), sized(acts->rstd_f, Tk));
+      std::memset(out, 0, sizeof(float) * size_t(T * C));
+      parallel_rows(Tk, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; r++)
+          std::memcpy(out + rows[size_t(r)] * C, &out_k[size_t(r * C)], sizeof(float) * size_t(C));
+      });
+      return;
+    }
     block_tail(L, T, att_p, x.data(), A ? A->h2 : h, A ? A->ff : ff, A ? A->act : act, A, lseed);
   }
   if (acts) acts->x_final = x;

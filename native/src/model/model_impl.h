@@ -105,6 +105,7 @@ struct LayerActs {
   Floats qkv;                     // (T, qd + 2kd) after RoPE
   Floats lse;                     // (T, H) attention log-sum-exp per query and head
   Floats att;                     // (T, H·D) attention output
+  Floats att_kept;                // last layer, trimmed: (Tk, H·D) attention output of the kept rows
   Floats x_mid, h2, mean2, rstd2;  // (T, C) after attention, normed; stats
   Floats ff;                      // (T, F or 2F) before the activation
   Floats act;                     // (T, F) after the activation
@@ -113,7 +114,11 @@ struct LayerActs {
 
 struct Acts {
   std::vector<LayerActs> layers;
-  Floats x_final, mean_f, rstd_f;  // (T, C) before the final norm; stats
+  // When not empty: the rows (ascending) whose final hidden states the loss reads. The last layer's
+  // attention output projection, MLP and final norm then run on these Tk rows only (every row's
+  // keys and values still feed their attention), and the tail's activations below hold Tk rows.
+  std::vector<int64_t> kept;
+  Floats x_final, mean_f, rstd_f;  // (T or Tk, C) before the final norm; stats
   std::vector<int64_t> pos;
 };
 
@@ -141,6 +146,7 @@ struct AdamState {
 struct Workspace {
   Floats x, h, qkv, att, ff, act, lse;                         // forward scratch
   Floats kept_att, kept_lse, kept_x, kept_h, kept_ff, kept_act;  // last layer, kept rows only
+  Floats dh_kept, dx_kept, d_att_kept;  // backward of a trimmed last layer (Acts::kept)
   std::vector<Floats> scores;                                  // per thread
   Floats hidden, dh;                                           // training head
   Floats dx, tmp, d_act, d_ff, d_h, d_att, d_qkv;              // backward

@@ -42,6 +42,15 @@ TrainResult Model::train_accumulate(const PackedBatch& b, const float* weights, 
   std::vector<SeqRun> runs(size_t(b.n_seqs));
   for (int64_t s = 0; s < b.n_seqs; s++) runs[size_t(s)] = {b.offsets[s], int64_t(b.offsets[s + 1]) - b.offsets[s], 0, nullptr};
   Acts& acts = m.ws.acts;
+  // The loss reads the final hidden states of the weighted rows only; when they are fewer than all,
+  // the last layer's tail runs on them alone. Not with a hidden-state loss (it reads every row) or
+  // LoRA dropout in that tail (its masks are drawn per row of the whole batch).
+  acts.kept.clear();
+  bool tail_dropout = false;
+  for (const Linear* lin : {&m.w.layers.back().o, &m.w.layers.back().up, &m.w.layers.back().down})
+    for (const LoraAdapter& a : lin->lora) tail_dropout = tail_dropout || a.dropout > 0.f;
+  if (!hidden_grad && !tail_dropout && int64_t(rows.size()) < T)
+    for (const CeRow& r : rows) acts.kept.push_back(r.row);
   Floats& hidden = m.ws.hidden;
   hidden.resize(size_t(T * C));
   m.forward_hidden(b.tokens, T, runs, hidden.data(), &acts, seed);
