@@ -14,7 +14,7 @@ export function registerDemo(program: Command): void {
   program
     .command('demo')
     .description('the built-in benchmark: a generated key-part task suite, a tiny base model per seed, the validity gate, and none / random / inscl / kpig / multitask compared')
-    .option('--quick', 'a smaller suite and base model (about a minute and a half; a smoke run, not evidence)')
+    .option('--quick', 'a smaller suite and base model (from 25 s to 75 s on 2 cores, by CPU; a smoke run, not evidence)')
     .option('--seeds <n>', 'repeat with seeds 0..n−1 (a base model each) and report mean ± 95% interval', int('--seeds', 1), 1)
     .option('-o, --out <dir>', 'where runs and the report go (default runs/demo or runs/demo-quick)')
     .option('--cache <dir>', 'base-model cache (default $KPIG_CACHE/base-models or ~/.cache/kpig/base-models)')
