@@ -57,6 +57,21 @@ struct Dev {
 
 using kpig::parity::nmse;
 
+// Sequences of the given lengths packed back to back: T rows, each row's sequence start and end
+// (exclusive), as the CUDA attention kernels take them.
+struct Packing {
+  int64_t T = 0;
+  std::vector<int32_t> start, end;
+};
+Packing packing(const std::vector<int64_t>& lens) {
+  Packing p;
+  for (int64_t n : lens) {
+    for (int64_t i = 0; i < n; i++) p.start.push_back(int32_t(p.T)), p.end.push_back(int32_t(p.T + n));
+    p.T += n;
+  }
+  return p;
+}
+
 struct Case {
   std::string name;
   double max_nmse;
@@ -161,11 +176,10 @@ std::vector<Case> cases() {
   all.push_back({"attention_forward packed 37+1+90 H=8 K=2 D=64", 1e-10, [](kpig::Backend& cpu) {
                    const std::vector<int64_t> lens = {37, 1, 90};
                    const int64_t H = 8, Kh = 2, D = 64, ld = (H + 2 * Kh) * D, qd = H * D;
-                   int64_t T = 0;
-                   for (int64_t n : lens) T += n;
+                   const Packing pk = packing(lens);
+                   const int64_t T = pk.T;
                    const float scale = 0.125f;
                    Vec qkv = randn(static_cast<size_t>(T * ld)), ref(static_cast<size_t>(T * qd)), ref_lse(static_cast<size_t>(T * H));
-                   std::vector<int32_t> start(static_cast<size_t>(T));
                    int64_t row0 = 0;
                    for (int64_t n : lens) {
                      Vec scratch(static_cast<size_t>(cpu.attention_scratch_size(n)));
@@ -175,11 +189,10 @@ std::vector<Case> cases() {
                                                   &qkv[static_cast<size_t>(row0 * ld + qd + Kh * D + g * D)], ld, n, 0, D, scale, &ref[static_cast<size_t>(row0 * qd + h * D)], qd,
                                                   &ref_lse[static_cast<size_t>(row0 * H + h)], H, scratch.data());
                      }
-                     for (int64_t i = 0; i < n; i++) start[static_cast<size_t>(row0 + i)] = int32_t(row0);
                      row0 += n;
                    }
                    Dev<float> dqkv(qkv), dout(static_cast<size_t>(T * qd)), dlse(static_cast<size_t>(T * H));
-                   Dev<int32_t> dstart(start);
+                   Dev<int32_t> dstart(pk.start);
                    CK(kpig::cuda::attention_forward(dqkv.p, ld, dstart.p, T, H, Kh, D, scale, dout.p, qd, dlse.p, nullptr));
                    return std::max(nmse(dout.host(), ref), nmse(dlse.host(), ref_lse));
                  }});
@@ -214,12 +227,11 @@ std::vector<Case> cases() {
   all.push_back({"attention_backward packed 29+1+50 H=4 K=2 D=32", 1e-9, [](kpig::Backend& cpu) {
                    const std::vector<int64_t> lens = {29, 1, 50};
                    const int64_t H = 4, Kh = 2, D = 32, ld = (H + 2 * Kh) * D, qd = H * D;
-                   int64_t T = 0;
-                   for (int64_t n : lens) T += n;
+                   const Packing pk = packing(lens);
+                   const int64_t T = pk.T;
                    const float scale = 0.17f;
                    Vec qkv = randn(static_cast<size_t>(T * ld)), dout = randn(static_cast<size_t>(T * qd)), o(static_cast<size_t>(T * qd)),
                        l(static_cast<size_t>(T * H)), ref(static_cast<size_t>(T * ld), 0.f);
-                   std::vector<int32_t> start(static_cast<size_t>(T)), end(static_cast<size_t>(T));
                    int64_t row0 = 0;
                    for (int64_t n : lens) {
                      Vec scratch(static_cast<size_t>(cpu.attention_scratch_size(n)));
@@ -232,11 +244,10 @@ std::vector<Case> cases() {
                        cpu.attention_head_backward(&qkv[q], &qkv[k], &qkv[v], ld, n, D, scale, &o[oo], qd, &dout[oo], qd,
                                                    &l[static_cast<size_t>(row0 * H + h)], H, &ref[q], &ref[k], &ref[v], scratch.data());
                      }
-                     for (int64_t i = 0; i < n; i++) start[static_cast<size_t>(row0 + i)] = int32_t(row0), end[static_cast<size_t>(row0 + i)] = int32_t(row0 + n);
                      row0 += n;
                    }
                    Dev<float> dqkv(qkv), dO(o), dL(l), ddout(dout), dgrad(Vec(static_cast<size_t>(T * ld), 0.f));
-                   Dev<int32_t> dstart(start), dend(end);
+                   Dev<int32_t> dstart(pk.start), dend(pk.end);
                    CK(kpig::cuda::attention_backward(dqkv.p, ld, dstart.p, dend.p, T, H, Kh, D, scale, dO.p, qd, dL.p, ddout.p, qd, dgrad.p, nullptr));
                    return nmse(dgrad.host(), ref);
                  }});
