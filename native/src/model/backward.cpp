@@ -72,7 +72,7 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
     Floats& dh_k = ws.dh_kept;
     dh_k.resize(size_t(Tk * C));
     dx_k.resize(size_t(Tk * C));
-    for (int64_t r = 0; r < Tk; r++) std::memcpy(&dh_k[size_t(r * C)], &dh[size_t(kept[size_t(r)] * C)], sizeof(float) * size_t(C));
+    gather_rows(dh.data(), kept, C, dh_k.data());
     dy_final = dh_k.data();
   }
   norm_backward(kept.empty() ? T : Tk, acts.x_final, w.norm_w, acts.mean_f, acts.rstd_f, dy_final, kept.empty() ? dx.data() : dx_k.data(), false,
@@ -115,11 +115,8 @@ void ModelImpl::backward(const int32_t* tokens, int64_t T, const std::vector<Seq
       L.o.backward(BE, Tk, A.att_kept.data(), qd, dx_k.data(), C, d_att_k.data(), qd, false, &A.s_o);
       std::fill(dx.begin(), dx.end(), 0.f);
       std::fill(d_att.begin(), d_att.end(), 0.f);
-      for (int64_t r = 0; r < Tk; r++) {
-        const int64_t dst = kept[size_t(r)];
-        std::memcpy(&dx[size_t(dst * C)], &dx_k[size_t(r * C)], sizeof(float) * size_t(C));
-        std::memcpy(&d_att[size_t(dst * qd)], &d_att_k[size_t(r * qd)], sizeof(float) * size_t(qd));
-      }
+      scatter_rows(dx_k.data(), kept, C, dx.data());
+      scatter_rows(d_att_k.data(), kept, qd, d_att.data());
     } else {
       L.o.backward(BE, T, A.att.data(), qd, dx.data(), C, d_att.data(), qd, false, &A.s_o);
     }

@@ -14,6 +14,18 @@ void ModelImpl::parallel_rows(int64_t n, int64_t grain, const std::function<void
   be->parallel_for(tasks, [&](int64_t t, int) { fn(t * grain, std::min(n, (t + 1) * grain)); });
 }
 
+void ModelImpl::gather_rows(const float* src, const std::vector<int64_t>& rows, int64_t width, float* dst) {
+  parallel_rows(int64_t(rows.size()), 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) std::memcpy(dst + r * width, src + rows[size_t(r)] * width, sizeof(float) * size_t(width));
+  });
+}
+
+void ModelImpl::scatter_rows(const float* src, const std::vector<int64_t>& rows, int64_t width, float* dst) {
+  parallel_rows(int64_t(rows.size()), 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) std::memcpy(dst + rows[size_t(r)] * width, src + r * width, sizeof(float) * size_t(width));
+  });
+}
+
 const PackedWeight* ModelImpl::pack_head() {
   const ModelConfig& c = info.config;
   if (!ws.head) ws.head = be->new_packed();
@@ -244,10 +256,7 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
                                att_k.data() + base[si] * qd + hh * D, qd, lse_k.data() + base[si] * H + hh, H,
                                scores[size_t(thread)].data());
       });
-      parallel_rows(Tk, 64, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; r++)
-          std::memcpy(&x_k[size_t(r * C)], &x[size_t(rows[size_t(r)] * C)], sizeof(float) * size_t(C));
-      });
+      gather_rows(x.data(), rows, C, x_k.data());
       block_tail(L, Tk, att_k.data(), x_k.data(), ws.kept_h, ws.kept_ff, ws.kept_act, nullptr, lseed);
       norm_n(Tk, w.norm_w, w.norm_b, x_k.data(), out, nullptr, nullptr);
       return;
@@ -284,22 +293,14 @@ void ModelImpl::forward_hidden(const int32_t* tokens, int64_t T, const std::vect
       float* att_k = sized(A->att_kept, Tk * qd);
       Floats& x_k = ws.kept_x;
       sized(x_k, Tk * C);
-      parallel_rows(Tk, 64, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; r++) {
-          const int64_t src = rows[size_t(r)];
-          std::memcpy(&x_k[size_t(r * C)], &x[size_t(src * C)], sizeof(float) * size_t(C));
-          std::memcpy(att_k + r * qd, att_p + src * qd, sizeof(float) * size_t(qd));
-        }
-      });
+      gather_rows(x.data(), rows, C, x_k.data());
+      gather_rows(att_p, rows, qd, att_k);
       block_tail(L, Tk, att_k, x_k.data(), A->h2, A->ff, A->act, A, lseed);
       acts->x_final = x_k;
       Floats& out_k = ws.kept_h;
       norm_n(Tk, w.norm_w, w.norm_b, x_k.data(), sized(out_k, Tk * C), sized(acts->mean_f, Tk), sized(acts->rstd_f, Tk));
       std::memset(out, 0, sizeof(float) * size_t(T * C));
-      parallel_rows(Tk, 64, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; r++)
-          std::memcpy(out + rows[size_t(r)] * C, &out_k[size_t(r * C)], sizeof(float) * size_t(C));
-      });
+      scatter_rows(out_k.data(), rows, C, out);
       return;
     }
     block_tail(L, T, att_p, x.data(), A ? A->h2 : h, A ? A->ff : ff, A ? A->act : act, A, lseed);

@@ -195,6 +195,10 @@ class ModelImpl {
   const PackedWeight* pack_head();
   // Runs fn(r0, r1) over row ranges in parallel.
   void parallel_rows(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+  // Row i of dst = row rows[i] of src (gather), or row rows[i] of dst = row i of src (scatter);
+  // rows of `width` floats, back to back.
+  void gather_rows(const float* src, const std::vector<int64_t>& rows, int64_t width, float* dst);
+  void scatter_rows(const float* src, const std::vector<int64_t>& rows, int64_t width, float* dst);
 };
 
 std::unique_ptr<ModelImpl> model_impl_load(const std::string& dir, const LoadOptions& options);
